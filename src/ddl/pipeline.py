@@ -1,0 +1,256 @@
+"""The experiment, top to bottom: load → model → dictionary → attack → denoise → evaluate → write.
+
+This is the only module that imports from data, models, attacks, defence and metrics. Each stage
+reads only what the previous stage produced and stores its own output in ``<run_dir>/cache``
+under a key derived from every input that determines it, written atomically; a second run with
+the same configuration recomputes nothing, and an interrupted run resumes (model training resumes
+at epoch granularity).
+
+Threat model: the attacks here are computed on the *undefended* model (oblivious / non-adaptive,
+as in the paper). That shows what the denoiser removes from perturbations made without knowledge
+of it; it does not show robustness against an attacker who differentiates through the denoiser.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import ddl
+from ddl import metrics
+from ddl._io import atomic_torch_save, atomic_write_json, safe_torch_load
+from ddl.config import AttackConfig, ExperimentConfig, config_key
+
+CACHE = "cache"
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True) -> dict:
+    """Run every attack of ``cfg`` against one model and one denoiser; write ``results.json``.
+
+    Returns the results dict ``{"ddl_version", "config", "records": [...], "seconds"}``; one
+    record per attack (see DESIGN.md §7 for the fields).
+    """
+    run_dir = Path(run_dir)
+    (run_dir / CACHE).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", cfg.to_dict())
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    x_train, y_train, x_test, y_test = load_data(cfg)
+    timings["data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    model, model_info = get_model(cfg, x_train, y_train, x_test, y_test, run_dir, progress=progress)
+    timings["model"] = time.perf_counter() - t
+
+    records = []
+    denoiser = None
+    for attack in cfg.attacks:
+        n = attack.n_images or len(x_test)
+        x, y = x_test[:n], y_test[:n]
+        t = time.perf_counter()
+        x_adv = get_adversarial(cfg, attack, model, model_info["key"], x, y, run_dir)
+        t_attack = time.perf_counter() - t
+
+        t = time.perf_counter()
+        if denoiser is None or cfg.defence.dictionary_source == "perturbed":
+            fit_on = x_train if cfg.defence.dictionary_source == "clean" else x_adv
+            denoiser = get_denoiser(cfg, fit_on, run_dir, progress=progress)
+        t_dict = time.perf_counter() - t
+
+        t = time.perf_counter()
+        with torch.no_grad():
+            x_den = denoiser.transform(x_adv)
+            x_den_clean = denoiser.transform(x)
+        t_denoise = time.perf_counter() - t
+
+        t = time.perf_counter()
+        record = evaluate(cfg, attack, model, x, y, x_adv, x_den, x_den_clean)
+        record["seconds"] = {
+            "attack": t_attack,
+            "dictionary": t_dict,
+            "denoise": t_denoise,
+            "evaluate": time.perf_counter() - t,
+        }
+        record["model_info"] = {k: v for k, v in model_info.items() if k != "key"}
+        records.append(record)
+        if progress:
+            print(format_record(record))
+
+    results = {
+        "ddl_version": ddl.__version__,
+        "config": cfg.to_dict(),
+        "records": records,
+        "seconds": timings,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "device": cfg.device},
+    }
+    atomic_write_json(run_dir / "results.json", results)
+    return results
+
+
+# --- stages ------------------------------------------------------------------------------------
+def load_data(cfg: ExperimentConfig):
+    """→ x_train, y_train, x_test, y_test: float32 (N, C, H, W) in [0, 1] and int64 (N,)."""
+    from ddl import data
+
+    d = cfg.data
+    if d.source == "sample":
+        x_train, y_train = data.load_sample("train")
+        x_test, y_test = data.load_sample("test")
+    elif d.source == "synthetic":
+        shape = (1, 28, 28) if d.dataset == "mnist" else (3, 32, 32)
+        x_train, y_train = data.synthetic.make_blobs_images(d.n_train or 200, shape=shape, seed=0)
+        x_test, y_test = data.synthetic.make_blobs_images(d.n_test or 40, shape=shape, seed=1)
+    else:
+        x_train, y_train = data.load_dataset(d.dataset, "train", data_dir=d.data_dir)
+        x_test, y_test = data.load_dataset(d.dataset, "test", data_dir=d.data_dir)
+    for n, name in ((d.n_train, "n_train"), (d.n_test, "n_test")):
+        have = len(x_train) if name == "n_train" else len(x_test)
+        if n is not None and n > have:
+            raise ValueError(f"load_data: {name}={n} but the {d.source} {d.dataset} split has only {have} images.")
+    x_train, y_train = x_train[: d.n_train], y_train[: d.n_train]
+    x_test, y_test = x_test[: d.n_test], y_test[: d.n_test]
+    return x_train, y_train, x_test, y_test
+
+
+def get_model(cfg, x_train, y_train, x_test, y_test, run_dir: Path, *, progress=True):
+    """A zoo checkpoint when one matches (full data only), else a model trained once and cached."""
+    from ddl.models import build_model
+    from ddl.models.checkpoint import load_checkpoint, save_checkpoint
+    from ddl.models.train import fit, predict
+
+    m, d = cfg.model, cfg.data
+    if m.use_zoo and d.source == "full":
+        from ddl import zoo
+
+        entry = zoo.find(m.name, d.dataset)
+        if entry is not None:
+            model = zoo.load(m.name, d.dataset, device=cfg.device)
+            return model, {"source": "zoo", "key": entry.sha256, "path": str(entry.path),
+                           "epochs": entry.epochs, "test_accuracy": entry.accuracy}
+    key = config_key("model", m.name, m.epochs, m.batch_size, m.lr, m.seed,
+                     d.dataset, d.source, d.n_train, ddl.__version__)
+    path = run_dir / CACHE / f"model-{m.name}-{key}.pt"
+    if path.exists():
+        model, meta = load_checkpoint(path, device=cfg.device)
+        return model, {"source": "cache", "key": key, "path": str(path), **_short(meta)}
+    model = build_model(m.name, tuple(x_train.shape[1:]), n_classes=int(y_train.max()) + 1)
+    t = time.perf_counter()
+    fit(model, x_train, y_train, epochs=m.epochs, batch_size=m.batch_size, lr=m.lr, seed=m.seed,
+        device=cfg.device, checkpoint_path=path.with_suffix(".resume.pt"), progress=progress)
+    model.eval()
+    acc = metrics.accuracy(predict(model, x_test, device=cfg.device), y_test)
+    meta = {"architecture": m.name, "dataset": d.dataset, "source": d.source,
+            "input_shape": list(x_train.shape[1:]), "n_classes": int(y_train.max()) + 1,
+            "epochs": m.epochs, "seconds": time.perf_counter() - t, "test_accuracy": acc}
+    save_checkpoint(path, model, meta)
+    path.with_suffix(".resume.pt").unlink(missing_ok=True)
+    return model, {"source": "trained", "key": key, "path": str(path), **_short(meta)}
+
+
+def _short(meta: dict) -> dict:
+    return {k: meta.get(k) for k in ("epochs", "test_accuracy", "seconds")}
+
+
+def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, run_dir: Path, *, progress=True):
+    """The fitted DictionaryDenoiser, learned once per (defence config, fitting data) and cached."""
+    from ddl.defence import DictionaryDenoiser
+
+    p = cfg.defence
+    data_id = _tensor_fingerprint(x_fit)
+    key = config_key("dictionary", _defence_params(p), data_id, ddl.__version__)
+    path = run_dir / CACHE / f"dictionary-{key}.pt"
+    if path.exists():
+        return DictionaryDenoiser.load(path).to(cfg.device)
+    den = DictionaryDenoiser(**_defence_params(p), device=cfg.device)
+    den.fit(x_fit)
+    den.save(path)
+    return den
+
+
+def _defence_params(p) -> dict:
+    return {"patch_size": p.patch_size, "n_components": p.n_components,
+            "n_nonzero_coefs": p.n_nonzero_coefs, "step": p.step, "method": p.method,
+            "n_epochs": p.n_epochs, "max_patches": p.max_patches, "remove_mean": p.remove_mean,
+            "random_state": p.random_state}
+
+
+def get_adversarial(cfg, attack: AttackConfig, model, model_key: str, x, y, run_dir: Path):
+    """Attacked images, computed once per (model, attack, parameters, data subset) and cached."""
+    key = config_key("adv", model_key, attack.name, attack.params, _tensor_fingerprint(x),
+                     ddl.__version__)
+    path = run_dir / CACHE / f"adv-{attack.name}-{key}.pt"
+    if path.exists():
+        return safe_torch_load(path)["x_adv"]
+    x_adv = run_attack(attack, model, x.to(cfg.device), y.to(cfg.device)).cpu()
+    atomic_torch_save(path, {"x_adv": x_adv, "attack": attack.name, "params": dict(attack.params)})
+    return x_adv
+
+
+def run_attack(attack: AttackConfig, model, x, y):
+    """Call ``ddl.attacks.ATTACKS[name]``; JSMA takes a target (random wrong class from ``y``)."""
+    from ddl.attacks import ATTACKS
+
+    fn = ATTACKS[attack.name]
+    if attack.name == "jsma":
+        return fn(model, x, None, y=y, **attack.params)
+    return fn(model, x, y, **attack.params)
+
+
+def _tensor_fingerprint(x: torch.Tensor) -> str:
+    """Cheap content hash of an image tensor (shape, sums, a strided sample of values)."""
+    flat = x.reshape(-1)
+    sample = flat[:: max(1, flat.numel() // 4096)]
+    return config_key(list(x.shape), str(x.dtype), float(flat.double().sum()),
+                      [round(v, 6) for v in sample.double().tolist()])
+
+
+def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) -> dict:
+    """One results record: accuracies, confidences, PSNR/SSIM, the high-confidence subset."""
+    from ddl.models.train import predict
+
+    logits = {name: predict(model, v, device=cfg.device).cpu()
+              for name, v in (("clean", x), ("perturbed", x_adv), ("denoised", x_den),
+                              ("denoised_clean", x_den_clean))}
+    acc = {name: metrics.accuracy(lg, y) for name, lg in logits.items()}
+    conf = {name: metrics.mean_confidence(lg) for name, lg in logits.items()}
+    thr = cfg.high_confidence_threshold
+    mask = metrics.high_confidence_misclassified(logits["perturbed"], y, threshold=thr)
+    n_hc = int(mask.sum())
+    high = {"threshold": thr, "n_images": n_hc,
+            "perturbed": metrics.accuracy(logits["perturbed"][mask], y[mask]) if n_hc else None,
+            "denoised": metrics.accuracy(logits["denoised"][mask], y[mask]) if n_hc else None}
+    return {
+        "dataset": cfg.data.dataset,
+        "model": cfg.model.name,
+        "attack": attack.name,
+        "attack_params": dict(attack.params),
+        "defence_params": {**_defence_params(cfg.defence),
+                           "dictionary_source": cfg.defence.dictionary_source},
+        "n_images": len(x),
+        "accuracy": {**acc, "high_confidence": high},
+        "confidence": conf,
+        "psnr": {"perturbed": metrics.psnr(x_adv, x), "denoised": metrics.psnr(x_den, x),
+                 "denoised_clean": metrics.psnr(x_den_clean, x)},
+        "ssim": {"perturbed": metrics.ssim(x_adv, x), "denoised": metrics.ssim(x_den, x),
+                 "denoised_clean": metrics.ssim(x_den_clean, x)},
+    }
+
+
+def format_record(r: dict) -> str:
+    """A small terminal table for one record."""
+    a, p, s = r["accuracy"], r["psnr"], r["ssim"]
+    head = f"{r['dataset']} · {r['model']} · {r['attack']} {r['attack_params']} · {r['n_images']} images"
+    rows = [
+        f"{'':<16}{'accuracy':>10}{'PSNR dB':>10}{'SSIM':>8}",
+        f"{'clean':<16}{a['clean'] * 100:>9.2f}%{'':>10}{'':>8}",
+        f"{'perturbed':<16}{a['perturbed'] * 100:>9.2f}%{p['perturbed']:>10.2f}{s['perturbed']:>8.3f}",
+        f"{'denoised':<16}{a['denoised'] * 100:>9.2f}%{p['denoised']:>10.2f}{s['denoised']:>8.3f}",
+        f"{'denoised clean':<16}{a['denoised_clean'] * 100:>9.2f}%{p['denoised_clean']:>10.2f}"
+        f"{s['denoised_clean']:>8.3f}",
+    ]
+    return "\n".join([head, *rows])
