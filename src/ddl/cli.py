@@ -5,6 +5,8 @@
     ddl attack   --checkpoint M.pt --dataset mnist --attack fgsm --eps 0.1 --out adv.pt
     ddl denoise  --input adv.pt --fit-dataset mnist --out den.pt   (or --dictionary den.pt)
     ddl evaluate --checkpoint M.pt --dataset mnist [--input den.pt]
+    ddl reproduce --preset paper --data-dir DIR     the paper's tables and figures → results/paper
+    ddl report   RUN_DIR
     ddl zoo list
     ddl download mnist --data-dir DIR
 """
@@ -96,6 +98,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", default=None, help=".pt file with x or x_adv (labels from its y, else the test set)")
     common(sp)
     sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("reproduce", help="the paper's grid, ε sweep, figures and report in one run folder")
+    sp.add_argument("--preset", default="quick", choices=["quick", "paper", "noisy-dictionary", "tuned"])
+    sp.add_argument("--run-dir", default=None, help="default: results/PRESET")
+    sp.add_argument("--datasets", nargs="+", default=None, choices=["mnist", "cifar10"])
+    sp.add_argument("--models", nargs="+", default=None)
+    sp.add_argument("--no-figures", action="store_true")
+    common(sp)
+    sp.set_defaults(func=cmd_reproduce)
+
+    sp = sub.add_parser("report", help="write report.md and report.html from RUN_DIR/results.json")
+    sp.add_argument("run_dir")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("zoo", help="the trained checkpoints shipped with ddl")
     sp.add_argument("action", choices=["list"])
@@ -258,6 +273,31 @@ def cmd_evaluate(args) -> int:
     logits = predict(model, x, device=args.device)
     print(f"accuracy {metrics.accuracy(logits, y) * 100:.2f} % on {len(x)} images "
           f"(mean confidence {metrics.mean_confidence(logits):.3f})")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    import dataclasses
+
+    from ddl import reproduce
+
+    _setup(args)
+    rc = reproduce.get_preset(args.preset)
+    changes = {k: tuple(v) for k, v in (("datasets", args.datasets), ("models", args.models)) if v}
+    rc = dataclasses.replace(rc, **changes)
+    run_dir = Path(args.run_dir or f"results/{args.preset}")
+    t = time.perf_counter()
+    reproduce.reproduce(rc, run_dir, data_dir=args.data_dir, device=args.device,
+                        figures=not args.no_figures)
+    print(f"done in {time.perf_counter() - t:.1f} s; report: {run_dir / 'report.html'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ddl.report import write_report
+
+    md, page = write_report(args.run_dir)
+    print(f"wrote {md} and {page}")
     return 0
 
 

@@ -17,6 +17,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import ddl
@@ -27,14 +28,18 @@ from ddl.config import AttackConfig, ExperimentConfig, config_key
 CACHE = "cache"
 
 
-def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True) -> dict:
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, cache_dir: str | Path | None = None,
+                   progress: bool = True) -> dict:
     """Run every attack of ``cfg`` against one model and one denoiser; write ``results.json``.
 
     Returns the results dict ``{"ddl_version", "config", "records": [...], "seconds"}``; one
-    record per attack (see DESIGN.md §7 for the fields).
+    record per attack (see DESIGN.md §7 for the fields). Per-image arrays (PSNR, SSIM,
+    predictions, a few example images) go to ``run_dir/arrays/``. ``cache_dir`` (default
+    ``run_dir/cache``) may be shared between runs: every cached file is keyed by its inputs.
     """
     run_dir = Path(run_dir)
-    (run_dir / CACHE).mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else run_dir / CACHE
+    cache.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", cfg.to_dict())
     timings: dict[str, float] = {}
 
@@ -43,7 +48,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool
     timings["data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    model, model_info = get_model(cfg, x_train, y_train, x_test, y_test, run_dir, progress=progress)
+    model, model_info = get_model(cfg, x_train, y_train, x_test, y_test, cache, progress=progress)
     timings["model"] = time.perf_counter() - t
 
     records = []
@@ -52,23 +57,25 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool
         n = attack.n_images or len(x_test)
         x, y = x_test[:n], y_test[:n]
         t = time.perf_counter()
-        x_adv = get_adversarial(cfg, attack, model, model_info["key"], x, y, run_dir)
+        x_adv = get_adversarial(cfg, attack, model, model_info["key"], x, y, cache)
         t_attack = time.perf_counter() - t
 
         t = time.perf_counter()
         if denoiser is None or cfg.defence.dictionary_source == "perturbed":
             fit_on = x_train if cfg.defence.dictionary_source == "clean" else x_adv
-            denoiser = get_denoiser(cfg, fit_on, run_dir, progress=progress)
+            denoiser, den_key = get_denoiser(cfg, fit_on, cache, progress=progress)
         t_dict = time.perf_counter() - t
 
         t = time.perf_counter()
-        with torch.no_grad():
-            x_den = denoiser.transform(x_adv)
-            x_den_clean = denoiser.transform(x)
+        x_den = get_denoised(denoiser, den_key, x_adv, cache, cfg.device)
+        x_den_clean = get_denoised(denoiser, den_key, x, cache, cfg.device)
         t_denoise = time.perf_counter() - t
 
         t = time.perf_counter()
-        record = evaluate(cfg, attack, model, x, y, x_adv, x_den, x_den_clean)
+        record, arrays = evaluate(cfg, attack, model, x, y, x_adv, x_den, x_den_clean)
+        arrays_path = run_dir / "arrays" / f"{cfg.data.dataset}-{cfg.model.name}-{attack.label}.pt"
+        atomic_torch_save(arrays_path, arrays)
+        record["files"] = {"arrays": str(arrays_path.relative_to(run_dir))}
         record["seconds"] = {
             "attack": t_attack,
             "dictionary": t_dict,
@@ -117,7 +124,7 @@ def load_data(cfg: ExperimentConfig):
     return x_train, y_train, x_test, y_test
 
 
-def get_model(cfg, x_train, y_train, x_test, y_test, run_dir: Path, *, progress=True):
+def get_model(cfg, x_train, y_train, x_test, y_test, cache: Path, *, progress=True):
     """A zoo checkpoint when one matches (full data only), else a model trained once and cached."""
     from ddl.models import build_model
     from ddl.models.checkpoint import load_checkpoint, save_checkpoint
@@ -134,7 +141,7 @@ def get_model(cfg, x_train, y_train, x_test, y_test, run_dir: Path, *, progress=
                            "epochs": entry.epochs, "test_accuracy": entry.accuracy}
     key = config_key("model", m.name, m.epochs, m.batch_size, m.lr, m.seed,
                      d.dataset, d.source, d.n_train, ddl.__version__)
-    path = run_dir / CACHE / f"model-{m.name}-{key}.pt"
+    path = cache / f"model-{m.name}-{key}.pt"
     if path.exists():
         model, meta = load_checkpoint(path, device=cfg.device)
         return model, {"source": "cache", "key": key, "path": str(path), **_short(meta)}
@@ -156,20 +163,31 @@ def _short(meta: dict) -> dict:
     return {k: meta.get(k) for k in ("epochs", "test_accuracy", "seconds")}
 
 
-def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, run_dir: Path, *, progress=True):
-    """The fitted DictionaryDenoiser, learned once per (defence config, fitting data) and cached."""
+def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, progress=True):
+    """(fitted DictionaryDenoiser, its key), learned once per (defence config, fitting data)."""
     from ddl.defence import DictionaryDenoiser
 
     p = cfg.defence
     data_id = _tensor_fingerprint(x_fit)
     key = config_key("dictionary", _defence_params(p), data_id, ddl.__version__)
-    path = run_dir / CACHE / f"dictionary-{key}.pt"
+    path = cache / f"dictionary-{key}.pt"
     if path.exists():
-        return DictionaryDenoiser.load(path).to(cfg.device)
+        return DictionaryDenoiser.load(path).to(cfg.device), key
     den = DictionaryDenoiser(**_defence_params(p), device=cfg.device)
     den.fit(x_fit)
     den.save(path)
-    return den
+    return den, key
+
+
+def get_denoised(denoiser, den_key: str, x: torch.Tensor, cache: Path, device: str) -> torch.Tensor:
+    """``denoiser.transform(x)``, computed once per (dictionary, images) and cached."""
+    path = cache / f"denoised-{config_key(den_key, _tensor_fingerprint(x))}.pt"
+    if path.exists():
+        return safe_torch_load(path)["x"]
+    with torch.no_grad():
+        x_den = denoiser.transform(x.to(device)).cpu()
+    atomic_torch_save(path, {"x": x_den})
+    return x_den
 
 
 def _defence_params(p) -> dict:
@@ -179,11 +197,11 @@ def _defence_params(p) -> dict:
             "random_state": p.random_state}
 
 
-def get_adversarial(cfg, attack: AttackConfig, model, model_key: str, x, y, run_dir: Path):
+def get_adversarial(cfg, attack: AttackConfig, model, model_key: str, x, y, cache: Path):
     """Attacked images, computed once per (model, attack, parameters, data subset) and cached."""
     key = config_key("adv", model_key, attack.name, attack.params, _tensor_fingerprint(x),
                      ddl.__version__)
-    path = run_dir / CACHE / f"adv-{attack.name}-{key}.pt"
+    path = cache / f"adv-{attack.name}-{key}.pt"
     if path.exists():
         return safe_torch_load(path)["x_adv"]
     x_adv = run_attack(attack, model, x.to(cfg.device), y.to(cfg.device)).cpu()
@@ -209,8 +227,9 @@ def _tensor_fingerprint(x: torch.Tensor) -> str:
                       [round(v, 6) for v in sample.double().tolist()])
 
 
-def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) -> dict:
-    """One results record: accuracies, confidences, PSNR/SSIM, the high-confidence subset."""
+def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) -> tuple[dict, dict]:
+    """One results record (accuracies, confidences, PSNR/SSIM, the high-confidence subset) and
+    its per-image arrays (PSNR, SSIM, predictions, the first 16 images of each kind)."""
     from ddl.models.train import predict
 
     logits = {name: predict(model, v, device=cfg.device).cpu()
@@ -224,7 +243,16 @@ def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) 
     high = {"threshold": thr, "n_images": n_hc,
             "perturbed": metrics.accuracy(logits["perturbed"][mask], y[mask]) if n_hc else None,
             "denoised": metrics.accuracy(logits["denoised"][mask], y[mask]) if n_hc else None}
-    return {
+    per_image = {f"{m.__name__}_{name}": m(v, x, reduction="none")
+                 for m in (metrics.psnr, metrics.ssim)
+                 for name, v in (("perturbed", x_adv), ("denoised", x_den), ("denoised_clean", x_den_clean))}
+    arrays = {**per_image, "y": y, **{f"pred_{k}": lg.argmax(1) for k, lg in logits.items()},
+              "high_confidence_mask": mask,
+              **{f"examples_{k}": v[:16].clone() for k, v in (("clean", x), ("perturbed", x_adv),
+                                                              ("denoised", x_den))},
+              **{f"pixels_{k}": _pixel_summary(v) for k, v in (("clean", x), ("perturbed", x_adv),
+                                                              ("denoised", x_den))}}
+    record = {
         "dataset": cfg.data.dataset,
         "model": cfg.model.name,
         "attack": attack.name,
@@ -239,6 +267,16 @@ def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) 
         "ssim": {"perturbed": metrics.ssim(x_adv, x), "denoised": metrics.ssim(x_den, x),
                  "denoised_clean": metrics.ssim(x_den_clean, x)},
     }
+    return record, arrays
+
+
+def _pixel_summary(x: torch.Tensor, n_quantiles: int = 1001, bins: int = 100) -> dict:
+    """Quantiles (on at most 2M strided values) and a 100-bin histogram on [0, 1] of all pixels:
+    enough for the QQ and density figures without keeping the images."""
+    flat = x.reshape(-1).float()
+    sample = flat[:: max(1, flat.numel() // 2_000_000)]
+    q = torch.from_numpy(np.quantile(sample.numpy(), np.linspace(0, 1, n_quantiles)))
+    return {"quantiles": q.float(), "histogram": torch.histc(flat, bins=bins, min=0.0, max=1.0)}
 
 
 def format_record(r: dict) -> str:

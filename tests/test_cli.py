@@ -1,0 +1,37 @@
+import json
+
+import pytest
+
+from ddl.cli import main
+
+
+def test_demo_smoke_preset_writes_results(tmp_path, capsys):
+    assert main(["demo", "--preset", "smoke", "--run-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "perturbed" in out and "denoised" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["config"]["name"] == "smoke"
+
+
+def test_missing_data_folder_is_one_clear_line(tmp_path, capsys):
+    code = main(["evaluate", "--zoo", "mlp", "--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ddl evaluate: error:")
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().out
+
+
+def test_unknown_model_is_rejected(tmp_path, capsys):
+    code = main(["train", "--dataset", "mnist", "--model", "vgg", "--data-dir", str(tmp_path)])
+    assert code == 1
+    assert "error" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "ddl 0.1.0" in capsys.readouterr().out
