@@ -98,7 +98,7 @@ def quality_table(records: list[dict]) -> list[list[str]]:
 
 
 def parameters_table(records: list[dict]) -> list[list[str]]:
-    rows = [["data set", "model", "attack", "attack parameters", "defence parameters", "model"]]
+    rows = [["data set", "model", "attack", "attack parameters", "defence parameters", "classifier"]]
     for r in records:
         dp = r.get("defence_params", {})
         mi = r.get("model_info", {})
@@ -106,6 +106,17 @@ def parameters_table(records: list[dict]) -> list[list[str]]:
         rows.append([DATASET_NAMES.get(r["dataset"], r["dataset"]), r["model"], r["attack"],
                      ", ".join(f"{k}={v}" for k, v in sorted(r["attack_params"].items())),
                      ", ".join(f"{k}={v}" for k, v in sorted(dp.items())), model_text])
+    return rows
+
+
+def sweep_table(sweep: list[dict]) -> list[list[str]]:
+    """Accuracy vs ε (FGSM): one row per data set, model and ε."""
+    rows = [["data set", "model", "eps", "images", "clean", "perturbed", "denoised", "denoised clean"]]
+    for r in sorted(sweep, key=lambda r: (r["dataset"], r["model"], r["attack_params"]["eps"])):
+        a = r["accuracy"]
+        rows.append([DATASET_NAMES.get(r["dataset"], r["dataset"]), r["model"],
+                     f"{r['attack_params']['eps']:.4g}", str(r["n_images"]), _pct(a["clean"]),
+                     _pct(a["perturbed"]), _pct(a["denoised"]), _pct(a["denoised_clean"])])
     return rows
 
 
@@ -121,6 +132,8 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
     for attack in ("fgsm", "jsma"):
         if any(r["attack"] == attack for r in records):
             blocks += [Block("h2", ATTACK_TITLES[attack]), Block("table", rows=comparison_table(records, paper, attack))]
+    if results.get("sweep"):
+        blocks += [Block("h2", "FGSM ε sweep"), Block("table", rows=sweep_table(results["sweep"]))]
     blocks += [Block("h2", "Reconstruction quality"), Block("table", rows=quality_table(records)),
                Block("h2", "Threat model"), Block("p", THREAT_MODEL),
                Block("h2", "Protocol and parameters"), Block("table", rows=parameters_table(records))]
