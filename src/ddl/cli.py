@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=cmd_reproduce)
 
+    sp = sub.add_parser("tune", help="choose the denoiser's patch size and sparsity on a validation split")
+    sp.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"], choices=["mnist", "cifar10"])
+    sp.add_argument("--n-val", type=int, default=1000)
+    common(sp)
+    sp.set_defaults(func=cmd_tune)
+
     sp = sub.add_parser("report", help="write report.md and report.html from RUN_DIR/results.json")
     sp.add_argument("run_dir")
     sp.set_defaults(func=cmd_report)
@@ -290,6 +296,19 @@ def cmd_reproduce(args) -> int:
     reproduce.reproduce(rc, run_dir, data_dir=args.data_dir, device=args.device,
                         figures=not args.no_figures)
     print(f"done in {time.perf_counter() - t:.1f} s; report: {run_dir / 'report.html'}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from ddl import tune
+
+    _setup(args)
+    results = {d: tune.tune_defence(d, data_dir=args.data_dir, n_val=args.n_val, device=args.device)
+               for d in args.datasets}
+    path = tune.save_tuned(results)
+    for d, r in results.items():
+        print(f"{d}: best {r['best']}")
+    print(f"saved {path}")
     return 0
 
 
