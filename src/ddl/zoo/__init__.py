@@ -1,0 +1,176 @@
+"""Pretrained zoo: the five models of Mitro et al. 2018 trained on MNIST and CIFAR-10.
+
+The checkpoints (``<model>_<dataset>.pt``, float16 weights, a few MB each) sit beside this file
+with ``index.json``, which lists for each one the clean test accuracy measured on the **full**
+test set with the stored (float16-rounded) weights, the epochs and seconds of training, the
+training settings and the file's SHA-256. ``tools/train_zoo.py`` writes both; ``load`` verifies
+the SHA-256 before unpickling anything (and unpickles weights-only).
+
+Accuracies are fractions in [0, 1], as everywhere in ddl's results.
+
+Examples
+--------
+>>> import ddl.zoo
+>>> [(e.model, e.dataset) for e in ddl.zoo.entries()][:1]  # doctest: +SKIP
+[('autoencoder', 'cifar10')]
+>>> model = ddl.zoo.load("convnet", "mnist")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ddl._io import atomic_write_json
+
+#: Folder holding index.json and the checkpoints (tests monkeypatch this).
+ZOO_DIR = Path(__file__).resolve().parent
+INDEX_NAME = "index.json"
+_FIELDS = ("model", "dataset", "accuracy", "path", "epochs", "seconds", "sha256")
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One pretrained checkpoint listed in ``index.json``.
+
+    Attributes
+    ----------
+    model, dataset : str
+        Architecture name (a key of ``ddl.models.MODELS``) and "mnist" or "cifar10".
+    accuracy : float
+        Clean accuracy on the full test set, fraction in [0, 1], of the stored weights.
+    path : Path
+        Absolute path of the checkpoint file.
+    epochs : int
+        Training epochs.
+    seconds : float
+        Training wall-clock seconds (all epochs, resumed runs added up).
+    sha256 : str
+        Hex SHA-256 of the checkpoint file.
+    extra : dict
+        Other recorded settings (preset, batch_size, lr, lr_schedule, augment, seed, threads,
+        target accuracy, ...).
+    """
+
+    model: str
+    dataset: str
+    accuracy: float
+    path: Path
+    epochs: int
+    seconds: float
+    sha256: str
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _index_path() -> Path:
+    return Path(ZOO_DIR) / INDEX_NAME
+
+
+def _read_index() -> list[dict[str, Any]]:
+    path = _index_path()
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+        raise ValueError(f"ddl.zoo: {path} must hold {{'entries': [...]}}; got {type(data).__name__}.")
+    return data["entries"]
+
+
+def _to_entry(record: dict[str, Any]) -> ZooEntry:
+    missing = [k for k in _FIELDS if k not in record]
+    if missing:
+        raise ValueError(f"ddl.zoo: entry {record!r} in {_index_path()} lacks {', '.join(missing)}.")
+    root = Path(ZOO_DIR).resolve()
+    path = (root / record["path"]).resolve()
+    if root not in path.parents:
+        raise ValueError(f"ddl.zoo: entry path {record['path']!r} points outside the zoo folder {root}.")
+    extra = {k: v for k, v in record.items() if k not in _FIELDS}
+    return ZooEntry(
+        model=record["model"], dataset=record["dataset"], accuracy=float(record["accuracy"]), path=path,
+        epochs=int(record["epochs"]), seconds=float(record["seconds"]), sha256=record["sha256"], extra=extra,
+    )
+
+
+def entries() -> list[ZooEntry]:
+    """All checkpoints listed in the zoo index, sorted by (dataset, model).
+
+    Returns
+    -------
+    list of ZooEntry
+        Empty when there is no index yet.
+    """
+    return sorted((_to_entry(r) for r in _read_index()), key=lambda e: (e.dataset, e.model))
+
+
+def find(model: str, dataset: str) -> ZooEntry | None:
+    """The zoo entry for ``(model, dataset)``, or None when there is none."""
+    for entry in entries():
+        if entry.model == model and entry.dataset == dataset:
+            return entry
+    return None
+
+
+def load(model: str, dataset: str, *, device: str = "cpu"):
+    """Load a pretrained model from the zoo, in eval mode, after checking its SHA-256.
+
+    Parameters
+    ----------
+    model : str
+        "autoencoder", "convnet", "hrnn", "mlp" or "resnet".
+    dataset : str
+        "mnist" or "cifar10".
+    device : str, default "cpu"
+
+    Returns
+    -------
+    nn.Module
+        Float32, in eval mode, on ``device``; maps (N, C, H, W) float32 in [0, 1] to logits.
+
+    Raises
+    ------
+    LookupError
+        No such entry (the message lists what the zoo holds).
+    ValueError
+        The file's SHA-256 differs from the index (tampered or corrupt), or it is not a
+        weights-only ddl checkpoint.
+    """
+    from ddl.models.checkpoint import load_checkpoint
+
+    entry = find(model, dataset)
+    if entry is None:
+        have = ", ".join(f"{e.model}/{e.dataset}" for e in entries()) or "nothing yet"
+        raise LookupError(
+            f"ddl.zoo.load: no pretrained {model!r} for {dataset!r}; the zoo holds: {have}. "
+            f"Train one with tools/train_zoo.py --model {model} --dataset {dataset}."
+        )
+    net, meta = load_checkpoint(entry.path, device=device, sha256=entry.sha256)
+    if meta.get("architecture") != model or meta.get("dataset") != dataset:
+        raise ValueError(
+            f"ddl.zoo.load: {entry.path} holds {meta.get('architecture')!r}/{meta.get('dataset')!r}, "
+            f"not {model!r}/{dataset!r} as index.json says."
+        )
+    return net
+
+
+def update_index(record: dict[str, Any]) -> Path:
+    """Add or replace the index record for ``(record['model'], record['dataset'])``, atomically.
+
+    ``record['path']`` is relative to the zoo folder. Used by ``tools/train_zoo.py``.
+    """
+    _to_entry(record)  # validates the record
+    records = [r for r in _read_index() if (r["model"], r["dataset"]) != (record["model"], record["dataset"])]
+    records.append(record)
+    records.sort(key=lambda r: (r["dataset"], r["model"]))
+    return atomic_write_json(_index_path(), {"format_version": 1, "entries": records})
+
+
+def entry_as_dict(entry: ZooEntry) -> dict[str, Any]:
+    """A ``ZooEntry`` as a JSON-style dict (path as str)."""
+    d = asdict(entry)
+    d["path"] = str(entry.path)
+    return d
+
+
+__all__ = ["ZOO_DIR", "ZooEntry", "entries", "entry_as_dict", "find", "load", "update_index"]
