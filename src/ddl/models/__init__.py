@@ -66,10 +66,11 @@ def check_input_shape(input_shape: Sequence[int], who: str) -> tuple[int, int, i
     ValueError
         Naming ``who`` (the caller), the rule and the value received.
     """
-    try:
-        shape = tuple(int(s) for s in input_shape)
-    except TypeError:
-        shape = None
+    shape = None
+    if isinstance(input_shape, (tuple, list, torch.Size)) and all(
+        isinstance(s, int) and not isinstance(s, bool) for s in input_shape
+    ):
+        shape = tuple(input_shape)
     if shape not in INPUT_STATS:
         supported = ", ".join(str(s) for s in INPUT_STATS)
         raise ValueError(

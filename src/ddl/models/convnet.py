@@ -10,8 +10,8 @@ Choices where the table is silent (documented here, as DESIGN.md asks):
   Dense 512 layer small (2304 or 4096 inputs: 1.2 M or 2.1 M weights), so the checkpoint stays a few
   MB in float16 and a CPU epoch stays short, while the early layers keep the full resolution.
 - No batch normalisation (none in the table).
-- ``cam_layer = "conv6"``: the last convolution (256 channels, 3×3 on MNIST, 4×4 on CIFAR-10);
-  ``features(x)`` returns its ReLU output. There is no global pooling, so CAM needs Grad-CAM.
+- ``cam_layer = "act6"``: the ReLU after the last convolution (256 channels, 3×3 on MNIST, 4×4 on
+  CIFAR-10); ``features(x)`` returns the same map. There is no global pooling, so use Grad-CAM.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ class ConvNet(nn.Module):
     Attributes
     ----------
     cam_layer : str
-        Name of the sub-module whose output is the last convolutional feature map ("conv6").
+        Name of the sub-module whose output is the last convolutional feature map ("act6").
     """
 
-    cam_layer = "conv6"
+    cam_layer = "act6"
 
     def __init__(self, input_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10) -> None:
         super().__init__()
@@ -54,6 +54,7 @@ class ConvNet(nn.Module):
         self.conv4 = nn.Conv2d(64, 64, 3, padding=1)
         self.conv5 = nn.Conv2d(64, 128, 3)
         self.conv6 = nn.Conv2d(128, 256, 3)
+        self.act6 = nn.ReLU()
         self.drop1 = nn.Dropout(0.25)
         self.drop2 = nn.Dropout(0.25)
         side = h // 4 - 4  # 3 for MNIST, 4 for CIFAR-10
@@ -71,7 +72,7 @@ class ConvNet(nn.Module):
         x = F.relu(self.conv4(x))  # (N, 64, H/2, W/2)
         x = F.max_pool2d(x, 2)  # (N, 64, H/4, W/4)
         x = F.relu(self.conv5(x))  # (N, 128, H/4-2, W/4-2)
-        return F.relu(self.conv6(x))  # (N, 256, s, s), s = H/4-4
+        return self.act6(self.conv6(x))  # (N, 256, s, s), s = H/4-4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop2(self.features(x))  # (N, 256, s, s)

@@ -333,7 +333,8 @@ def _load_resume(path, fingerprint, model, optimizer, scheduler, history, dev) -
     try:
         state = torch.load(path, map_location=dev, weights_only=True)
     except Exception as exc:  # a weights-only refusal or a corrupt file: say which file
-        raise ValueError(f"fit: cannot read the resume state {path} ({exc}); delete it to start over.") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"fit: cannot read the resume state {path} ({first}); delete it to start over.") from exc
     if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
         raise ValueError(f"fit: {path} is not a ddl resume state (format {_STATE_FORMAT}); delete it to start over.")
     if state["fingerprint"] != fingerprint:

@@ -1,0 +1,214 @@
+"""Tests of ddl.models.train: fit (seeded, resumable per epoch), predict, augmentation."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ddl.data import make_blobs_images
+from ddl.models import build_model
+from ddl.models.train import History, augment_crop_flip, fit, predict
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_after(n_epochs):
+    calls = []
+
+    def log(msg):
+        calls.append(msg)
+        if len(calls) == n_epochs:
+            raise _Crash(msg)
+
+    return log
+
+
+def _data(n=48, shape=(1, 28, 28), seed=0):
+    return make_blobs_images(n, shape, n_classes=10, seed=seed, noise=0.2)
+
+
+def _state_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "kwargs"),
+    [
+        ("mlp", (1, 28, 28), {"lr_schedule": "cosine"}),  # dropout + batch norm + scheduler
+        ("resnet", (3, 32, 32), {"augment": "crop_flip"}),  # batch norm + dropout + augmentation
+    ],
+)
+def test_resume_after_crash_gives_identical_weights(tmp_path, name, shape, kwargs):
+    x, y = _data(40, shape)
+    common = dict(epochs=2, batch_size=16, seed=3, progress=False, x_val=x[:8], y_val=y[:8], **kwargs)
+
+    torch.manual_seed(0)
+    uninterrupted = build_model(name, shape)
+    h_full = fit(uninterrupted, x, y, checkpoint_path=tmp_path / "a.pt", **common)
+
+    torch.manual_seed(0)
+    crashed = build_model(name, shape)
+    with pytest.raises(_Crash):
+        fit(crashed, x, y, checkpoint_path=tmp_path / "b.pt", log=_crash_after(1), **common)
+    assert (tmp_path / "b.pt").is_file()
+
+    torch.manual_seed(123)  # a different initialisation: the weights must come from the resume state
+    resumed = build_model(name, shape)
+    torch.manual_seed(999)  # and the global RNG state too
+    messages = []
+    h_resumed = fit(resumed, x, y, checkpoint_path=tmp_path / "b.pt", log=messages.append, **common)
+
+    assert messages[0].startswith("resumed from") and messages[0].endswith("after epoch 1")
+    assert _state_equal(uninterrupted, resumed)
+    assert h_resumed.loss == h_full.loss and h_resumed.val_accuracy == h_full.val_accuracy
+    assert h_resumed.lr == h_full.lr and h_resumed.epochs == 2
+
+
+def test_constant_rate_run_can_be_extended(tmp_path):
+    x, y = _data(32)
+    torch.manual_seed(0)
+    straight = build_model("mlp", (1, 28, 28))
+    fit(straight, x, y, epochs=3, batch_size=8, progress=False)
+    torch.manual_seed(0)
+    extended = build_model("mlp", (1, 28, 28))
+    fit(extended, x, y, epochs=1, batch_size=8, progress=False, checkpoint_path=tmp_path / "r.pt")
+    h = fit(extended, x, y, epochs=3, batch_size=8, progress=False, checkpoint_path=tmp_path / "r.pt")
+    assert h.epochs == 3
+    assert _state_equal(straight, extended)
+
+
+def test_resume_state_of_other_settings_is_refused(tmp_path):
+    x, y = _data(16)
+    model = build_model("mlp", (1, 28, 28))
+    fit(model, x, y, epochs=1, batch_size=8, progress=False, checkpoint_path=tmp_path / "r.pt")
+    with pytest.raises(ValueError, match=r"fit: the resume state .*r\.pt was written for a different model.*delete it"):
+        fit(model, x, y, epochs=2, batch_size=8, lr=1e-2, progress=False, checkpoint_path=tmp_path / "r.pt")
+    with pytest.raises(ValueError, match=r"fingerprint mismatch"):
+        fit(build_model("convnet", (1, 28, 28)), x, y, epochs=2, batch_size=8, progress=False,
+            checkpoint_path=tmp_path / "r.pt")
+
+
+def test_unreadable_resume_state_is_refused(tmp_path):
+    x, y = _data(16)
+    (tmp_path / "r.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"fit: cannot read the resume state .*delete it to start over"):
+        fit(build_model("mlp", (1, 28, 28)), x, y, epochs=1, progress=False, checkpoint_path=tmp_path / "r.pt")
+
+
+def test_fit_is_deterministic_given_the_seed():
+    x, y = _data(32)
+    runs = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(0)
+        model = build_model("mlp", (1, 28, 28))
+        fit(model, x, y, epochs=1, batch_size=8, seed=seed, progress=False)
+        runs.append(model)
+    assert _state_equal(runs[0], runs[1])
+    assert not _state_equal(runs[0], runs[2])
+
+
+def test_fit_learns_and_records_history():
+    x, y = _data(200, seed=0)
+    x_val, y_val = _data(100, seed=1)
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 28, 28))
+    h = fit(model, x, y, epochs=3, batch_size=20, x_val=x_val, y_val=y_val, progress=False)
+    assert isinstance(h, History) and h.epochs == 3
+    assert all(len(v) == 3 for v in h.to_dict().values())
+    assert h.loss[2] < h.loss[0]
+    assert h.val_accuracy[-1] >= 0.95  # class templates + noise 0.2 are easy to separate
+    assert not model.training  # left in eval mode, ready for predict
+    acc = (predict(model, x_val).argmax(1) == y_val).double().mean().item()
+    assert acc == pytest.approx(h.val_accuracy[-1], abs=1e-12)
+
+
+def test_cosine_schedule_by_hand():
+    x, y = _data(30)
+    h = fit(build_model("mlp", (1, 28, 28)), x, y, epochs=3, batch_size=8, lr=1e-3, lr_schedule="cosine", progress=False)
+    steps, total = 4, 12  # ceil(30 / 8) steps per epoch
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * e * steps / total)) for e in range(3)]
+    assert h.lr == pytest.approx(expected, rel=1e-12)
+
+
+def test_augment_crop_flip_moves_windows_of_the_padded_image():
+    x = torch.rand(20, 3, 8, 8)
+    out = augment_crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    again = augment_crop_flip(x, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == x.shape and torch.equal(out, again)
+    padded = nn.functional.pad(x, (2, 2, 2, 2))
+    flips = 0
+    for i in range(20):
+        windows = [(padded[i, :, a:a + 8, b:b + 8], f) for a in range(5) for b in range(5) for f in (0, 1)]
+        matches = [f for w, f in windows if torch.equal(out[i], w.flip(-1) if f else w)]
+        assert matches, f"image {i} is not a (flipped) window of the padded image"
+        flips += matches[0]
+    assert 0 < flips < 20  # both flipped and unflipped images occur
+
+
+def test_augment_with_zero_pad_only_flips():
+    x = torch.rand(10, 1, 5, 5)
+    out = augment_crop_flip(x, torch.Generator().manual_seed(1), pad=0)
+    for i in range(10):
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+
+
+def test_predict_matches_forward_in_any_batching():
+    model = build_model("convnet", (1, 28, 28)).eval()
+    x = torch.rand(11, 1, 28, 28)
+    with torch.no_grad():
+        full = model(x)
+    torch.testing.assert_close(predict(model, x, batch_size=4), full, rtol=1e-5, atol=1e-5)
+
+
+def test_predict_refuses_training_mode():
+    model = build_model("mlp", (1, 28, 28))
+    with pytest.raises(ValueError, match=r"predict: model is in training mode .*call model.eval\(\) first"):
+        predict(model, torch.rand(2, 1, 28, 28))
+
+
+def test_predict_input_errors():
+    model = build_model("mlp", (1, 28, 28)).eval()
+    with pytest.raises(TypeError, match=r"predict: x must be a float32 tensor of shape \(N, C, H, W\).*got torch.uint8"):
+        predict(model, torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"predict: batch_size must be an int >= 1; got 0"):
+        predict(model, torch.rand(2, 1, 28, 28), batch_size=0)
+    with pytest.raises(ValueError, match=r"predict: x must hold at least one image"):
+        predict(model, torch.rand(0, 1, 28, 28))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"epochs": 0}, ValueError, r"fit: epochs must be an int >= 1; got 0"),
+        ({"batch_size": 0}, ValueError, r"fit: batch_size must be an int >= 1; got 0"),
+        ({"lr": 0.0}, ValueError, r"fit: lr must be a finite float > 0; got 0.0"),
+        ({"lr": float("nan")}, ValueError, r"fit: lr must be a finite float > 0; got nan"),
+        ({"augment": "mixup"}, ValueError, r"fit: augment must be None or one of \('crop_flip',\); got 'mixup'"),
+        ({"lr_schedule": "step"}, ValueError, r"fit: lr_schedule must be None or one of \('cosine',\); got 'step'"),
+        ({"x_val": torch.rand(2, 1, 28, 28)}, ValueError, r"fit: x_val and y_val must be given together"),
+        ({"x_val": torch.rand(2, 1, 8, 8), "y_val": torch.zeros(2, dtype=torch.int64)}, ValueError,
+         r"fit: x_val must have shape \(M, 1, 28, 28\) and y_val \(M,\); got \(2, 1, 8, 8\)"),
+    ],
+)
+def test_fit_argument_errors(kwargs, exc, match):
+    x, y = _data(8)
+    args = {"epochs": 1, "progress": False, **kwargs}
+    with pytest.raises(exc, match=match):
+        fit(build_model("mlp", (1, 28, 28)), x, y, **args)
+
+
+def test_fit_data_type_errors():
+    x, y = _data(8)
+    model = build_model("mlp", (1, 28, 28))
+    with pytest.raises(TypeError, match=r"fit: x must be a float32 tensor .*got torch.float64"):
+        fit(model, x.double(), y, epochs=1)
+    with pytest.raises(TypeError, match=r"fit: y must be an int64 tensor of shape \(8,\) .*got torch.int32"):
+        fit(model, x, y.int(), epochs=1)
+    with pytest.raises(TypeError, match=r"fit: y must be an int64 tensor of shape \(8,\) .*got torch.int64 tensor of shape \(7,\)"):
+        fit(model, x, y[:7], epochs=1)
+    with pytest.raises(TypeError, match=r"fit: model must be a torch.nn.Module; got function"):
+        fit(lambda t: t, x, y, epochs=1)
