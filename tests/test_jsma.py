@@ -1,0 +1,331 @@
+"""JSMA (Papernot et al. 2016, Algorithm 3, eq. (10)): hand-made networks, a double-loop reference
+for the pairwise saliency search, budgets, clipping, θ < 0, random targets, colour, 13 classes."""
+
+import math
+from importlib import import_module
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ddl.attacks import JSMAInfo, jsma
+J = import_module("ddl.attacks.jsma")   # the module (ddl.attacks.jsma is also the function's name)
+
+# Hand-made saliency: α = ∂Z_2/∂x and β = ∂(Z_0 + Z_1)/∂x of a linear model with rows W_0 = β,
+# W_1 = 0, W_2 = α. All 15 pairs (a = α_p+α_q, b = β_p+β_q; admissible when a > 0 and b < 0):
+#   (0,3) a=1.5 b=-2 → 3    (0,4) a=4 b=-0.5 → 2   (0,5) a=1 b=-4 → 4   (1,2) a=1 b=-1 → 1
+#   (1,5) a=2 b=-2 → 4      (2,4) a=2 b=-1.5 → 3   (3,4) a=3.5 b=-0.5 → 1.75
+#   (3,5) a=0.5 b=-4 → 2    (4,5) a=3 b=-2.5 → 7.5  ← the best pair
+#   (0,1) b=0, (0,2) a=0, (1,3) b=0, (1,4) b=1.5, (2,3) a<0, (2,5) a<0: not admissible.
+ALPHA = [1.0, 2.0, -1.0, 0.5, 3.0, 0.0]
+BETA = [-1.0, 1.0, -2.0, -1.0, 0.5, -3.0]
+
+
+def _linear(weight, bias, dtype=torch.float32):
+    lin = nn.Linear(len(weight[0]), len(weight)).to(dtype)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(weight, dtype=dtype))
+        lin.bias.copy_(torch.tensor(bias, dtype=dtype))
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+def _hand_model(sign=1.0, bias0=1.0):
+    return _linear([[sign * b for b in BETA], [0.0] * 6, [sign * a for a in ALPHA]], [bias0, 0.0, 0.0])
+
+
+def _small_cnn(c=1, hw=8, k=10, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(c, 6, 3, padding=1), nn.Tanh(), nn.Flatten(),
+                         nn.Linear(6 * hw * hw, k)).to(dtype).eval()
+
+
+def _reference_pair(alpha, beta, domain, increase):
+    """Obviously-correct double loop over p < q (eq. (10)); first pair wins ties. float32 numpy."""
+    best, pair = None, None
+    n = len(alpha)
+    for p in range(n):
+        for q in range(p + 1, n):
+            if not (domain[p] and domain[q]):
+                continue
+            a, b = alpha[p] + alpha[q], beta[p] + beta[q]
+            if increase and a > 0 and b < 0:
+                score = a * abs(b)
+            elif not increase and a < 0 and b > 0:
+                score = abs(a) * b
+            else:
+                continue
+            if best is None or score > best:
+                best, pair = score, (p, q)
+    return pair
+
+
+def _search(alpha, beta, domain, increase, budget_bytes):
+    s = 1.0 if increase else -1.0
+    return J._best_pairs(s * alpha, -s * beta, domain, budget_bytes)
+
+
+# ------------------------------------------------------------------------ hand-made network
+def test_hand_network_first_step_and_success():
+    x = torch.zeros(1, 1, 1, 6)
+    # Z(0) = [1, 0, 0] → class 0; after x4 = x5 = 1: Z = [1 + 0.5 - 3, 0, 3] → class 2 = target.
+    x_adv, info = jsma(_hand_model(), x, torch.tensor([2]), gamma=1.0, return_info=True)
+    assert x_adv.view(6).tolist() == [0, 0, 0, 0, 1, 1]
+    assert info.success.tolist() == [True] and info.n_iter.tolist() == [1]
+    assert info.n_changed.tolist() == [2] and info.l0.tolist() == [2]
+    assert info.l2.tolist() == [pytest.approx(math.sqrt(2))] and info.linf.tolist() == [1.0]
+
+
+def test_hand_network_saliency_pair_matches_hand_table():
+    alpha, beta = torch.tensor([ALPHA]), torch.tensor([BETA])
+    p, q, found = _search(alpha, beta, torch.ones(1, 6, dtype=torch.bool), True, 2**20)
+    assert (p.item(), q.item(), found.item()) == (4, 5, True)
+    # Without feature 5: best is (0,5)/(1,5) gone → (0,3) and (2,4) tie at 3 → the first, (0,3).
+    dom = torch.tensor([[True, True, True, True, True, False]])
+    p, q, found = _search(alpha, beta, dom, True, 2**20)
+    assert (p.item(), q.item()) == (0, 3)
+    # Only features 1 and 3: (1,3) has b = 0 → nothing admissible.
+    dom = torch.tensor([[False, True, False, True, False, False]])
+    assert not _search(alpha, beta, dom, True, 2**20)[2].item()
+
+
+def test_single_selection_is_top_two_target_derivatives():
+    # α = [1, 2, -1, 0.5, 3, 0] → features 4 and 1, whatever β says (ART's ranking).
+    x_adv, info = jsma(_hand_model(), torch.zeros(1, 1, 1, 6), torch.tensor([2]), gamma=1 / 3,
+                       selection="single", return_info=True)
+    assert x_adv.view(6).tolist() == [0, 1, 0, 0, 1, 0] and info.n_iter.tolist() == [1]
+
+
+def test_theta_negative_decreases_features():
+    # With all weights negated, decreasing features plays the role of increasing them: the
+    # θ < 0 map (a < 0, b > 0, score |a|·b) picks (4, 5) again. One iteration (γ = 1/3).
+    x = torch.ones(1, 1, 1, 6)
+    x_adv, info = jsma(_hand_model(sign=-1.0), x, torch.tensor([2]), theta=-1.0, gamma=1 / 3, return_info=True)
+    assert x_adv.view(6).tolist() == [1, 1, 1, 1, 0, 0]
+    assert info.n_iter.tolist() == [1] and not info.success.item()
+    # and a partial step keeps the feature in the domain: θ = -0.4 twice on the same pair
+    x_adv = jsma(_hand_model(sign=-1.0), x, torch.tensor([2]), theta=-0.4, gamma=2 / 3)
+    assert x_adv.view(6)[4:].tolist() == pytest.approx([0.2, 0.2])
+    assert x_adv.view(6)[:4].tolist() == [1, 1, 1, 1]
+
+
+def test_features_at_the_bound_are_not_in_the_domain():
+    # x4 already at 1: cannot increase, so the best admissible pair is (0,5)/(1,5) at score 4 → (0,5).
+    # Z = [5 + 0.5, 0, 3] → class 0; after x0 = x5 = 1: Z = [5.5 - 1 - 3, 0, 3 + 1] → class 2.
+    x = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 0.0]).view(1, 1, 1, 6)
+    x_adv, info = jsma(_hand_model(bias0=5.0), x, torch.tensor([2]), gamma=1 / 3, return_info=True)
+    assert x_adv.view(6).tolist() == [1, 0, 0, 0, 1, 1] and info.success.item()
+
+
+# ------------------------------------------------------------------------ search vs reference
+@pytest.mark.parametrize("budget_bytes", [1, 24 * 3 * 40 * 7, 2**30], ids=["1row", "7rows", "all"])
+@pytest.mark.parametrize("n_candidates", [2, 8, 64])
+@pytest.mark.parametrize("increase", [True, False])
+def test_chunked_search_equals_double_loop(rng, monkeypatch, budget_bytes, n_candidates, increase):
+    monkeypatch.setattr(J, "_N_CANDIDATES", n_candidates)   # small values force the exact fallback
+    a_rows, n = 3, 40
+    alpha = torch.from_numpy(rng.normal(size=(a_rows, n)).astype(np.float32))
+    beta = torch.from_numpy(rng.normal(size=(a_rows, n)).astype(np.float32))
+    domain = torch.from_numpy(rng.uniform(size=(a_rows, n)) < 0.8)
+    p, q, found = _search(alpha, beta, domain, increase, budget_bytes)
+    for i in range(a_rows):
+        ref = _reference_pair(alpha[i].numpy(), beta[i].numpy(), domain[i].numpy(), increase)
+        assert found[i].item() and (p[i].item(), q[i].item()) == ref
+
+
+def test_pruned_search_on_many_features_equals_double_loop(rng, monkeypatch):
+    # N = 300 > 64 candidates: rows that the bound prunes to the 64 candidates, and a flat row
+    # (α = 1, β = −1 everywhere: every pair scores 4, every bound is 4) that needs the exact
+    # fallback over all 300 features; ties there go to the first pair, (0, 1).
+    n = 300
+    base = rng.normal(size=(3, n)).astype(np.float32)
+    alpha = torch.from_numpy(np.stack([base[0], base[1] * 0.01, base[2], np.ones(n, np.float32)]))
+    beta = torch.from_numpy(np.stack([-0.5 * base[0] + rng.normal(size=n).astype(np.float32),
+                                      -np.abs(base[1]) * 0.01, rng.normal(size=n).astype(np.float32),
+                                      -np.ones(n, np.float32)]))
+    domain = torch.ones(4, n, dtype=torch.bool)
+    domain[2, ::3] = False
+    widths = []
+    original = J._pair_search
+    monkeypatch.setattr(J, "_pair_search", lambda u, *a: widths.append(u.shape) or original(u, *a))
+    p, q, found = _search(alpha, beta, domain, True, 2**16)
+    assert widths == [(4, 64), (1, 300)]                    # candidates, then the fallback for row 3
+    for i in range(4):
+        ref = _reference_pair(alpha[i].numpy(), beta[i].numpy(), domain[i].numpy(), True)
+        assert (p[i].item(), q[i].item()) == ref
+    assert (p[3].item(), q[3].item()) == (0, 1)
+
+
+@pytest.mark.parametrize("n_candidates", [3, 64])
+def test_search_ties_follow_the_first_pair(rng, monkeypatch, n_candidates):
+    monkeypatch.setattr(J, "_N_CANDIDATES", n_candidates)
+    # Small integers: many pairs share the best score.
+    alpha = torch.from_numpy(rng.integers(-2, 3, size=(4, 12)).astype(np.float32))
+    beta = torch.from_numpy(rng.integers(-2, 3, size=(4, 12)).astype(np.float32))
+    domain = torch.ones(4, 12, dtype=torch.bool)
+    p, q, found = _search(alpha, beta, domain, True, 50)
+    for i in range(4):
+        ref = _reference_pair(alpha[i].numpy(), beta[i].numpy(), domain[i].numpy(), True)
+        assert (p[i].item(), q[i].item()) == ref
+
+
+def test_search_reports_rows_without_admissible_pairs():
+    alpha = torch.tensor([[1.0, 1.0, 1.0], [1.0, 2.0, -5.0]])
+    beta = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, 9.0]])
+    p, q, found = _search(alpha, beta, torch.ones(2, 3, dtype=torch.bool), True, 2**20)
+    assert found.tolist() == [False, True] and (p[1].item(), q[1].item()) == (0, 1)
+
+
+# ------------------------------------------------------------------------ full attack properties
+def test_thirteen_classes_two_backward_passes_equal_full_jacobian(rng):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 13)).double().eval()
+    x = torch.rand(3, 3, 2, 2, dtype=torch.float64) * 0.8
+    with torch.no_grad():
+        target = (model(x).argmax(1) + 5) % 13
+    # one iteration: γ·N/2 = (1/6)·12/2 = 1
+    x_adv, info = jsma(model, x, target, gamma=1 / 6, theta=0.5, return_info=True)
+    assert info.n_iter.tolist() == [1, 1, 1]
+    for i in range(3):
+        jac = torch.autograd.functional.jacobian(lambda v: model(v[None])[0], x[i]).reshape(13, 12)
+        t = target[i].item()
+        alpha = jac[t]
+        beta = sum(jac[j] for j in range(13) if j != t)      # the slow way: every other class
+        p, q = _reference_pair(alpha.numpy(), beta.numpy(), np.ones(12, bool), True)
+        expected = x[i].reshape(12).clone()
+        expected[[p, q]] = (expected[[p, q]] + 0.5).clamp(max=1.0)
+        assert torch.equal(x_adv[i].reshape(12), expected)
+
+
+def test_budget_clip_direction_and_untouched_inputs(rng):
+    model = _small_cnn(seed=1)
+    model[0].weight.requires_grad_(False)
+    x = torch.rand(6, 1, 8, 8)
+    before = x.clone()
+    target = torch.tensor([1, 2, 3, 4, 5, 6])
+    x_adv, info = jsma(model, x, target, gamma=0.1, theta=0.3, return_info=True)
+    max_iter = math.floor(0.1 * 64 / 2)                     # = 3
+    assert torch.equal(x, before)
+    assert all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == [False, True, True, True]
+    assert (info.n_iter <= max_iter).all() and (info.n_changed <= 2 * info.n_iter).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1 and (x_adv >= x).all()
+    d = (x_adv - x).flatten(1)
+    assert torch.equal(info.n_changed, (d != 0).sum(1)) and torch.equal(info.l0, info.n_changed)
+    torch.testing.assert_close(info.l2, d.double().norm(dim=1))
+    with torch.no_grad():
+        assert torch.equal(info.success, model(x_adv).argmax(1) == target)
+
+
+def test_iteration_budget_is_floor_gamma_n_over_2():
+    # α = +1 and β = −1 everywhere, so every pair is admissible; the target bias keeps the target
+    # unreachable, so the attack runs to the budget: ⌊0.58·100/2⌋ = 29 (float 0.58·100 = 57.999…).
+    w = [[-1.0] * 100, [1.0] * 100]
+    model = _linear(w, [0.0, -1000.0])
+    for gamma, iters in [(0.58, 29), (0.1, 5), (0.03, 1), (0.01, 0)]:
+        x_adv, info = jsma(model, torch.zeros(1, 1, 10, 10), torch.tensor([1]), gamma=gamma, return_info=True)
+        assert info.n_iter.item() == iters and info.n_changed.item() == 2 * iters
+        assert not info.success.item()
+
+
+def test_finished_images_stop_changing(rng):
+    model = _small_cnn(seed=2)
+    x = torch.rand(8, 1, 8, 8) * 0.5
+    with torch.no_grad():
+        target = (model(x).argmax(1) + 1) % 10
+    small, info_s = jsma(model, x, target, gamma=0.1, return_info=True)
+    large, info_l = jsma(model, x, target, gamma=0.4, return_info=True)
+    ok = info_s.success
+    assert ok.any() and (~ok).any()
+    assert torch.equal(large[ok], small[ok]) and torch.equal(info_l.n_iter[ok], info_s.n_iter[ok])
+    assert (info_l.n_iter[~ok] >= info_s.n_iter[~ok]).all()
+    # batching does not change anything either
+    assert torch.equal(jsma(model, x, target, gamma=0.1, batch_size=3), small)
+
+
+def test_target_already_predicted_changes_nothing(rng):
+    model = _small_cnn()
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    x_adv, info = jsma(model, x, pred, return_info=True)
+    assert torch.equal(x_adv, x) and info.success.all() and (info.n_iter == 0).all()
+
+
+def test_random_targets_avoid_the_label_and_are_reproducible(rng):
+    model = _small_cnn(k=4)
+    x, y = torch.rand(64, 1, 8, 8), torch.randint(0, 4, (64,))
+    kw = dict(gamma=0.04, return_info=True)                 # 1 iteration: fast
+    t1 = jsma(model, x, y=y, seed=7, **kw)[1].target
+    assert (t1 != y).all() and set(t1.tolist()) == {0, 1, 2, 3}
+    assert torch.equal(t1, jsma(model, x, y=y, seed=7, **kw)[1].target)
+    assert not torch.equal(t1, jsma(model, x, y=y, seed=8, **kw)[1].target)
+    assert torch.equal(t1, jsma(model, x, y=y, seed=7, batch_size=5, **kw)[1].target)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    t_pred = jsma(model, x, seed=7, **kw)[1].target         # no y: relative to the prediction
+    assert (t_pred != pred).all()
+
+
+def test_colour_input_counts_channel_values_as_features(rng):
+    model = _small_cnn(c=3, hw=4, seed=3)
+    x = torch.rand(5, 3, 4, 4) * 0.9
+    with torch.no_grad():
+        target = (model(x).argmax(1) + 3) % 10
+    x_adv, info = jsma(model, x, target, gamma=0.25, return_info=True)   # N = 48 → 6 iterations
+    assert x_adv.shape == x.shape and (info.n_iter <= 6).all()
+    changed = x_adv != x
+    assert torch.equal(info.n_changed, changed.flatten(1).sum(1))
+    assert torch.equal(info.l0, changed.any(1).flatten(1).sum(1))
+    assert (info.l0 <= info.n_changed).all() and (info.n_changed == 2 * info.n_iter).all()
+
+
+def test_memory_budget_does_not_change_the_result(rng):
+    model = _small_cnn(seed=4)
+    x = torch.rand(4, 1, 8, 8)
+    t = torch.tensor([0, 1, 2, 3])
+    assert torch.equal(jsma(model, x, t, gamma=0.2, memory_budget_mb=1e-4),
+                       jsma(model, x, t, gamma=0.2))
+
+
+def test_float64_and_info_type(rng):
+    model = _small_cnn(dtype=torch.float64)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    x_adv, info = jsma(model, x, torch.tensor([1, 2]), gamma=0.05, return_info=True)
+    assert x_adv.dtype == torch.float64 and isinstance(info, JSMAInfo)
+
+
+def test_jsma_errors():
+    model = _hand_model()
+    x, t = torch.zeros(1, 1, 1, 6), torch.tensor([2])
+    with pytest.raises(ValueError, match="jsma: model is in training mode"):
+        jsma(model.train(), x, t)
+    model.eval()
+    with pytest.raises(ValueError, match="jsma: theta must be a finite nonzero number; got 0"):
+        jsma(model, x, t, theta=0)
+    with pytest.raises(ValueError, match=r"jsma: gamma must be a number in \(0, 1\]; got 1.5"):
+        jsma(model, x, t, gamma=1.5)
+    with pytest.raises(ValueError, match=r"jsma: gamma must be a number in \(0, 1\]; got 0"):
+        jsma(model, x, t, gamma=0)
+    with pytest.raises(ValueError, match="jsma: selection must be one of 'pairwise', 'single'; got 'triple'"):
+        jsma(model, x, t, selection="triple")
+    with pytest.raises(ValueError, match="jsma: pass either target or y, not both"):
+        jsma(model, x, t, y=torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"jsma: target values must be class indices in \[0, 3\)"):
+        jsma(model, x, torch.tensor([3]))
+    with pytest.raises(TypeError, match="jsma: target must be int64 class labels; got torch.float32"):
+        jsma(model, x, torch.tensor([2.0]))
+    with pytest.raises(ValueError, match=r"jsma: y must have shape \(1,\) to match x"):
+        jsma(model, x, y=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="jsma: memory_budget_mb must be a finite number > 0; got 0"):
+        jsma(model, x, t, memory_budget_mb=0)
+    with pytest.raises(ValueError, match="jsma: batch_size must be an int >= 1; got 0"):
+        jsma(model, x, t, batch_size=0)
+    with pytest.raises(ValueError, match="jsma: seed must be an int >= 0; got -2"):
+        jsma(model, x, seed=-2)
+    with pytest.raises(ValueError, match="jsma: return_info must be a bool; got 1"):
+        jsma(model, x, t, return_info=1)
+    with pytest.raises(TypeError, match="jsma: x must be a floating-point tensor"):
+        jsma(model, x.to(torch.uint8), t)
+    with pytest.raises(ValueError, match=r"jsma: x values must lie within clip=\(0.0, 1.0\)"):
+        jsma(model, x - 1, t)
