@@ -11,6 +11,15 @@ SHAPES = [(1, 28, 28), (3, 32, 32)]
 CAM_MODELS = ["convnet", "resnet", "autoencoder"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than two on a shared 2-core machine (no OpenMP waiting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("shape", SHAPES, ids=["mnist", "cifar10"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_shapes_step_and_determinism(name, shape):

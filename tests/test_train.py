@@ -11,6 +11,15 @@ from ddl.models import build_model
 from ddl.models.train import History, augment_crop_flip, fit, predict
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster than two on a shared 2-core machine (no OpenMP waiting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class _Crash(Exception):
     pass
 
@@ -43,8 +52,8 @@ def _state_equal(a: nn.Module, b: nn.Module) -> bool:
     ],
 )
 def test_resume_after_crash_gives_identical_weights(tmp_path, name, shape, kwargs):
-    x, y = _data(40, shape)
-    common = dict(epochs=2, batch_size=16, seed=3, progress=False, x_val=x[:8], y_val=y[:8], **kwargs)
+    x, y = _data(24, shape)
+    common = dict(epochs=2, batch_size=8, seed=3, progress=False, x_val=x[:4], y_val=y[:4], **kwargs)
 
     torch.manual_seed(0)
     uninterrupted = build_model(name, shape)
@@ -69,7 +78,7 @@ def test_resume_after_crash_gives_identical_weights(tmp_path, name, shape, kwarg
 
 
 def test_constant_rate_run_can_be_extended(tmp_path):
-    x, y = _data(32)
+    x, y = _data(16)
     torch.manual_seed(0)
     straight = build_model("mlp", (1, 28, 28))
     fit(straight, x, y, epochs=3, batch_size=8, progress=False)
@@ -112,14 +121,14 @@ def test_fit_is_deterministic_given_the_seed():
 
 
 def test_fit_learns_and_records_history():
-    x, y = _data(200, seed=0)
-    x_val, y_val = _data(100, seed=1)
+    x, y = _data(100, seed=0)
+    x_val, y_val = _data(50, seed=1)
     torch.manual_seed(0)
     model = build_model("mlp", (1, 28, 28))
-    h = fit(model, x, y, epochs=3, batch_size=20, x_val=x_val, y_val=y_val, progress=False)
-    assert isinstance(h, History) and h.epochs == 3
-    assert all(len(v) == 3 for v in h.to_dict().values())
-    assert h.loss[2] < h.loss[0]
+    h = fit(model, x, y, epochs=5, batch_size=10, x_val=x_val, y_val=y_val, progress=False)
+    assert isinstance(h, History) and h.epochs == 5
+    assert all(len(v) == 5 for v in h.to_dict().values())
+    assert h.loss[4] < h.loss[0]
     assert h.val_accuracy[-1] >= 0.95  # class templates + noise 0.2 are easy to separate
     assert not model.training  # left in eval mode, ready for predict
     acc = (predict(model, x_val).argmax(1) == y_val).double().mean().item()
@@ -127,9 +136,9 @@ def test_fit_learns_and_records_history():
 
 
 def test_cosine_schedule_by_hand():
-    x, y = _data(30)
+    x, y = _data(20)
     h = fit(build_model("mlp", (1, 28, 28)), x, y, epochs=3, batch_size=8, lr=1e-3, lr_schedule="cosine", progress=False)
-    steps, total = 4, 12  # ceil(30 / 8) steps per epoch
+    steps, total = 3, 9  # ceil(20 / 8) steps per epoch
     expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * e * steps / total)) for e in range(3)]
     assert h.lr == pytest.approx(expected, rel=1e-12)
 
