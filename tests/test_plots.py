@@ -426,7 +426,7 @@ def test_plot_examples_images_and_titles(rng):
             np.testing.assert_array_equal(axes[r, c].images[0].get_array(), imgs[c, 0])
     assert [axes[1, c].get_title() for c in range(4)] == ["pred b", "pred b", "pred a", "pred b"]
     assert [axes[1, c].title.get_color() for c in range(4)] == ["tab:red", "tab:green", "tab:red", "tab:green"]
-    assert [axes[0, c].get_title(loc="left") for c in range(4)] == ["true a", "true b", "true c", "true b"]
+    assert [axes[2, c].get_xlabel() for c in range(4)] == ["true a", "true b", "true c", "true b"]
     assert [axes[r, 0].get_ylabel() for r in range(3)] == ["clean", "perturbed", "denoised"]
     with pytest.raises(ValueError, match=r"n must be an int in \[1, N=5\]; got 8"):
         plots.plot_examples(x, adv, den, y=y, pred_clean=y, pred_adv=y, pred_den=y)

@@ -66,7 +66,7 @@ def plot_atoms(
     rows = math.ceil(len(tiles) / n_cols)
     cols = min(n_cols, len(tiles))
     width = 8.0
-    fig = Figure(figsize=(width, max(1.5, width * mosaic.shape[0] / mosaic.shape[1] + 0.5)), layout="constrained")
+    fig = Figure(figsize=(width, max(1.2, width * mosaic.shape[0] / mosaic.shape[1] + 0.35)), layout="constrained")
     ax = fig.add_subplot()
     ax.set_facecolor(_GAP_COLOUR)
     ax.imshow(mosaic, interpolation="nearest")

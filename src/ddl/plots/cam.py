@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import nn
 from torch.nn import functional as F
@@ -204,17 +206,17 @@ def plot_cam(
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(2.0 * cols + 0.8, 2.2 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
-    overlay = None
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if i >= n:
             continue
         img, cmap = _to_image(imgs[i])
         ax.imshow(img, cmap=cmap, vmin=0.0, vmax=1.0)
-        overlay = ax.imshow(maps[i], cmap="jet", vmin=0.0, vmax=1.0, alpha=alpha)
+        ax.imshow(maps[i], cmap="jet", vmin=0.0, vmax=1.0, alpha=alpha)
         if titles is not None:
             ax.set_title(titles[i], fontsize="small")
-    fig.colorbar(overlay, ax=axes, shrink=0.8, label="activation (normalised)")
+    opaque = ScalarMappable(norm=Normalize(0.0, 1.0), cmap="jet")  # the bar without the overlay's alpha
+    fig.colorbar(opaque, ax=axes, shrink=0.8, label="activation (normalised)")
     return fig
 
 

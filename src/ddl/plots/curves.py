@@ -34,7 +34,7 @@ def plot_eps_curves(records: Sequence[Mapping[str, Any]], *, ax: Axes | None = N
     ax : matplotlib Axes, optional
         Draw here; default a new 6.5×4.5-inch figure.
     title : str, optional
-        Axes title; default "Accuracy against ε".
+        Axes title; default "Accuracy against ε" (the legend tells perturbed from denoised).
 
     Returns
     -------
@@ -54,7 +54,7 @@ def plot_eps_curves(records: Sequence[Mapping[str, Any]], *, ax: Axes | None = N
     ax.set_ylim(-0.02, 1.02)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.grid(alpha=0.3)
-    ax.set_title(title if title is not None else "Accuracy against ε (dashed: perturbed, solid: denoised)")
+    ax.set_title(title if title is not None else "Accuracy against ε")
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize="small")
     return fig
 

@@ -94,7 +94,7 @@ def plot_qq(
     for (name, q), colour, marker in zip(qs.items(), ("tab:red", "tab:blue"), ("o", "s"), strict=False):
         ax.plot(q_clean, q, color=colour, marker=marker, markersize=3, linewidth=1, label=name)
     ax.set_xlabel("quantiles of clean pixel values")
-    ax.set_ylabel("quantiles of pixel values")
+    ax.set_ylabel("quantiles of perturbed / denoised pixel values" if denoised is not None else "quantiles of perturbed pixel values")
     ax.set_title("QQ-plot against clean images")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(loc="upper left")
@@ -151,7 +151,8 @@ def plot_density(
     fig, ax = _figure_and_axes(ax, func="plot_density", figsize=(6.0, 4.0))
     for name, v in data.items():
         counts, _ = np.histogram(v, bins=edges)
-        ax.stairs(counts / (v.size * np.diff(edges)), edges, label=name, linewidth=1.2)
+        # on a log axis a baseline at 0 would draw every outer edge down to -inf: leave it out
+        ax.stairs(counts / (v.size * np.diff(edges)), edges, baseline=None if log else 0.0, label=name, linewidth=1.2)
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("pixel value")

@@ -45,7 +45,7 @@ def plot_examples(
     fig : matplotlib.figure.Figure
         A 3 × n grid of axes in row-major order; each holds one image and the title
         "pred <name>", green when the prediction equals the true label, red otherwise. Column
-        headers on the first row read "true <name>".
+        footers (x-labels of the last row) read "true <name>".
     """
     rows = (
         ("clean", "x_clean", x_clean, "pred_clean", pred_clean),
@@ -79,10 +79,10 @@ def plot_examples(
             ax.set_yticks([])
             p = int(preds[row][c])
             ax.set_title(f"pred {names[p]}", fontsize="small", color=_RIGHT if p == true[c] else _WRONG)
-            if r == 0:
-                ax.set_title(f"true {names[int(true[c])]}", fontsize="small", loc="left", pad=14, color="black")
+            if r == 2:
+                ax.set_xlabel(f"true {names[int(true[c])]}", fontsize="small")
         axes[r, 0].set_ylabel(row, fontsize="medium")
-    fig.suptitle("Clean / perturbed / denoised (title: prediction; green right, red wrong)", fontsize="medium")
+    fig.suptitle("Clean / perturbed / denoised: predictions above (green right, red wrong), true labels below", fontsize="medium")
     return fig
 
 
