@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["omp", "omp_reconstruct"]
+__all__ = ["omp", "omp_reconstruct", "straight_through"]
 
 _DEPENDENT_MSG = (
     "omp: the selected atoms became linearly dependent (Cholesky pivot <= eps) for {n} signal(s); "
@@ -537,10 +537,35 @@ def omp_reconstruct(
         out = _reconstruct_no_grad(X.detach(), dictionary.detach(), k_max, tol, int(chunk_size),
                                    selection == "ols", counter)
         if grad == "bpda" and needs_graph and X.requires_grad:
-            out = X + (out - X).detach()                # forward: x̂; backward: identity
+            out = straight_through(X, out)              # forward: x̂; backward: identity
     if counter[0]:
         warnings.warn(_DEPENDENT_MSG.format(n=counter[0]), RuntimeWarning, stacklevel=2)
     return out
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Returns ``value`` exactly; the gradient goes to ``x`` unchanged (BPDA with g(x) = x)."""
+
+    @staticmethod
+    def forward(ctx, x, value):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out, None
+
+
+def straight_through(x: Tensor, value: Tensor) -> Tensor:
+    """``value`` in the forward pass, identity in the backward pass to ``x`` (same shape).
+
+    Backward Pass Differentiable Approximation of Athalye, Carlini & Wagner (2018), Section 4.1,
+    with the identity as the approximation. Unlike ``x + (value - x).detach()`` the forward
+    value is bit-exact.
+    """
+    if x.shape != value.shape:
+        raise ValueError(f"straight_through: x and value must have the same shape; got "
+                         f"{tuple(x.shape)} and {tuple(value.shape)}.")
+    return _StraightThrough.apply(x, value.detach())
 
 
 @torch.no_grad()
