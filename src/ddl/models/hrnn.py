@@ -9,9 +9,10 @@ Choices where the table is silent, or where we depart from it for a 2-core CPU:
 - Colour: each row is a sequence of W pixels whose C channel values are the features (C = 1 for
   MNIST, 3 for CIFAR-10), so the first LSTM sees sequences of length W with C inputs.
 - Widths: the table's LSTMs are 256 wide. The pixel-level LSTM runs H·W steps per image, which at
-  256 units costs about 0.2 GMAC per MNIST image forward — too slow for a CPU. Defaults here:
-  ``pixel_hidden=64`` (pixel LSTM), ``row_hidden=256`` (row LSTM, as in the table), its last
-  state reshaped to 16 steps × 16 features (the table's "Reshape 16×16") and read by a
+  256 units costs about 0.2 GMAC per MNIST image forward — far too slow for a 2-core CPU. Defaults
+  here: ``pixel_hidden=32`` (pixel LSTM; measured 2.1× the training speed of 64 units on this
+  machine, bench/train_speed.py), ``row_hidden=256`` (row LSTM, as in the table), its last state
+  reshaped to 16 steps × 16 features (the table's "Reshape 16×16") and read by a
   ``top_hidden=128`` LSTM. Only the last time step of each LSTM is passed on.
 - No ``cam_layer`` (no convolutional feature map).
 """
@@ -34,7 +35,7 @@ class HRNN(nn.Module):
     input_shape : tuple (C, H, W), default (1, 28, 28)
         ``(1, 28, 28)`` or ``(3, 32, 32)``.
     n_classes : int, default 10
-    pixel_hidden, row_hidden, top_hidden : int, default 64, 256, 128
+    pixel_hidden, row_hidden, top_hidden : int, default 32, 256, 128
         Hidden sizes of the three LSTMs.
     reshape_steps : int, default 16
         The row LSTM's last state (``row_hidden`` values) is read as ``reshape_steps`` steps of
@@ -46,7 +47,7 @@ class HRNN(nn.Module):
         input_shape: Sequence[int] = (1, 28, 28),
         n_classes: int = 10,
         *,
-        pixel_hidden: int = 64,
+        pixel_hidden: int = 32,
         row_hidden: int = 256,
         top_hidden: int = 128,
         reshape_steps: int = 16,
