@@ -220,6 +220,8 @@ def test_plot_density_integrates_to_one(rng, log):
 def test_plot_density_errors():
     with pytest.raises(ValueError, match=r"value_range must be \(low, high\) .* containing every value"):
         plots.plot_density({"a": np.array([0.0, 2.0])}, value_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"value_range must be \(low, high\).*; got 1.0"):
+        plots.plot_density({"a": np.array([0.0, 1.0])}, value_range=1.0)
     with pytest.raises(ValueError, match="non-empty dict"):
         plots.plot_density({})
     with pytest.raises(ValueError, match="bins must be a positive int; got 0"):
@@ -446,14 +448,14 @@ def test_plot_examples_images_and_titles(rng):
 def test_plot_eps_curves_lines():
     records = [
         {"model": "mlp", "eps": 0.2, "perturbed": 0.1, "denoised": 0.5, "clean": 0.98},
-        {"model": "mlp", "eps": 0.05, "perturbed": 0.6, "denoised": 0.9},
+        {"model": "mlp", "eps": np.float32(0.05), "perturbed": np.float64(0.6), "denoised": 0.9},
         {"model": "convnet", "eps": 0.1, "perturbed": 0.8, "denoised": 0.95},
         {"model": "mlp", "eps": 0.1, "perturbed": 0.3, "denoised": 0.8},
     ]
     fig = plots.plot_eps_curves(records)
     lines = fig.axes[0].get_lines()
     assert [ln.get_label() for ln in lines] == ["mlp: perturbed", "mlp: denoised", "convnet: perturbed", "convnet: denoised"]
-    np.testing.assert_array_equal(lines[0].get_xdata(), [0.05, 0.1, 0.2])
+    np.testing.assert_array_equal(lines[0].get_xdata(), [np.float32(0.05), 0.1, 0.2])
     np.testing.assert_array_equal(lines[0].get_ydata(), [0.6, 0.3, 0.1])
     np.testing.assert_array_equal(lines[1].get_ydata(), [0.9, 0.8, 0.5])
     assert lines[0].get_linestyle() == "--" and lines[1].get_linestyle() == "-"
@@ -468,6 +470,8 @@ def test_plot_eps_curves_lines():
         ([{"model": "m", "eps": -0.1, "perturbed": 0.5, "denoised": 0.5}], r"records\[0\]\['eps'\] must be a finite number >= 0"),
         ([{"model": "m", "eps": 0.1, "perturbed": 50.0, "denoised": 0.5}], r"records\[0\]\['perturbed'\] must be an accuracy fraction in \[0, 1\]; got 50.0"),
         ([{"model": "m", "eps": 0.1, "perturbed": 0.5, "denoised": 0.5}] * 2, r"records\[1\] repeats model 'm' at eps=0.1"),
+        ([{"model": "m", "eps": 0.1, "perturbed": True, "denoised": 0.5}], r"records\[0\]\['perturbed'\] must be an accuracy fraction"),
+        ({"model": "m"}, "records must be a non-empty list of dicts; got dict"),
     ],
 )
 def test_plot_eps_curves_errors(records, match):

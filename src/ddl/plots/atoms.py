@@ -80,10 +80,13 @@ def plot_atoms(
 
 
 def _check_patch_size(patch_size: Any) -> tuple[int, int]:
-    pair = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size) if isinstance(patch_size, (tuple, list)) else None
-    if pair is None or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
-        raise ValueError(f"plot_atoms: patch_size must be a positive int or a pair of positive ints; got {patch_size!r}.")
-    return pair
+    pair = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
+    ok = isinstance(pair, (tuple, list)) and len(pair) == 2
+    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise ValueError(
+            f"plot_atoms: patch_size must be a positive int or a pair of positive ints; got {patch_size!r}."
+        )
+    return int(pair[0]), int(pair[1])
 
 
 def _atom_tiles(d: np.ndarray, patch_size: tuple[int, int], n_channels: int) -> np.ndarray:

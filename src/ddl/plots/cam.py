@@ -107,7 +107,11 @@ def class_activation_map(
     fc = _resolve_module("class_activation_map", model, fc, "fc")
     if not isinstance(fc, nn.Linear):
         raise TypeError(f"class_activation_map: fc must be an nn.Linear; got {type(fc).__name__}.")
-    with torch.no_grad(), _Capture(layer, "class_activation_map") as cap, _Capture(fc, "class_activation_map", inputs=True) as fc_in:
+    with (
+        torch.no_grad(),
+        _Capture(layer, "class_activation_map") as cap,
+        _Capture(fc, "class_activation_map", inputs=True) as fc_in,
+    ):
         scores = model(x)  # (N, n_classes)
     _check_scores("class_activation_map", scores, x.shape[0], target)
     a = cap.output  # (N, K, h, w)
@@ -263,7 +267,9 @@ def _resolve_module(func: str, model: nn.Module, module: Any, name: str) -> nn.M
         except AttributeError:
             raise ValueError(f"{func}: {name}={module!r} is not the name of a sub-module of the model.") from None
     if not isinstance(module, nn.Module) or not any(m is module for m in model.modules()):
-        raise ValueError(f"{func}: {name} must be a sub-module of the model (or its name); got {type(module).__name__}.")
+        raise ValueError(
+            f"{func}: {name} must be a sub-module of the model (or its name); got {type(module).__name__}."
+        )
     return module
 
 
@@ -282,7 +288,8 @@ def _check_cam_args(func: str, model: Any, x: Any, target: Any, layer: Any) -> t
     if isinstance(target, int) and not isinstance(target, bool):
         target = torch.full((n,), target, dtype=torch.int64)
     if not isinstance(target, torch.Tensor) or target.dtype != torch.int64 or target.shape != (n,):
-        desc = f"{target.dtype} tensor of shape {tuple(target.shape)}" if isinstance(target, torch.Tensor) else repr(target)
+        is_tensor = isinstance(target, torch.Tensor)
+        desc = f"{target.dtype} tensor of shape {tuple(target.shape)}" if is_tensor else repr(target)
         raise ValueError(f"{func}: target must be an int or an int64 tensor of shape ({n},); got {desc}.")
     return layer, target.to(x.device)
 

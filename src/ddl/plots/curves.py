@@ -9,6 +9,7 @@ show whether denoising helps every image or only on average.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,9 @@ from ddl.plots import _figure_and_axes, _to_numpy
 _RECORD_KEYS = ("model", "eps", "perturbed", "denoised")
 
 
-def plot_eps_curves(records: Sequence[Mapping[str, Any]], *, ax: Axes | None = None, title: str | None = None) -> Figure:
+def plot_eps_curves(
+    records: Sequence[Mapping[str, Any]], *, ax: Axes | None = None, title: str | None = None
+) -> Figure:
     """Accuracy of the perturbed and the denoised images against ε, one pair of lines per model.
 
     Parameters
@@ -32,7 +35,7 @@ def plot_eps_curves(records: Sequence[Mapping[str, Any]], *, ax: Axes | None = N
         "denoised": float in [0, 1]}`` (accuracies as fractions, as in ``results.json``). Other
         keys are ignored; each (model, eps) pair may appear once.
     ax : matplotlib Axes, optional
-        Draw here; default a new 6.5×4.5-inch figure.
+        Draw here; default a new 7.5×4.5-inch figure.
     title : str, optional
         Axes title; default "Accuracy against ε" (the legend tells perturbed from denoised).
 
@@ -43,7 +46,7 @@ def plot_eps_curves(records: Sequence[Mapping[str, Any]], *, ax: Axes | None = N
         (denoised), both with ε increasing on x and the accuracy fraction on y (shown as %).
     """
     table = _check_records(records)
-    fig, ax = _figure_and_axes(ax, func="plot_eps_curves", figsize=(6.5, 4.5))
+    fig, ax = _figure_and_axes(ax, func="plot_eps_curves", figsize=(7.5, 4.5))
     colours = [f"C{i % 10}" for i in range(len(table))]
     for colour, (model, rows) in zip(colours, table.items(), strict=True):
         eps, pert, den = (np.array(v) for v in zip(*sorted(rows), strict=True))
@@ -69,10 +72,10 @@ def _check_records(records: Any) -> dict[str, list[tuple[float, float, float]]]:
         if missing:
             raise ValueError(f"plot_eps_curves: records[{i}] lacks key(s) {', '.join(missing)}; got {r!r}.")
         eps, pert, den = (r[k] for k in _RECORD_KEYS[1:])
-        if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        if not _is_number(eps) or not math.isfinite(eps) or eps < 0:
             raise ValueError(f"plot_eps_curves: records[{i}]['eps'] must be a finite number >= 0; got {eps!r}.")
         for key, v in (("perturbed", pert), ("denoised", den)):
-            if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            if not _is_number(v) or not 0.0 <= v <= 1.0:
                 raise ValueError(
                     f"plot_eps_curves: records[{i}][{key!r}] must be an accuracy fraction in [0, 1]; got {v!r}."
                 )
@@ -81,6 +84,11 @@ def _check_records(records: Any) -> dict[str, list[tuple[float, float, float]]]:
             raise ValueError(f"plot_eps_curves: records[{i}] repeats model {r['model']!r} at eps={eps!r}.")
         rows.append((float(eps), float(pert), float(den)))
     return table
+
+
+def _is_number(v: Any) -> bool:
+    """A real number (Python or numpy scalar), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def plot_metric_histograms(
@@ -117,7 +125,9 @@ def plot_metric_histograms(
     ssim_data = _check_metric(ssim, "ssim", allow_inf=False)
     for k, v in ssim_data.items():
         if v.min() < -1 or v.max() > 1:
-            raise ValueError(f"plot_metric_histograms: ssim[{k!r}] must lie in [-1, 1]; got values in [{v.min():g}, {v.max():g}].")
+            raise ValueError(
+                f"plot_metric_histograms: ssim[{k!r}] must lie in [-1, 1]; got values in [{v.min():g}, {v.max():g}]."
+            )
     _histograms(ax_ssim, ssim_data, bins)
     ax_ssim.set_xlabel("SSIM against clean")
     ax_ssim.set_title("SSIM per image")
@@ -131,13 +141,17 @@ def plot_metric_histograms(
 
 def _check_metric(values: Any, name: str, *, allow_inf: bool) -> dict[str, np.ndarray]:
     if not isinstance(values, Mapping) or len(values) == 0:
-        raise ValueError(f"plot_metric_histograms: {name} must be a non-empty dict of condition -> array; got {type(values).__name__}.")
+        raise ValueError(
+            f"plot_metric_histograms: {name} must be a non-empty dict of condition -> array; "
+            f"got {type(values).__name__}."
+        )
     out = {}
     for k, v in values.items():
         a = _to_1d(v, name=f"{name}[{k!r}]")
-        bad = np.isnan(a) | (np.isneginf(a)) | (np.isposinf(a) & (not allow_inf))
+        bad = np.isnan(a) | np.isneginf(a) | (np.isposinf(a) & (not allow_inf))
         if bad.any():
-            raise ValueError(f"plot_metric_histograms: {name}[{k!r}] must be finite{' or +inf' if allow_inf else ''}; got {int(bad.sum())} other values.")
+            rule = "finite or +inf" if allow_inf else "finite"
+            raise ValueError(f"plot_metric_histograms: {name}[{k!r}] must be {rule}; got {int(bad.sum())} other values.")
         out[str(k)] = a
     return out
 
@@ -145,7 +159,10 @@ def _check_metric(values: Any, name: str, *, allow_inf: bool) -> dict[str, np.nd
 def _to_1d(v: Any, *, name: str) -> np.ndarray:
     a = _to_numpy(v, func="plot_metric_histograms", name=name)
     if not np.issubdtype(a.dtype, np.floating) or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"plot_metric_histograms: {name} must be a non-empty 1-D float array; got dtype {a.dtype}, shape {tuple(a.shape)}.")
+        raise ValueError(
+            f"plot_metric_histograms: {name} must be a non-empty 1-D float array; "
+            f"got dtype {a.dtype}, shape {tuple(a.shape)}."
+        )
     return a.astype(np.float64)
 
 

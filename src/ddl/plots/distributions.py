@@ -94,7 +94,7 @@ def plot_qq(
     for (name, q), colour, marker in zip(qs.items(), ("tab:red", "tab:blue"), ("o", "s"), strict=False):
         ax.plot(q_clean, q, color=colour, marker=marker, markersize=3, linewidth=1, label=name)
     ax.set_xlabel("quantiles of clean pixel values")
-    ax.set_ylabel("quantiles of perturbed / denoised pixel values" if denoised is not None else "quantiles of perturbed pixel values")
+    ax.set_ylabel(f"quantiles of {' / '.join(qs)} pixel values")
     ax.set_title("QQ-plot against clean images")
     ax.set_aspect("equal", adjustable="datalim")
     ax.legend(loc="upper left")
@@ -142,7 +142,10 @@ def plot_density(
     hi = max(float(v.max()) for v in data.values())
     if value_range is None:
         value_range = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
-    elif not (len(value_range) == 2 and value_range[0] < value_range[1] and value_range[0] <= lo and hi <= value_range[1]):
+    elif not (
+        isinstance(value_range, (tuple, list)) and len(value_range) == 2 and value_range[0] <= lo <= hi <= value_range[1]
+        and value_range[0] < value_range[1]
+    ):
         raise ValueError(
             f"plot_density: value_range must be (low, high) with low < high containing every value "
             f"(data span [{lo:g}, {hi:g}]); got {value_range!r}."

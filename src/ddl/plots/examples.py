@@ -82,7 +82,10 @@ def plot_examples(
             if r == 2:
                 ax.set_xlabel(f"true {names[int(true[c])]}", fontsize="small")
         axes[r, 0].set_ylabel(row, fontsize="medium")
-    fig.suptitle("Clean / perturbed / denoised: predictions above (green right, red wrong), true labels below", fontsize="medium")
+    fig.suptitle(
+        "Clean / perturbed / denoised: predictions above (green right, red wrong), true labels below",
+        fontsize="medium",
+    )
     return fig
 
 
