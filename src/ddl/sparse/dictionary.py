@@ -40,7 +40,8 @@ __all__ = ["DictionaryLearner", "learn_dictionary"]
 METHODS = ("online", "ksvd", "mod")
 CODINGS = ("omp", "lasso")
 _DEFAULT_BATCH_ITERS = 10  # ksvd / mod iterations when max_iter is None
-_UNUSED_REL = 1e-6  # online: atom j is unused when A_jj <= _UNUSED_REL * trace(A) / n_components
+_UNUSED_REL = 1e-6
+_DUPLICATE_COHERENCE = 0.99  # ksvd / mod: an atom this close to an earlier one is replaced  # online: atom j is unused when A_jj <= _UNUSED_REL * trace(A) / n_components
 
 
 class DictionaryLearner:
@@ -314,7 +315,7 @@ class DictionaryLearner:
                 D, codes = _mod_step(X, D, codes)
             residual = X - codes @ D  # (n, F)
             self.objective_history_.append(self._objective(residual, codes))
-            unused = (codes == 0).all(dim=0) | (torch.linalg.vector_norm(D, dim=1) == 0)
+            unused = _stale_atoms(D, codes)
             if bool(unused.any()):
                 D = _replace_unused(D, unused, X, residual)
             self.dictionary_ = D
@@ -478,6 +479,19 @@ def _mod_step(X: Tensor, dictionary: Tensor, codes: Tensor) -> tuple[Tensor, Ten
     dictionary[used] = new_atoms
     codes[:, used] = new_codes
     return dictionary, codes
+
+
+def _stale_atoms(dictionary: Tensor, codes: Tensor) -> Tensor:
+    """ksvd/mod: atoms to replace, as in the K-SVD toolbox's dictionary clearing (Rubinstein).
+
+    An atom is stale when no sample uses it (zero code column, or a zero row left by MOD) or
+    when it nearly duplicates an earlier atom, ``|<d_i, d_j>| > 0.99`` for some ``i < j``: two
+    copies of one direction waste an atom and block the recovery of another (this is what
+    kept recovery of a known dictionary below 90 % in our tests without it).
+    """
+    unused = (codes == 0).all(dim=0) | (torch.linalg.vector_norm(dictionary, dim=1) == 0)  # (K,)
+    similarity = (dictionary @ dictionary.T).abs().triu_(diagonal=1)  # (K, K), i < j
+    return unused | (similarity > _DUPLICATE_COHERENCE).any(dim=0)
 
 
 def _replace_unused(dictionary: Tensor, unused: Tensor, X: Tensor, residual: Tensor) -> Tensor:
