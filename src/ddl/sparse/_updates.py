@@ -219,7 +219,7 @@ def online_update(dictionary: Tensor, A: Tensor, B: Tensor, *, min_usage: float 
     ----------
     .. [3] Mairal, Bach, Ponce, Sapiro, JMLR 11 (2010), Algorithm 2.
     """
-    out = dictionary.detach().clone()
+    out = dictionary.detach().clone(memory_format=torch.contiguous_format)
     A, B = A.detach(), B.detach()
     diag = A.diagonal().tolist()
     if out.device.type == "cpu":
@@ -240,11 +240,19 @@ def _bcd_sweep_torch(D: Tensor, A: Tensor, B: Tensor, diag: list[float], min_usa
 
 
 def _bcd_sweep_numpy(D: np.ndarray, A: np.ndarray, B: np.ndarray, diag: list[float], min_usage: float) -> None:
-    """The same sweep on NumPy views (CPU); D is changed in place."""
+    """The same sweep on NumPy views (CPU); D is changed in place.
+
+    ``A_jj * u_j = B_j - sum_{i != j} A_ji d_i`` is one matrix-vector product with the
+    off-diagonal part of ``A``; with preallocated outputs that is four NumPy calls per atom.
+    """
+    off = A.copy()
+    np.fill_diagonal(off, 0.0)
+    v = np.empty(D.shape[1], dtype=D.dtype)
     for j, a_jj in enumerate(diag):
         if a_jj <= min_usage:
             continue
-        v = B[j] - A[j] @ D + a_jj * D[j]  # A_jj * u_j, (F,)
-        norm = float(np.sqrt(v @ v))
+        np.dot(off[j], D, out=v)
+        np.subtract(B[j], v, out=v)  # A_jj * u_j, (F,)
+        norm = float(np.sqrt(np.dot(v, v)))
         if norm > 0.0:
-            D[j] = v / norm
+            np.multiply(v, 1.0 / norm, out=D[j])
