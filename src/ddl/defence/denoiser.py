@@ -38,7 +38,7 @@ from ddl.sparse.patches import (
 
 __all__ = ["DictionaryDenoiser", "NotFittedError"]
 
-_PATCHES_PER_CHUNK = 1 << 18     # transform: ~2.6e5 patches at a time (about 50 MB for 7x7)
+_PATCHES_PER_CHUNK = 1 << 17     # transform: ~1.3e5 patches at a time (25 MB for 7x7)
 _FLAT = 1e-6                     # fit: patches with ‖p − mean‖² <= this carry no structure
 
 

@@ -157,7 +157,6 @@ class _ArgmaxAbs:
                                  device=device)[:, None]
         shape = (n_components, width)
         self.p = torch.empty(shape, dtype=torch.int32, device=device)
-        self.absA = torch.empty(shape, dtype=dtype, device=device)
         self.a32 = torch.empty(shape, dtype=torch.float32, device=device) \
             if dtype != torch.float32 else None
 
@@ -165,23 +164,24 @@ class _ArgmaxAbs:
         """Return (idx, flat, value): the argmax per column, its index into A.view(-1) and
         A's value there (signed). A must be contiguous; flat_base = arange(m)."""
         m = A.shape[1]
-        absA = A if nonneg else torch.abs(A, out=self.absA[:, :m])
-        if self.enabled:
-            a32 = absA if self.a32 is None else self.a32[:, :m].copy_(absA)
-            p = torch.bitwise_and(a32.view(torch.int32), self.mask, out=self.p[:, :m])
-            p.bitwise_or_(self.code)
-            idx = (self.low - (p.amax(0) & self.low)).long()
-        else:
-            idx = absA.argmax(0)
-        flat = torch.add(flat_base, idx, alpha=m)                       # idx * m + column
+        if not self.enabled:
+            idx = (A if nonneg else A.abs()).argmax(0)
+            flat = torch.add(flat_base, idx, alpha=m)
+            return idx, flat, A.view(-1).index_select(0, flat)
+        a32 = A if self.a32 is None else self.a32[:, :m].copy_(A)
+        p = torch.bitwise_and(a32.view(torch.int32), self.mask, out=self.p[:, :m])  # |A|, bucketed
+        p.bitwise_or_(self.code)
+        idx = (self.low - (p.amax(0) & self.low)).long()
+        flat = torch.add(flat_base, idx, alpha=m)                      # idx * m + column
         value = A.view(-1).index_select(0, flat)
-        if self.enabled:
-            bad = (value if nonneg else value.abs()) != absA.amax(0)
-            if bool(bad.any()):
-                cols = bad.nonzero()[:, 0]
-                idx[cols] = absA.index_select(1, cols).argmax(0)
-                flat = torch.add(flat_base, idx, alpha=m)
-                value = A.view(-1).index_select(0, flat)
+        best = A.amax(0) if nonneg else torch.maximum(A.amax(0), A.amin(0).neg_())
+        bad = (value if nonneg else value.abs()) != best
+        if bool(bad.any()):
+            cols = bad.nonzero()[:, 0]
+            sub = A.index_select(1, cols)
+            idx[cols] = (sub if nonneg else sub.abs()).argmax(0)
+            flat = torch.add(flat_base, idx, alpha=m)
+            value = A.view(-1).index_select(0, flat)
         return idx, flat, value
 
 
@@ -285,16 +285,20 @@ def _omp_chunk(ws, norms2, gram, gram_diag, k_max, tol, ols):
             a_new = A.view(-1).index_select(0, flat)
         else:
             new, flat, a_new = ws.argmax_abs(A, base)                 # a_new (m,) = α_j
-        # 2. new row c of L and new column v = G_j − Σ c_i q_i (unnormalised q_k)
-        v = V[k]
-        torch.index_select(gram, 1, new, out=v)                     # G_j, (K, m)
+        # 2. new row c of L and new column v = G_j − Σ c_i q_i (unnormalised q_k); the last
+        #    step needs only c (nothing is selected after it), which skips its O(K·k) work
+        last = k == k_max - 1
         d2 = gram_diag.index_select(0, new)
         if k > 0:
             c = V.view(V.shape[0], -1)[:k].index_select(1, flat).mul_(scale[:k])  # (k, m)
-            coef = c * scale[:k]
-            for i in range(k):
-                v.addcmul_(coef[i], V[i], value=-1.0)
             d2 = d2 - (c * c).sum(0)
+        if not last:
+            v = V[k]
+            torch.index_select(gram, 1, new, out=v)                 # G_j, (K, m)
+            if k > 0:
+                coef = c * scale[:k]
+                for i in range(k):
+                    v.addcmul_(coef[i], V[i], value=-1.0)
         # 3. stopping: residual orthogonal to all atoms (silent) or dependent atoms (warn)
         stop = (a_new * a_new < eps) | (d2 <= eps)
         if alive is not None:
@@ -312,8 +316,9 @@ def _omp_chunk(ws, norms2, gram, gram_diag, k_max, tol, ols):
             inv = torch.where(alive, torch.rsqrt(torch.where(alive, d2, 1.0)), 0.0)
         zk = a_new * inv
         scale[k] = inv
-        A.addcmul_((zk * inv)[None], v, value=-1.0)
-        if ols:
+        if not last:
+            A.addcmul_((zk * inv)[None], v, value=-1.0)
+        if ols and not last:
             wk.s.addcmul_(v * (inv * inv)[None], v, value=-1.0).clamp_min_(eps)
             wk.s.scatter_(0, new[None], math.inf)
         # 5. outputs
@@ -342,7 +347,7 @@ def omp(
     n_nonzero_coefs: int | None = None,
     tol: float | None = None,
     precompute_gram=None,
-    chunk_size: int = 4096,
+    chunk_size: int = 2048,
     selection: Literal["omp", "ols"] = "omp",
     return_support: bool = False,
 ):
@@ -365,7 +370,7 @@ def omp(
         are used. Unlike scikit-learn, a signal with ``‖x‖² <= tol`` gets a zero code.
     precompute_gram : Tensor of shape (n_components, n_components), optional
         ``dictionary @ dictionary.T`` if the caller already has it.
-    chunk_size : int, default 4096
+    chunk_size : int, default 2048
         Signals coded together. Peak extra memory is about
         ``chunk_size * n_components * (k_max + 4) * itemsize`` bytes whatever n_samples is.
     selection : {"omp", "ols"}, default "omp"
@@ -480,7 +485,7 @@ def omp_reconstruct(
     n_nonzero_coefs: int | None = None,
     tol: float | None = None,
     grad: Literal["exact", "bpda", "none"] = "exact",
-    chunk_size: int = 4096,
+    chunk_size: int = 2048,
     selection: Literal["omp", "ols"] = "omp",
 ) -> Tensor:
     """Sparse approximation ``codes @ dictionary`` of every row of X, with a chosen gradient.
@@ -570,11 +575,18 @@ def straight_through(x: Tensor, value: Tensor) -> Tensor:
 
 @torch.no_grad()
 def _reconstruct_no_grad(X, dictionary, k_max, tol, chunk_size, ols, counter):
-    """codes @ dictionary chunk by chunk, never holding the (n_samples, n_components) codes."""
+    """codes @ dictionary chunk by chunk, never holding the (n_samples, n_components) codes.
+
+    x̂ = Σ_i γ_i d_{S_i}: k gathers of atoms and k fused multiply-adds per chunk, i.e. k·n
+    multiply-adds per signal instead of the n_components·n of a dense ``codes @ dictionary``.
+    """
     out = torch.zeros_like(X, memory_format=torch.contiguous_format)
     for rows, support, gamma in _omp_chunks(X, dictionary, None, k_max, tol, chunk_size, ols,
                                             counter):
-        block = _scatter_codes(support, gamma, dictionary.shape[0]) @ dictionary
+        block = torch.zeros((support.shape[0], X.shape[1]), dtype=X.dtype, device=X.device)
+        for i in range(support.shape[1]):
+            atoms = dictionary.index_select(0, support[:, i].clamp_min(0))   # γ = 0 if unused
+            block.addcmul_(gamma[:, i:i + 1], atoms)
         out.index_copy_(0, rows, block)
     return out
 

@@ -1,0 +1,75 @@
+"""Adapter that plugs ddl into the shared performance anchors (``--impl ddl``).
+
+The workloads in ``../shared/bench`` (see its README, "Plugging in the project") import this module
+and call the five functions below with NumPy inputs; this is the only place that knows both
+sides. Run from the repository root, e.g.::
+
+    PYTHONPATH=src:bench .venv-bench/bin/python ../shared/bench/w1_sparse_coding.py --impl ddl
+
+Choices made here, so that the figures can be read correctly:
+
+* Sparse coding and denoising run in float32 (ddl's default for images); the float64 inputs
+  are converted explicitly inside the timed call, and the conversion is part of the time.
+* ``sparse_code`` returns dense float32 codes (n, 100) (the harness accepts dense arrays).
+* ``learn_dictionary`` uses ddl's online learner with OMP coding (k = 5) as the task asks; the
+  workload's ``lam`` (the l1 weight of its lasso objective) is therefore not used.
+* ``threads`` sets ``torch.set_num_threads`` for the call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _threads(threads: int) -> None:
+    torch.set_num_threads(int(threads))
+
+
+def sparse_code(X: np.ndarray, D: np.ndarray, k: int, threads: int) -> np.ndarray:
+    """Classic OMP with exactly ``k`` atoms (Batch-OMP); X (n, 49), D (100, 49) -> (n, 100)."""
+    from ddl.sparse import omp
+
+    _threads(threads)
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    Dt = torch.from_numpy(np.ascontiguousarray(D, dtype=np.float32))
+    return omp(Xt, Dt, n_nonzero_coefs=int(k)).numpy()
+
+
+def denoise(noisy: np.ndarray, D: np.ndarray, k: int, threads: int) -> np.ndarray:
+    """7x7 patches (stride 1), means removed, OMP k atoms, overlaps averaged, clipped."""
+    from ddl.defence import DictionaryDenoiser
+
+    _threads(threads)
+    den = DictionaryDenoiser.from_dictionary(
+        torch.from_numpy(np.ascontiguousarray(D, dtype=np.float32)), patch_size=7,
+        n_nonzero_coefs=int(k), grad="none", clip=True)
+    x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))[:, None]   # (n, 1, 28, 28)
+    with torch.no_grad():
+        return den.transform(x)[:, 0].double().numpy()
+
+
+def learn_dictionary(X: np.ndarray, D0: np.ndarray, lam: float, epochs: int, batch: int,
+                     threads: int) -> np.ndarray:
+    """ddl's online dictionary learning from D0 (OMP coding, k = 5; ``lam`` unused)."""
+    import ddl.sparse
+
+    _threads(threads)
+    D = ddl.sparse.learn_dictionary(torch.from_numpy(X), D0.shape[0], init=torch.from_numpy(D0),
+                                    method="online", n_nonzero_coefs=5, n_epochs=int(epochs),
+                                    batch_size=int(batch))
+    return D.double().numpy()
+
+
+def fgsm(model, x, y, eps):
+    """Thin wrapper over :func:`ddl.attacks.fgsm`."""
+    from ddl.attacks import fgsm as _fgsm
+
+    return _fgsm(model, x, y, eps=eps)
+
+
+def jsma(model, x, target, theta, gamma):
+    """Thin wrapper over :func:`ddl.attacks.jsma` (pairwise saliency map)."""
+    from ddl.attacks import jsma as _jsma
+
+    return _jsma(model, x, target, theta=theta, gamma=gamma)
