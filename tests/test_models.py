@@ -120,7 +120,7 @@ def test_autoencoder_feature_map_is_16x16_for_both_shapes():
 
 def test_hrnn_reads_rows_as_sequences_of_pixels_with_channels_as_features():
     model = build_model("hrnn", (3, 32, 32))
-    assert model.pixel_lstm.input_size == 3 and model.top_lstm.input_size == 256 // 16
+    assert model.pixel_lstm.input_size == 3 and model.top_lstm.input_size == 128 // 8
     # A permutation of the rows changes the output (the row LSTM is order-sensitive) ...
     model.eval()
     x = torch.rand(2, 3, 32, 32)
@@ -149,7 +149,7 @@ def test_bad_n_classes(bad):
 def test_direct_constructor_validates_too():
     with pytest.raises(ValueError, match=r"^ResNet: input_shape must be one of"):
         MODELS["resnet"]((1, 64, 64))
-    with pytest.raises(ValueError, match=r"HRNN: row_hidden must be divisible by reshape_steps; got row_hidden=100, reshape_steps=16"):
+    with pytest.raises(ValueError, match=r"HRNN: row_hidden must be divisible by reshape_steps; got row_hidden=100, reshape_steps=8\."):
         HRNN((1, 28, 28), row_hidden=100)
 
 

@@ -51,8 +51,8 @@ PRESETS = {
         "mnist": {
             "mlp": {"epochs": 30, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine", "augment": None},
             "convnet": {"epochs": 6, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": None},
-            "autoencoder": {"epochs": 12, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine", "augment": None},
-            "resnet": {"epochs": 2, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": None},
+            "autoencoder": {"epochs": 15, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine", "augment": None},
+            "resnet": {"epochs": 1, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": None},
             "hrnn": {"epochs": 8, "batch_size": 32, "lr": 1e-3, "lr_schedule": "cosine", "augment": None},
         },
         "cifar10": {
