@@ -267,6 +267,16 @@ def test_online_batch_objective_is_the_pre_update_batch_loss():
     assert learner.objective_history_[0] == pytest.approx(objective(X, codes, init), rel=1e-12)
 
 
+def test_online_lasso_objective_includes_l1_term_and_uses_lasso_max_iter():
+    X, _ = sparse_data(16, n_samples=512, n_features=10, n_components=12, noise=0.05)
+    init = X[:12] / X[:12].norm(dim=1, keepdim=True)
+    learner = DictionaryLearner(12, coding="lasso", alpha=0.3, lasso_max_iter=7, batch_size=512, max_iter=1,
+                                init=init, shuffle=False).fit(X)
+    codes = _lasso_codes(X, init, 0.3, 7)
+    expected = objective(X, codes, init) + 0.3 * float(codes.abs().sum()) / 512
+    assert learner.objective_history_[0] == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_online_is_comparable_with_scikit_learn_minibatch():
     """Invariants only (atoms have arbitrary order and sign): held-out OMP-3 reconstruction error
