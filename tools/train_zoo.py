@@ -20,7 +20,7 @@ selection of a single number per model; the ``paper`` preset is the paper's 100 
 Adam 1e-3, constant rate, no augmentation.
 
 Threads: on this 2-core machine shared with other jobs, ``torch.set_num_threads(2)`` was measured
-5-14× *slower* than 1 thread (OpenMP threads waiting on each other while the cores are busy; e.g.
+4.6-14× *slower* than 1 thread (OpenMP threads waiting on each other while the cores are busy; e.g.
 MLP batch 32: 218 vs 2,992 images/s), so the default is 1.
 """
 
