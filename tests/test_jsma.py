@@ -118,14 +118,16 @@ def test_features_at_the_bound_are_not_in_the_domain():
 
 
 # ------------------------------------------------------------------------ search vs reference
-@pytest.mark.parametrize("budget_bytes", [1, 24 * 3 * 40 * 7, 2**30], ids=["1row", "7rows", "all"])
-@pytest.mark.parametrize("n_candidates", [2, 8, 64])
+@pytest.mark.parametrize("budget_bytes", [1, 24 * 4 * 40 * 7, 2**30], ids=["1row", "7rows", "all"])
 @pytest.mark.parametrize("increase", [True, False])
-def test_chunked_search_equals_double_loop(rng, monkeypatch, budget_bytes, n_candidates, increase):
-    monkeypatch.setattr(J, "_N_CANDIDATES", n_candidates)   # small values force the exact fallback
-    a_rows, n = 3, 40
+@pytest.mark.parametrize("data", ["normal", "anti-correlated"])
+def test_chunked_search_equals_double_loop(rng, budget_bytes, increase, data):
+    # "anti-correlated": α ≈ β, so u = α and v = −β lie near a line of slope −1 and almost every
+    # feature is on the first Pareto layers: the candidate set is all of Γ, chunked by rows.
+    a_rows, n = 4, 40
     alpha = torch.from_numpy(rng.normal(size=(a_rows, n)).astype(np.float32))
-    beta = torch.from_numpy(rng.normal(size=(a_rows, n)).astype(np.float32))
+    noise = rng.normal(size=(a_rows, n)).astype(np.float32)
+    beta = torch.from_numpy(noise if data == "normal" else alpha.numpy() + 0.01 * noise)
     domain = torch.from_numpy(rng.uniform(size=(a_rows, n)) < 0.8)
     p, q, found = _search(alpha, beta, domain, increase, budget_bytes)
     for i in range(a_rows):
@@ -133,10 +135,9 @@ def test_chunked_search_equals_double_loop(rng, monkeypatch, budget_bytes, n_can
         assert found[i].item() and (p[i].item(), q[i].item()) == ref
 
 
-def test_pruned_search_on_many_features_equals_double_loop(rng, monkeypatch):
-    # N = 300 > 64 candidates: rows that the bound prunes to the 64 candidates, and a flat row
-    # (α = 1, β = −1 everywhere: every pair scores 4, every bound is 4) that needs the exact
-    # fallback over all 300 features; ties there go to the first pair, (0, 1).
+def test_search_on_many_features_equals_double_loop(rng, monkeypatch):
+    # N = 300: correlated gradients (few Pareto candidates), tiny flat gradients, a domain with
+    # holes, and a flat row (α = 1, β = −1: every pair scores 4, ties → the first pair (0, 1)).
     n = 300
     base = rng.normal(size=(3, n)).astype(np.float32)
     alpha = torch.from_numpy(np.stack([base[0], base[1] * 0.01, base[2], np.ones(n, np.float32)]))
@@ -145,28 +146,71 @@ def test_pruned_search_on_many_features_equals_double_loop(rng, monkeypatch):
                                       -np.ones(n, np.float32)]))
     domain = torch.ones(4, n, dtype=torch.bool)
     domain[2, ::3] = False
-    widths = []
-    original = J._pair_search
-    monkeypatch.setattr(J, "_pair_search", lambda u, *a: widths.append(u.shape) or original(u, *a))
+    sizes = []
+    original = J._pareto_candidates
+    monkeypatch.setattr(J, "_pareto_candidates", lambda *a: sizes.append(original(*a).sum(1)) or original(*a))
     p, q, found = _search(alpha, beta, domain, True, 2**16)
-    assert widths == [(4, 64), (1, 300)]                    # candidates, then the fallback for row 3
+    assert (sizes[0][:3] < 40).all()                          # the candidate sets are small
     for i in range(4):
         ref = _reference_pair(alpha[i].numpy(), beta[i].numpy(), domain[i].numpy(), True)
         assert (p[i].item(), q[i].item()) == ref
     assert (p[3].item(), q[3].item()) == (0, 1)
 
 
-@pytest.mark.parametrize("n_candidates", [3, 64])
-def test_search_ties_follow_the_first_pair(rng, monkeypatch, n_candidates):
-    monkeypatch.setattr(J, "_N_CANDIDATES", n_candidates)
+def test_pareto_candidates_by_hand():
+    # points (u, v): 0 (3, 0), 1 (2, 2), 2 (0, 3), 3 (1, 1), 4 (2, 2) twin of 1, 5 (0, 0), 6 (1, 2.5).
+    # Dominators: 4 ← 1 (equal, earlier); 3 ← 1, 4, 6; 5 ← everyone. At most one: 0, 1, 2, 4, 6.
+    u = torch.tensor([[3.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0]])
+    v = torch.tensor([[0.0, 2.0, 3.0, 1.0, 2.0, 0.0, 2.5]])
+    mask = J._pareto_candidates(u, v, torch.ones(1, 7, dtype=torch.bool))
+    assert mask[0].tolist() == [True, True, True, False, True, False, True]
+
+
+def _dominator_counts(u, v, domain):
+    """Brute force: number of features of the domain dominating each feature (strict order)."""
+    n = len(u)
+    counts = np.zeros(n, int)
+    for q in range(n):
+        for d in range(n):
+            if d != q and domain[d] and u[d] >= u[q] and v[d] >= v[q] and (
+                    u[d] > u[q] or v[d] > v[q] or d < q):
+                counts[q] += 1
+    return counts
+
+
+def test_pareto_candidates_cover_every_feature_with_at_most_one_dominator(rng):
+    # Small integers: many ties, the hard case for the index tie rule.
+    u = torch.from_numpy(rng.integers(-3, 4, size=(6, 30)).astype(np.float32))
+    v = torch.from_numpy(rng.integers(-3, 4, size=(6, 30)).astype(np.float32))
+    domain = torch.from_numpy(rng.uniform(size=(6, 30)) < 0.8)
+    mask = J._pareto_candidates(u, v, domain)
+    for i in range(6):
+        need = (_dominator_counts(u[i].numpy(), v[i].numpy(), domain[i].numpy()) <= 1) & domain[i].numpy()
+        got = mask[i].numpy()
+        assert (got[need]).all() and not got[~domain[i].numpy()].any()
+        assert got.sum() <= need.sum() + 6                       # a superset, but a tight one
+
+
+@pytest.mark.parametrize("budget_bytes", [1, 2**20])
+def test_search_ties_follow_the_first_pair(rng, budget_bytes):
     # Small integers: many pairs share the best score.
     alpha = torch.from_numpy(rng.integers(-2, 3, size=(4, 12)).astype(np.float32))
     beta = torch.from_numpy(rng.integers(-2, 3, size=(4, 12)).astype(np.float32))
     domain = torch.ones(4, 12, dtype=torch.bool)
-    p, q, found = _search(alpha, beta, domain, True, 50)
+    p, q, found = _search(alpha, beta, domain, True, budget_bytes)
     for i in range(4):
         ref = _reference_pair(alpha[i].numpy(), beta[i].numpy(), domain[i].numpy(), True)
         assert (p[i].item(), q[i].item()) == ref
+
+
+def test_search_keeps_pairs_whose_score_underflows_to_zero():
+    # a = b = 2e-30 > 0, so (p, q) is admissible, but a·b = 4e-60 is 0 in float32; the reference
+    # double loop still takes the first such pair, and so must the search.
+    alpha = torch.tensor([[-1.0, 1e-30, 1e-30, 1e-30]])
+    beta = torch.tensor([[5.0, -1e-30, -1e-30, -1e-30]])
+    ref = _reference_pair(alpha[0].numpy(), beta[0].numpy(), np.ones(4, bool), True)
+    p, q, found = _search(alpha, beta, torch.ones(1, 4, dtype=torch.bool), True, 2**20)
+    assert ref == (1, 2) and (p.item(), q.item(), found.item()) == (1, 2, True)
 
 
 def test_search_reports_rows_without_admissible_pairs():
