@@ -186,8 +186,9 @@ def online_update(dictionary: Tensor, A: Tensor, B: Tensor, *, min_usage: float 
     we project on the unit SPHERE, because OMP, the denoiser and the returned dictionary all
     need unit-norm atoms. With ``||d_j|| = 1`` the term ``0.5 * A_jj ||d_j||^2`` is constant, so
     ``u_j / ||u_j||`` is the exact minimiser of the surrogate over atom ``j`` on the sphere and
-    each step still cannot raise the surrogate. One sweep per call (warm-started from the
-    previous dictionary), as the paper recommends in practice.
+    each step still cannot raise the surrogate. One sweep per call, warm-started from the
+    previous dictionary (Algorithm 2 repeats sweeps until convergence; one sweep per mini-batch is
+    what scikit-learn does too).
 
     Atoms with ``A_jj <= min_usage`` (never or hardly used) are left unchanged; the caller
     re-initialises them. An atom whose ``u_j`` is exactly zero is left unchanged too.

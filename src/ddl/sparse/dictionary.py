@@ -276,7 +276,7 @@ class DictionaryLearner:
                 if order is None:
                     batch = X[start : start + self.batch_size]
                 else:
-                    batch = X[order[start : start + self.batch_size].to(X.device)]
+                    batch = X.index_select(0, order[start : start + self.batch_size].to(X.device))
                 self._online_step(batch)
                 done += 1
                 if bar is not None:
@@ -591,7 +591,7 @@ def _lasso_codes(X: Tensor, dictionary: Tensor, alpha: float, n_iter: int) -> Te
 
         c_k = softshrink(y_k M + s, alpha / L),   y_{k+1} = c_k + (t_k - 1) / t_{k+1} (c_k - c_{k-1}),
 
-    i.e. one GEMM (n, K) @ (K, K) and two elementwise passes. It converges to the exact lasso
+    i.e. one GEMM (K, K) @ (K, n) and two elementwise passes. It converges to the exact lasso
     solution (checked against scikit-learn's LARS-lasso in the tests); the online learner uses
     a small fixed count (``lasso_max_iter``), i.e. inexact codes.
 
@@ -611,15 +611,16 @@ def _lasso_codes(X: Tensor, dictionary: Tensor, alpha: float, n_iter: int) -> Te
     n_components, n_features = dictionary.shape
     small = dictionary.T @ dictionary if n_features <= n_components else dictionary @ dictionary.T
     step = 1.0 / float(torch.linalg.eigvalsh(small)[-1])
-    gram = dictionary @ dictionary.T  # (K, K)
+    gram = dictionary @ dictionary.T  # (K, K), symmetric
     M = torch.eye(n_components, dtype=X.dtype, device=X.device).sub_(gram, alpha=step)  # (K, K)
-    s = (X @ dictionary.T).mul_(step)  # (n, K)
+    # Atom-major layout (K, n): M @ y instead of y @ M runs about 5 % faster on the CPU here.
+    s = (dictionary @ X.T).mul_(step)  # (K, n)
     threshold = alpha * step
     codes = torch.nn.functional.softshrink(s, threshold)  # first iteration, from c = 0
     y, t = codes, 1.0
     for _ in range(n_iter - 1):
-        new = torch.nn.functional.softshrink(torch.addmm(s, y, M), threshold)
+        new = torch.nn.functional.softshrink(torch.addmm(s, M, y), threshold)  # (K, n)
         t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
         y = torch.lerp(codes, new, 1.0 + (t - 1.0) / t_next)  # new + (t - 1)/t_next * (new - codes)
         codes, t = new, t_next
-    return codes
+    return codes.T  # (n, K), a transposed view
