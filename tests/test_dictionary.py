@@ -349,6 +349,15 @@ def test_duplicate_atoms_are_replaced_in_ksvd():
     assert coherence < 0.99
 
 
+@pytest.mark.parametrize("method", ["online", "ksvd", "mod"])
+def test_all_zero_data_keeps_the_given_atoms(method):
+    init = torch.nn.functional.normalize(torch.arange(1.0, 25.0, dtype=torch.float64).reshape(4, 6), dim=1)
+    learner = DictionaryLearner(4, method=method, n_nonzero_coefs=2, max_iter=2, init=init * 3.0)
+    D = learner.fit(torch.zeros(50, 6, dtype=torch.float64)).dictionary_
+    torch.testing.assert_close(D, init, rtol=1e-12, atol=1e-12)  # init rows normalised, then kept
+    assert learner.objective_history_ == [0.0, 0.0]
+
+
 def test_init_rows_are_normalised_and_data_init_skips_zero_rows():
     X = torch.zeros(10, 4, dtype=torch.float64)
     X[[2, 5, 7], :] = torch.tensor([[3.0, 0, 0, 4], [0, 2, 0, 0], [1, 1, 1, 1]], dtype=torch.float64)

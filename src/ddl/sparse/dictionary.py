@@ -214,7 +214,7 @@ class DictionaryLearner:
         X = _check_data(X, "X", "DictionaryLearner.fit", self._device)
         self._check_against_data(X)
         with torch.no_grad():
-            self._start(X, torch.Generator().manual_seed(self.random_state))
+            self._start(X, torch.Generator().manual_seed(int(self.random_state)))
             if self.method == "online":
                 self._fit_online(X)
             else:
@@ -245,7 +245,7 @@ class DictionaryLearner:
         X_batch = _check_data(X_batch, "X_batch", "DictionaryLearner.partial_fit", self._device)
         if not hasattr(self, "_A"):
             self._check_against_data(X_batch)
-            self._start(X_batch, torch.Generator().manual_seed(self.random_state))
+            self._start(X_batch, torch.Generator().manual_seed(int(self.random_state)))
         else:
             self._check_same_kind(X_batch)
         with torch.no_grad():
@@ -481,6 +481,8 @@ def _mod_step(X: Tensor, dictionary: Tensor, codes: Tensor) -> tuple[Tensor, Ten
     used = (codes != 0).any(dim=0)  # (K,)
     if bool(used.all()):
         return mod_update(X, codes)
+    if not bool(used.any()):  # nothing to fit (e.g. X == 0): keep the atoms
+        return dictionary, codes
     new_atoms, new_codes = mod_update(X, codes[:, used])
     dictionary, codes = dictionary.clone(), codes.clone()
     dictionary[used] = new_atoms
