@@ -158,6 +158,28 @@ def test_augment_crop_flip_moves_windows_of_the_padded_image():
     assert 0 < flips < 20  # both flipped and unflipped images occur
 
 
+def test_augment_without_flip_only_shifts():
+    x = torch.rand(30, 1, 6, 6)
+    out = augment_crop_flip(x, torch.Generator().manual_seed(2), pad=2, flip=False)
+    padded = nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(30):
+        assert any(torch.equal(out[i], padded[i, :, a:a + 6, b:b + 6]) for a in range(5) for b in range(5))
+
+
+def test_shift_augmentation_trains_and_resumes(tmp_path):
+    x, y = _data(16)
+    common = dict(epochs=2, batch_size=8, seed=1, progress=False, augment="shift")
+    torch.manual_seed(0)
+    a = build_model("mlp", (1, 28, 28))
+    fit(a, x, y, **common)
+    torch.manual_seed(0)
+    b = build_model("mlp", (1, 28, 28))
+    with pytest.raises(_Crash):
+        fit(b, x, y, checkpoint_path=tmp_path / "s.pt", log=_crash_after(1), **common)
+    fit(b, x, y, checkpoint_path=tmp_path / "s.pt", **common)
+    assert _state_equal(a, b)
+
+
 def test_augment_with_zero_pad_only_flips():
     x = torch.rand(10, 1, 5, 5)
     out = augment_crop_flip(x, torch.Generator().manual_seed(1), pad=0)
@@ -196,7 +218,7 @@ def test_predict_input_errors():
         ({"batch_size": 0}, ValueError, r"fit: batch_size must be an int >= 1; got 0"),
         ({"lr": 0.0}, ValueError, r"fit: lr must be a finite float > 0; got 0.0"),
         ({"lr": float("nan")}, ValueError, r"fit: lr must be a finite float > 0; got nan"),
-        ({"augment": "mixup"}, ValueError, r"fit: augment must be None or one of \('crop_flip',\); got 'mixup'"),
+        ({"augment": "mixup"}, ValueError, r"fit: augment must be None or one of \('crop_flip', 'shift'\); got 'mixup'"),
         ({"lr_schedule": "step"}, ValueError, r"fit: lr_schedule must be None or one of \('cosine',\); got 'step'"),
         ({"x_val": torch.rand(2, 1, 28, 28)}, ValueError, r"fit: x_val and y_val must be given together"),
         ({"x_val": torch.rand(2, 1, 8, 8), "y_val": torch.zeros(2, dtype=torch.int64)}, ValueError,

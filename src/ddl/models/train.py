@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from ddl._io import atomic_torch_save
 
-AUGMENTATIONS = ("crop_flip",)
+AUGMENTATIONS = ("crop_flip", "shift")
 LR_SCHEDULES = ("cosine",)
 _STATE_FORMAT = "ddl-train-resume-v1"
 
@@ -70,7 +70,9 @@ class History:
         return asdict(self)
 
 
-def augment_crop_flip(x: torch.Tensor, generator: torch.Generator, *, pad: int = 4) -> torch.Tensor:
+def augment_crop_flip(
+    x: torch.Tensor, generator: torch.Generator, *, pad: int = 4, flip: bool = True
+) -> torch.Tensor:
     """Random crop after zero padding, and random horizontal flip (the usual CIFAR-10 augmentation).
 
     Parameters
@@ -80,6 +82,8 @@ def augment_crop_flip(x: torch.Tensor, generator: torch.Generator, *, pad: int =
         Source of the random offsets and flips (on the CPU).
     pad : int, default 4
         Zero padding on every side; offsets are uniform in ``[0, 2*pad]``.
+    flip : bool, default True
+        Also mirror each image left-right with probability 1/2 (False for digits).
 
     Returns
     -------
@@ -90,7 +94,7 @@ def augment_crop_flip(x: torch.Tensor, generator: torch.Generator, *, pad: int =
     padded = F.pad(x, (pad, pad, pad, pad))  # (N, C, H+2p, W+2p)
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    flip = (torch.rand(n, generator=generator) < (0.5 if flip else 0.0)).to(x.device)
     rows = (oy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1)  # (N, 1, H, 1)
     cols = ox[:, None] + torch.arange(w, device=x.device)  # (N, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols).view(n, 1, 1, w)  # (N, 1, 1, W)
@@ -223,9 +227,10 @@ def fit(
         last epoch. A file that does not match raises ``ValueError`` (delete it to start over).
         With ``lr_schedule=None`` the total ``epochs`` is not part of the fingerprint, so a
         finished run can be extended by calling again with more epochs.
-    augment : {None, "crop_flip"}
+    augment : {None, "crop_flip", "shift"}
         "crop_flip": random crop after 4-pixel zero padding + random horizontal flip, per image
-        and per epoch (for CIFAR-10; see ``augment_crop_flip``).
+        and per epoch (for CIFAR-10; see ``augment_crop_flip``). "shift": random translation by
+        up to 2 pixels in each direction with zero fill, no flip (for digits).
     lr_schedule : {None, "cosine"}
         None: constant ``lr``. "cosine": ``lr · ½(1 + cos(π t / T))`` over all T steps, per step.
     progress : bool, default True
@@ -291,6 +296,8 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_siz
         xb = x[idx]  # (B, C, H, W)
         if augment == "crop_flip":
             xb = augment_crop_flip(xb, aug_gen)
+        elif augment == "shift":
+            xb = augment_crop_flip(xb, aug_gen, pad=2, flip=False)
         xb, yb = xb.to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
         logits = model(xb)  # (B, n_classes)
         loss = F.cross_entropy(logits, yb)
