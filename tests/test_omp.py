@@ -197,6 +197,21 @@ def test_ols_selection_matches_order_recursive_reference(random_problem):
     assert r_ols < r_omp
 
 
+def test_ols_with_tol_matches_reference(random_problem):
+    X, D = random_problem
+    X, tol = X[:80], 1.0
+    _, support = omp(X, D, tol=tol, selection="ols", return_support=True)
+    for x, sup in zip(X, support.numpy()):
+        chosen, r = [], x
+        while r @ r > tol:
+            errs = [np.inf if j in chosen else np.linalg.norm(
+                x - D[chosen + [j]].T @ np.linalg.lstsq(D[chosen + [j]].T, x, rcond=None)[0])
+                for j in range(len(D))]
+            chosen.append(int(np.argmin(errs)))
+            r = x - D[chosen].T @ np.linalg.lstsq(D[chosen].T, x, rcond=None)[0]
+        assert sup[sup >= 0].tolist() == chosen
+
+
 def test_return_support_lists_atoms_in_selection_order(sparse_signal):
     X, D, _ = sparse_signal
     codes, support = omp(X, D, n_nonzero_coefs=5, return_support=True)
