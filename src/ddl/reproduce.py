@@ -74,8 +74,8 @@ QUICK = ReproduceConfig(
     name="quick", datasets=("mnist",), models=("mlp", "convnet"), source="sample",
     n_train=2000, n_test=200, jsma_n_images={"mnist": 10}, sweep_n_images=100,
     eps_sweep={"mnist": (0.1, 0.3)},
-    defence={"mnist": DefenceConfig(patch_size=7, n_components=64, n_nonzero_coefs=5,
-                                    max_patches=20_000)})
+    defence={"mnist": DefenceConfig(patch_size=7, n_components=64, n_nonzero_coefs=1,
+                                    remove_mean=False, max_patches=20_000)})
 PRESETS = {"paper": PAPER, "noisy-dictionary": NOISY_DICTIONARY, "quick": QUICK}
 
 
