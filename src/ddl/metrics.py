@@ -5,8 +5,9 @@ labels int64 ``(N,)``, logits ``(N, K)``) and returns plain Python floats for re
 results drop straight into ``results.json``.
 
 SSIM is written by hand in torch rather than called from scikit-image because the pipeline scores
-tens of thousands of images per run: one batched, separable Gaussian convolution over the whole
-batch is much faster than a Python loop over images and channels, and runs on the GPU. It
+tens of thousands of images per run: one batched, separable Gaussian filter over the whole batch
+(two float64 GEMMs with banded matrices) is much faster than a Python loop over images and
+channels (10,000 CIFAR-10 images in about 3 s on one CPU thread), and runs on the GPU. It
 reproduces ``skimage.metrics.structural_similarity(im1, im2, gaussian_weights=True, sigma=1.5,
 use_sample_covariance=False, data_range=..., channel_axis=0)`` image by image (the tests check
 this to a relative 1e-5 on grey 28×28 and colour 32×32 images).
@@ -24,13 +25,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["accuracy", "mean_confidence", "psnr", "ssim", "high_confidence_misclassified"]
 
 _REDUCTIONS = ("mean", "none")
 # Images per chunk in ssim: bounds memory (float64 intermediates) for tens of thousands of images.
-_SSIM_CHUNK = 512
+_SSIM_CHUNK = 128
 
 
 # ----------------------------------------------------------------------------- validation
@@ -225,17 +225,30 @@ def _gaussian_kernel(win_size: int, sigma: float, dtype: torch.dtype, device) ->
     return k / k.sum()
 
 
+def _band(kernel: torch.Tensor, size: int) -> torch.Tensor:
+    """(size − win + 1, size) matrix whose row i holds ``kernel`` at columns i … i + win − 1."""
+    win = kernel.numel()
+    out = torch.zeros(size - win + 1, size, dtype=kernel.dtype, device=kernel.device)
+    for j in range(win):
+        out.diagonal(offset=j).fill_(float(kernel[j]))
+    return out
+
+
 def _ssim_chunk(x: torch.Tensor, y: torch.Tensor, kernel: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
     """Mean SSIM per image of one chunk; x, y float64 (B, C, H, W) → (B,) float64."""
     b, c, h, w = x.shape
-    win = kernel.numel()
-    # The five local statistics of every channel as separate "images": (5·B·C, 1, H, W).
-    stack = torch.stack([x, y, x * x, y * y, x * y]).reshape(5 * b * c, 1, h, w)
-    # Separable Gaussian, 'valid' only: skimage filters with reflect padding then crops a border
-    # of (win-1)//2, which removes every output that touched the padding, so 'valid' is the same.
-    stat = F.conv2d(stack, kernel.view(1, 1, win, 1))                 # (5BC, 1, H-win+1, W)
-    stat = F.conv2d(stat, kernel.view(1, 1, 1, win))                  # (5BC, 1, H-win+1, W-win+1)
-    ux, uy, uxx, uyy, uxy = stat.reshape(5, b, c, h - win + 1, w - win + 1)
+    # The five local statistics of every channel as separate images: (5·B·C, H, W).
+    stack = torch.stack([x, y, x * x, y * y, x * y]).reshape(5 * b * c, h, w)
+    # Separable Gaussian, 'valid' only: skimage filters with reflect padding and then crops a
+    # border of (win-1)//2, which removes every output that touched the padding, so 'valid' is the
+    # same. Each 1-D pass is one GEMM with a banded matrix (float64 GEMM is far faster than a
+    # float64 convolution on the CPU): stat = G_h · X · G_wᵀ.
+    g_h, g_w = _band(kernel, h), _band(kernel, w)
+    ho, wo = g_h.shape[0], g_w.shape[0]
+    stat = (stack.reshape(-1, w) @ g_w.T).reshape(-1, h, wo)          # (5BC, H, Wo)
+    stat = (stat.transpose(1, 2).reshape(-1, h) @ g_h.T)               # (5BC·Wo, Ho)
+    stat = stat.reshape(5, b, c, wo, ho)                               # transposed maps: order is irrelevant
+    ux, uy, uxx, uyy, uxy = stat
     vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy        # population (co)variances
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return s.mean(dim=(2, 3)).mean(dim=1)                             # per channel, then channels
