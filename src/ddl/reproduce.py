@@ -48,7 +48,7 @@ class ReproduceConfig:
     fgsm_n_images: int | None = None
     eps_sweep: dict = field(default_factory=lambda: {
         "mnist": (0.05, 0.1, 0.2, 0.3), "cifar10": (2 / 255, 4 / 255, 8 / 255, 16 / 255)})
-    sweep_n_images: int = 1000
+    sweep_n_images: int = 500
     defence: dict = field(default_factory=lambda: {
         "mnist": DefenceConfig(patch_size=7, n_components=256, n_nonzero_coefs=38),
         "cifar10": DefenceConfig(patch_size=8, n_components=256, n_nonzero_coefs=2)})
