@@ -170,3 +170,16 @@ def test_fgsm_errors(linear_model):
         fgsm(lambda t: t, x, y, eps=0.1)
     with pytest.raises(ValueError, match=r"fgsm: model must map .* logits of shape \(N, K\) with K >= 2; got \(1, 1, 1, 2\)"):
         fgsm(nn.Identity().eval(), x, y, eps=0.1)
+    with pytest.raises(ValueError, match=r"fgsm: x must have shape \(N, C, H, W\) with every size >= 1; got shape \(0, 1, 1, 2\)"):
+        fgsm(model, x[:0], y[:0], eps=0.1)
+    with pytest.raises(TypeError, match="fgsm: y must be an int64 torch.Tensor of shape \\(4,\\); got list"):
+        fgsm(model, x, [0, 1, 0, 1], eps=0.1)
+    with pytest.raises(TypeError, match="fgsm: x must be a torch.Tensor of shape"):
+        fgsm(model, x.numpy(), y, eps=0.1)
+
+
+def test_a_submodule_in_training_mode_is_refused(linear_model):
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), linear_model).eval()
+    model[1].train()
+    with pytest.raises(ValueError, match="fgsm: model is in training mode"):
+        fgsm(model, X.view(4, 1, 1, 2), torch.tensor([0, 1, 0, 1]), eps=0.1)

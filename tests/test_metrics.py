@@ -65,6 +65,15 @@ def test_high_confidence_misclassified_by_hand():
     assert metrics.high_confidence_misclassified(logits, y, threshold=0.9995).tolist() == [False] * 4
 
 
+def test_high_confidence_errors_more():
+    with pytest.raises(ValueError, match=r"high_confidence_misclassified: y must have shape \(2,\)"):
+        metrics.high_confidence_misclassified(torch.zeros(2, 3), torch.tensor([0, 1, 2]))
+    with pytest.raises(TypeError, match="mean_confidence: logits must be a floating-point tensor; got torch.int64"):
+        metrics.mean_confidence(torch.zeros(2, 3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="accuracy: y must be an int64 torch.Tensor of shape \\(N,\\); got list"):
+        metrics.accuracy(torch.zeros(2, 3), [0, 1])
+
+
 def test_high_confidence_errors():
     with pytest.raises(ValueError, match=r"high_confidence_misclassified: threshold must be a number in \[0, 1\]; got 1.5"):
         metrics.high_confidence_misclassified(torch.zeros(2, 3), torch.tensor([0, 1]), threshold=1.5)
@@ -166,6 +175,14 @@ def test_ssim_chunking_matches_single_pass(rng, monkeypatch):
 
 def test_ssim_errors():
     x = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(TypeError, match="ssim: x_ref must be a torch.Tensor; got ndarray"):
+        metrics.ssim(x, x.numpy(), win_size=5)
+    with pytest.raises(TypeError, match="ssim: x must be a floating-point tensor; got torch.int64"):
+        metrics.ssim(x.long(), x, win_size=5)
+    with pytest.raises(ValueError, match=r"ssim: x must be a batch of images \(N, ...\) with N >= 1"):
+        metrics.ssim(x[:0], x[:0], win_size=5)
+    with pytest.raises(ValueError, match="ssim: data_range must be a finite number > 0; got True"):
+        metrics.ssim(x, x, win_size=5, data_range=True)
     with pytest.raises(ValueError, match=r"ssim: win_size must not exceed the image height and width \(H=8, W=8\); got 11"):
         metrics.ssim(x, x)
     with pytest.raises(ValueError, match="ssim: win_size must be an odd int >= 3; got 4"):
