@@ -256,6 +256,7 @@ def _jsma_chunk(model: nn.Module, x: torch.Tensor, target: torch.Tensor, theta: 
     out, success = x_cur.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(b, dtype=torch.int64, device=x.device)
     rows, iters, t = torch.arange(b, device=x.device), torch.zeros_like(n_iter), target.clone()
+
     def finish(mask: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
         """Record the rows in ``mask`` as final (success = ``ok``); return the mask of rows kept."""
         out[rows[mask]], success[rows[mask]], n_iter[rows[mask]] = x_cur[mask], ok[mask], iters[mask]
