@@ -17,6 +17,11 @@ Choices where the table is silent, or where we depart from it for a 2-core CPU:
   (64, 256, 128) 52 img/s, (32, 256, 128) 104 img/s, (32, 128, 128) 172 img/s; the table's widths
   can be asked for with ``HRNN(shape, pixel_hidden=256, row_hidden=256, top_hidden=256,
   reshape_steps=16)``.
+- Initialisation as Keras' LSTM (the paper's layer names are Keras'): Glorot-uniform input
+  weights, orthogonal recurrent weights, zero biases except a forget-gate bias of 1
+  (``unit_forget_bias``; Jozefowicz et al. 2015). PyTorch's default (uniform ±1/√h, forget bias
+  ≈ 0) trained far more slowly here: 69 %, 83 %, 93 % test accuracy after epochs 1–3 on MNIST
+  (zoo_logs/hrnn_mnist_try1_torch_init.log).
 - No ``cam_layer`` (no convolutional feature map).
 """
 
@@ -28,6 +33,22 @@ import torch
 from torch import nn
 
 from ddl.models import check_input_shape, check_n_classes, normalisation_for
+
+
+def _keras_lstm_init(lstm: nn.LSTM) -> None:
+    """Keras' LSTM defaults: Glorot-uniform W_ih, orthogonal W_hh, biases 0 but forget gate 1."""
+    h = lstm.hidden_size
+    with torch.no_grad():
+        for name, p in lstm.named_parameters():
+            if name.startswith("weight_ih"):
+                nn.init.xavier_uniform_(p)  # (4h, in): same fans as Keras' (in, 4h) kernel
+            elif name.startswith("weight_hh"):
+                nn.init.orthogonal_(p)  # (4h, h)
+            elif name.startswith("bias_ih"):
+                p.zero_()
+                p[h:2 * h] = 1.0  # gate order i, f, g, o: forget-gate bias 1
+            elif name.startswith("bias_hh"):
+                p.zero_()
 
 
 class HRNN(nn.Module):
@@ -70,6 +91,8 @@ class HRNN(nn.Module):
         self.top_lstm = nn.LSTM(row_hidden // reshape_steps, top_hidden, batch_first=True)
         self.dropout = nn.Dropout(0.25)
         self.head = nn.Linear(top_hidden, n_classes)
+        for lstm in (self.pixel_lstm, self.row_lstm, self.top_lstm):
+            _keras_lstm_init(lstm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
