@@ -76,6 +76,17 @@ def test_matches_a_hand_written_pipeline(fitted, rng):
     torch.testing.assert_close(den(x), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("patch, step", [((4, 4), (1, 1)), ((4, 2), (2, 2))])
+def test_fused_centering_equals_center_of_extract(tiny_images, patch, step):
+    P, means = denoiser_module._centered_patches(tiny_images.double(), patch, step)
+    ref_P, ref_means = center_patches(extract_patches(tiny_images.double(), patch, step=step))
+    torch.testing.assert_close(P, ref_P, rtol=0, atol=1e-15)
+    torch.testing.assert_close(means, ref_means, rtol=0, atol=1e-15)
+    x = tiny_images.double().requires_grad_(True)                  # differentiable path
+    torch.testing.assert_close(denoiser_module._centered_patches(x, patch, step)[0], ref_P,
+                               rtol=0, atol=1e-15)
+
+
 def test_clip_is_the_only_clipping(fitted):
     den, x = fitted
     bright = x * 3.0                                   # outside [0, 1] on purpose

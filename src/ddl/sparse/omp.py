@@ -433,7 +433,8 @@ def omp(
 def _omp_chunks(X, dictionary, gram, k_max, tol, chunk_size, ols, counter):
     """Trusting core: prefilter, then Batch-OMP over fixed-size chunks of the rest.
 
-    Yields (rows, support, gamma) per chunk: rows (m,) int64 indices into X, support (m, k_max)
+    Yields (rows, support, gamma) per chunk: rows, a slice or (m,) int64 indices into X (use
+    :func:`_put_rows`), support (m, k_max)
     int64 (-1 = unused), gamma (m, k_max) coefficients (0 where unused). Signals never coded
     (zero code) are not yielded. counter[0] accumulates the signals stopped by dependent atoms.
     """
@@ -448,8 +449,8 @@ def _omp_chunks(X, dictionary, gram, k_max, tol, chunk_size, ols, counter):
     todo = norms2 * gram_diag.max() >= torch.finfo(dtype).eps
     if tol is not None:
         todo &= norms2 > tol
-    rows = todo.nonzero()[:, 0]
-    if len(rows) < X.shape[0]:
+    rows = None if bool(todo.all()) else todo.nonzero()[:, 0]
+    if rows is not None:
         X, norms2 = X.index_select(0, rows), norms2.index_select(0, rows)
     ws = None
     for start in range(0, X.shape[0], chunk_size):
@@ -463,7 +464,16 @@ def _omp_chunks(X, dictionary, gram, k_max, tol, chunk_size, ols, counter):
                                   gram, gram_diag, k_max, tol, ols)
         counter[0] += n_dep
         gamma = _back_substitute(ws.L, ws.z, steps)                 # (k_max, m)
-        yield rows[start:start + m], ws.support.T, gamma.T
+        yield (slice(start, start + m) if rows is None else rows[start:start + m],
+               ws.support.T, gamma.T)
+
+
+def _put_rows(out: Tensor, rows, value: Tensor) -> None:
+    """out[rows] = value for rows a slice or an index tensor."""
+    if isinstance(rows, slice):
+        out[rows] = value
+    else:
+        out.index_copy_(0, rows, value)
 
 
 def _scatter_codes(support: Tensor, gamma: Tensor, n_components: int) -> Tensor:
@@ -479,8 +489,8 @@ def _omp_codes(X, dictionary, gram, k_max, tol, chunk_size, ols):
     counter = [0]
     for rows, support, gamma in _omp_chunks(X, dictionary, gram, k_max, tol, chunk_size, ols,
                                             counter):
-        codes.index_copy_(0, rows, _scatter_codes(support, gamma, n_components))
-        supports.index_copy_(0, rows, support)
+        _put_rows(codes, rows, _scatter_codes(support, gamma, n_components))
+        _put_rows(supports, rows, support)
     return codes, supports, counter[0]
 
 
@@ -545,7 +555,7 @@ def omp_reconstruct(
         support = torch.full((X.shape[0], k_max), -1, dtype=torch.long, device=X.device)
         for rows, sup, _ in _omp_chunks(X.detach(), dictionary.detach(), None, k_max, tol,
                                         int(chunk_size), selection == "ols", counter):
-            support.index_copy_(0, rows, sup)
+            _put_rows(support, rows, sup)
         out = _project_on_support(X, dictionary, support)
     else:
         out = _reconstruct_no_grad(X.detach(), dictionary.detach(), k_max, tol, int(chunk_size),
@@ -592,11 +602,14 @@ def _reconstruct_no_grad(X, dictionary, k_max, tol, chunk_size, ols, counter):
     out = torch.zeros_like(X, memory_format=torch.contiguous_format)
     for rows, support, gamma in _omp_chunks(X, dictionary, None, k_max, tol, chunk_size, ols,
                                             counter):
-        block = torch.zeros((support.shape[0], X.shape[1]), dtype=X.dtype, device=X.device)
+        direct = isinstance(rows, slice)
+        block = out[rows] if direct else torch.zeros((support.shape[0], X.shape[1]),
+                                                     dtype=X.dtype, device=X.device)
         for i in range(support.shape[1]):
             atoms = dictionary.index_select(0, support[:, i].clamp_min(0))   # γ = 0 if unused
             block.addcmul_(gamma[:, i:i + 1], atoms)
-        out.index_copy_(0, rows, block)
+        if not direct:
+            out.index_copy_(0, rows, block)
     return out
 
 
