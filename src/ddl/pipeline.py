@@ -67,7 +67,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, cache_dir: str
 
         t = time.perf_counter()
         x_den = get_denoised(denoiser, den_key, x_adv, cache, cfg.device)
-        x_den_clean = get_denoised(denoiser, den_key, x, cache, cfg.device)
+        # the whole clean test set once per dictionary (denoising is per image), then the subset
+        x_den_clean = get_denoised(denoiser, den_key, x_test, cache, cfg.device)[:n]
         t_denoise = time.perf_counter() - t
 
         t = time.perf_counter()

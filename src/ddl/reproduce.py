@@ -118,9 +118,10 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
     cache = run_dir / "cache"
     atomic_write_json(run_dir / "reproduce_config.json", rc.to_dict())
     records, sweep, seconds = [], [], {}
-    for dataset in rc.datasets:
-        for model in rc.models:
-            for is_sweep in (False, True):
+    # main cells of every model first, ε sweeps after: an interrupted run has the tables first
+    for is_sweep in (False, True):
+        for dataset in rc.datasets:
+            for model in rc.models:
                 cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device, sweep=is_sweep)
                 t = time.perf_counter()
                 out = pipeline.run_experiment(cfg, run_dir / "cells" / cfg.name, cache_dir=cache,
@@ -129,20 +130,25 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
                 for r in out["records"]:
                     r["files"] = {k: f"cells/{cfg.name}/{v}" for k, v in r.get("files", {}).items()}
                 (sweep if is_sweep else records).extend(out["records"])
-    results = {"ddl_version": _version(), "config": {"preset": rc.name, "name": rc.name, **rc.to_dict()},
-               "records": records, "sweep": sweep, "seconds": seconds,
-               "machine": out.get("machine", {})}
-    atomic_write_json(run_dir / "results.json", results)
-    write_csv(run_dir / "results.csv", records + sweep)
+                results = _write_results(rc, run_dir, records, sweep, seconds, out.get("machine", {}))
     if figures:
         from ddl.figures import draw_figures
 
         t = time.perf_counter()
         draw_figures(rc, results, run_dir, data_dir=data_dir, device=device)
         seconds["figures"] = time.perf_counter() - t
-        atomic_write_json(run_dir / "results.json", results)
+        results = _write_results(rc, run_dir, records, sweep, seconds, results["machine"])
+    return results
+
+
+def _write_results(rc, run_dir: Path, records, sweep, seconds, machine) -> dict:
+    """results.json, results.csv and the report, rewritten after every cell (partial runs show)."""
     from ddl.report import write_report
 
+    results = {"ddl_version": _version(), "config": {"preset": rc.name, "name": rc.name, **rc.to_dict()},
+               "records": records, "sweep": sweep, "seconds": seconds, "machine": machine}
+    atomic_write_json(run_dir / "results.json", results)
+    write_csv(run_dir / "results.csv", records + sweep)
     write_report(run_dir)
     return results
 
