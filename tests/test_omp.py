@@ -358,3 +358,18 @@ def test_reconstruct_errors(sparse_signal):
         omp_reconstruct(X, D, n_nonzero_coefs=2, grad="straight")
     with pytest.raises(ValueError, match=r"omp_reconstruct: n_nonzero_coefs must be an int"):
         omp_reconstruct(X, D, n_nonzero_coefs=99)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; run on a GPU machine")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_agrees_with_cpu(sparse_signal, dtype):
+    X, dictionary, _ = sparse_signal
+    rng = np.random.default_rng(1)
+    X = np.vstack([X, rng.standard_normal((500, X.shape[1]))])
+    X_t, D_t = torch.as_tensor(X, dtype=dtype), torch.as_tensor(dictionary, dtype=dtype)
+    cpu, s_cpu = omp(X_t, D_t, n_nonzero_coefs=3, return_support=True)
+    gpu, s_gpu = omp(X_t.cuda(), D_t.cuda(), n_nonzero_coefs=3, return_support=True)
+    assert gpu.device.type == "cuda"
+    assert (s_gpu.cpu() == s_cpu).float().mean() >= 0.99
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    assert torch.allclose(gpu.cpu(), cpu, atol=tol)
