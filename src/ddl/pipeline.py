@@ -262,12 +262,19 @@ def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) 
         "n_images": len(x),
         "accuracy": {**acc, "high_confidence": high},
         "confidence": conf,
-        "psnr": {"perturbed": metrics.psnr(x_adv, x), "denoised": metrics.psnr(x_den, x),
-                 "denoised_clean": metrics.psnr(x_den_clean, x)},
-        "ssim": {"perturbed": metrics.ssim(x_adv, x), "denoised": metrics.ssim(x_den, x),
-                 "denoised_clean": metrics.ssim(x_den_clean, x)},
+        # PSNR of an image identical to its clean version is +inf (e.g. JSMA finds nothing to
+        # change); the mean is over the other images and the identical ones are counted.
+        "psnr": {**{k: _finite_mean(per_image[f"psnr_{k}"]) for k in ("perturbed", "denoised", "denoised_clean")},
+                 "n_identical": {k: int(torch.isinf(per_image[f"psnr_{k}"]).sum())
+                                 for k in ("perturbed", "denoised", "denoised_clean")}},
+        "ssim": {k: float(per_image[f"ssim_{k}"].mean()) for k in ("perturbed", "denoised", "denoised_clean")},
     }
     return record, arrays
+
+
+def _finite_mean(v: torch.Tensor) -> float | None:
+    finite = v[torch.isfinite(v)]
+    return float(finite.double().mean()) if len(finite) else None
 
 
 def _pixel_summary(x: torch.Tensor, n: int = 20_000) -> torch.Tensor:
@@ -279,7 +286,8 @@ def _pixel_summary(x: torch.Tensor, n: int = 20_000) -> torch.Tensor:
 
 def format_record(r: dict) -> str:
     """A small terminal table for one record."""
-    a, p, s = r["accuracy"], r["psnr"], r["ssim"]
+    a, s = r["accuracy"], r["ssim"]
+    p = {k: float("nan") if v is None else v for k, v in r["psnr"].items() if k != "n_identical"}
     head = f"{r['dataset']} · {r['model']} · {r['attack']} {r['attack_params']} · {r['n_images']} images"
     rows = [
         f"{'':<16}{'accuracy':>10}{'PSNR dB':>10}{'SSIM':>8}",

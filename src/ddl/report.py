@@ -58,6 +58,10 @@ def _pct(v) -> str:
     return "–" if v is None else f"{v * 100:.2f}"
 
 
+def _num(v, fmt: str) -> str:
+    return "–" if v is None else format(v, fmt)
+
+
 def _paper_ours(paper_value, ours_fraction) -> str:
     p = "–" if paper_value is None else f"{paper_value:g}"
     return f"{p} → {_pct(ours_fraction)}"
@@ -91,7 +95,7 @@ def quality_table(records: list[dict]) -> list[list[str]]:
     for r in records:
         c = r.get("confidence", {})
         rows.append([DATASET_NAMES.get(r["dataset"], r["dataset"]), r["model"], r["attack"],
-                     str(r["n_images"]), f"{r['psnr']['perturbed']:.2f}", f"{r['psnr']['denoised']:.2f}",
+                     str(r["n_images"]), _num(r["psnr"]["perturbed"], ".2f"), _num(r["psnr"]["denoised"], ".2f"),
                      f"{r['ssim']['perturbed']:.3f}", f"{r['ssim']['denoised']:.3f}",
                      f"{c.get('perturbed', float('nan')):.3f} → {c.get('denoised', float('nan')):.3f}"])
     return rows
