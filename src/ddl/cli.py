@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--datasets", nargs="+", default=None, choices=["mnist", "cifar10"])
     sp.add_argument("--models", nargs="+", default=None)
     sp.add_argument("--no-figures", action="store_true")
+    sp.add_argument("--no-sweep", action="store_true", help="skip the FGSM ε sweep")
     common(sp)
     sp.set_defaults(func=cmd_reproduce)
 
@@ -294,7 +295,7 @@ def cmd_reproduce(args) -> int:
     run_dir = Path(args.run_dir or f"results/{args.preset}")
     t = time.perf_counter()
     reproduce.reproduce(rc, run_dir, data_dir=args.data_dir, device=args.device,
-                        figures=not args.no_figures)
+                        figures=not args.no_figures, sweep=not args.no_sweep)
     print(f"done in {time.perf_counter() - t:.1f} s; report: {run_dir / 'report.html'}")
     return 0
 

@@ -110,16 +110,17 @@ def cell_config(rc: ReproduceConfig, dataset: str, model: str, *, data_dir=None,
 
 
 def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device="cpu",
-              figures: bool = True, progress: bool = True) -> dict:
-    """Run the grid and the ε sweep, draw the figures, write results.json/CSV and the report."""
+              figures: bool = True, sweep: bool = True, progress: bool = True) -> dict:
+    """Run the grid and the ε sweep (``sweep=False``: the grid only), draw the figures, write
+    results.json/CSV and the report."""
     from ddl import pipeline
 
     run_dir = Path(run_dir)
     cache = run_dir / "cache"
     atomic_write_json(run_dir / "reproduce_config.json", rc.to_dict())
-    records, sweep, seconds = [], [], {}
+    do_sweep, records, sweep, seconds = sweep, [], [], {}
     # main cells of every model first, ε sweeps after: an interrupted run has the tables first
-    for is_sweep in (False, True):
+    for is_sweep in (False, True) if do_sweep else (False,):
         for dataset in rc.datasets:
             for model in rc.models:
                 cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device, sweep=is_sweep)
