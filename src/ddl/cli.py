@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("tune", help="choose the denoiser's patch size and sparsity on a validation split")
     sp.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"], choices=["mnist", "cifar10"])
     sp.add_argument("--n-val", type=int, default=1000)
+    sp.add_argument("--model", default="mlp",
+                    help="classifier attacked on the validation split (default mlp: FGSM at the paper's "
+                         "eps barely moves the zoo ConvNet, so it cannot tell settings apart)")
     common(sp)
     sp.set_defaults(func=cmd_tune)
 
@@ -304,7 +307,8 @@ def cmd_tune(args) -> int:
     from ddl import tune
 
     _setup(args)
-    results = {d: tune.tune_defence(d, data_dir=args.data_dir, n_val=args.n_val, device=args.device)
+    results = {d: tune.tune_defence(d, data_dir=args.data_dir, n_val=args.n_val, model=args.model,
+                                    device=args.device)
                for d in args.datasets}
     path = tune.save_tuned(results)
     for d, r in results.items():

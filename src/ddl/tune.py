@@ -25,13 +25,13 @@ import torch
 from ddl._io import atomic_write_json
 
 SPACE = {
-    "mnist": {"patch_size": (5, 7, 9), "n_nonzero_coefs": (1, 2, 3, 5, 8, 12, 20, 38)},
-    "cifar10": {"patch_size": (4, 6, 8), "n_nonzero_coefs": (1, 2, 3, 5, 8, 12)},
+    "mnist": {"patch_size": (5, 7, 9), "remove_mean": (True, False), "n_nonzero_coefs": (1, 2, 3, 5, 8, 12)},
+    "cifar10": {"patch_size": (4, 6, 8), "remove_mean": (True, False), "n_nonzero_coefs": (1, 2, 3, 5, 8, 12)},
 }
 TUNED_FILE = "tuned_defence.json"
 
 
-def tune_defence(dataset: str, *, data_dir=None, model: str = "convnet", n_val: int = 1000,
+def tune_defence(dataset: str, *, data_dir=None, model: str = "mlp", n_val: int = 1000,
                  n_components: int = 256, max_patches: int = 100_000, device: str = "cpu",
                  progress: bool = True) -> dict:
     """Grid search of (patch_size, n_nonzero_coefs); returns the best setting and the whole log."""
@@ -52,10 +52,10 @@ def tune_defence(dataset: str, *, data_dir=None, model: str = "convnet", n_val: 
     clf, info = pipeline.get_model(cfg, x_fit, y[:-n_val], x_val, y_val, Path("runs/tune-cache"), progress=progress)
     x_adv = pipeline.run_attack(AttackConfig("fgsm", {"eps": eps}), clf, x_val, y_val)
     log = []
-    for p in SPACE[dataset]["patch_size"]:
+    for p, rm in ((p, rm) for p in SPACE[dataset]["patch_size"] for rm in SPACE[dataset]["remove_mean"]):
         t = time.perf_counter()
         den = DictionaryDenoiser(patch_size=p, n_components=n_components, n_nonzero_coefs=1,
-                                 max_patches=max_patches, device=device).fit(x_fit)
+                                 remove_mean=rm, max_patches=max_patches, device=device).fit(x_fit)
         fit_seconds = time.perf_counter() - t
         for k in SPACE[dataset]["n_nonzero_coefs"]:
             if k >= den.dictionary_.shape[1]:
@@ -64,19 +64,22 @@ def tune_defence(dataset: str, *, data_dir=None, model: str = "convnet", n_val: 
             with torch.no_grad():
                 acc_adv = metrics.accuracy(predict(clf, den.transform(x_adv), device=device), y_val)
                 acc_clean = metrics.accuracy(predict(clf, den.transform(x_val), device=device), y_val)
-            row = {"patch_size": p, "n_components": n_components, "n_nonzero_coefs": k,
+            row = {"patch_size": p, "remove_mean": rm, "n_components": n_components, "n_nonzero_coefs": k,
                    "denoised": acc_adv, "denoised_clean": acc_clean,
                    "score": (acc_adv + acc_clean) / 2, "fit_seconds": fit_seconds}
             log.append(row)
             if progress:
-                print(f"tune {dataset}: patch {p}, k {k}: denoised {acc_adv:.4f}, denoised clean {acc_clean:.4f}")
+                print(f"tune {dataset}: patch {p}, remove_mean {rm}, k {k}: denoised {acc_adv:.4f}, "
+                      f"denoised clean {acc_clean:.4f}", flush=True)
     best = max(log, key=lambda r: r["score"])
     defence = DefenceConfig(patch_size=best["patch_size"], n_components=n_components,
-                            n_nonzero_coefs=best["n_nonzero_coefs"], max_patches=max_patches)
+                            n_nonzero_coefs=best["n_nonzero_coefs"], remove_mean=best["remove_mean"],
+                            max_patches=max_patches)
     return {"dataset": dataset, "model": model, "model_info": {k: v for k, v in info.items() if k != "key"},
             "fgsm_eps": eps, "n_val": n_val, "validation": f"last {n_val} training images",
             "best": {"patch_size": defence.patch_size, "n_components": n_components,
-                     "n_nonzero_coefs": defence.n_nonzero_coefs, "max_patches": max_patches},
+                     "n_nonzero_coefs": defence.n_nonzero_coefs, "remove_mean": defence.remove_mean,
+                     "max_patches": max_patches},
             "log": log}
 
 
