@@ -100,11 +100,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
     state = {k: (v.detach().cpu().half() if float16 and v.is_floating_point() else v.detach().cpu().clone())
              for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "meta": meta, "dtype": "float16" if float16 else "float32", "state_dict": state}
-    path = atomic_torch_save(path, payload)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is a normal, shareable file
-    return path
+    return atomic_torch_save(path, payload)  # usual permissions: ddl._io applies the umask
 
 
 def load_checkpoint(
