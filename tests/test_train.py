@@ -49,6 +49,7 @@ def _state_equal(a: nn.Module, b: nn.Module) -> bool:
     [
         ("mlp", (1, 28, 28), {"lr_schedule": "cosine"}),  # dropout + batch norm + scheduler
         ("resnet", (3, 32, 32), {"augment": "crop_flip"}),  # batch norm + dropout + augmentation
+        ("mlp", (3, 32, 32), {"augment": "flip"}),  # flip-only augmentation (the CIFAR-10 MLP)
     ],
 )
 def test_resume_after_crash_gives_identical_weights(tmp_path, name, shape, kwargs):
@@ -218,7 +219,7 @@ def test_predict_input_errors():
         ({"batch_size": 0}, ValueError, r"fit: batch_size must be an int >= 1; got 0"),
         ({"lr": 0.0}, ValueError, r"fit: lr must be a finite float > 0; got 0.0"),
         ({"lr": float("nan")}, ValueError, r"fit: lr must be a finite float > 0; got nan"),
-        ({"augment": "mixup"}, ValueError, r"fit: augment must be None or one of \('crop_flip', 'shift'\); got 'mixup'"),
+        ({"augment": "mixup"}, ValueError, r"fit: augment must be None or one of \('crop_flip', 'flip', 'shift'\); got 'mixup'"),
         ({"lr_schedule": "step"}, ValueError, r"fit: lr_schedule must be None or one of \('cosine',\); got 'step'"),
         ({"x_val": torch.rand(2, 1, 28, 28)}, ValueError, r"fit: x_val and y_val must be given together"),
         ({"x_val": torch.rand(2, 1, 8, 8), "y_val": torch.zeros(2, dtype=torch.int64)}, ValueError,

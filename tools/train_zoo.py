@@ -56,7 +56,7 @@ PRESETS = {
             "hrnn": {"epochs": 8, "batch_size": 32, "lr": 3e-3, "lr_schedule": "cosine", "augment": None},
         },
         "cifar10": {
-            "mlp": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": None},
+            "mlp": {"epochs": 40, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "flip"},
             "convnet": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},
             "autoencoder": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},
             "resnet": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from ddl._io import atomic_torch_save
 
-AUGMENTATIONS = ("crop_flip", "shift")
+AUGMENTATIONS = ("crop_flip", "flip", "shift")
 LR_SCHEDULES = ("cosine",)
 _STATE_FORMAT = "ddl-train-resume-v1"
 
@@ -227,9 +227,10 @@ def fit(
         last epoch. A file that does not match raises ``ValueError`` (delete it to start over).
         With ``lr_schedule=None`` the total ``epochs`` is not part of the fingerprint, so a
         finished run can be extended by calling again with more epochs.
-    augment : {None, "crop_flip", "shift"}
+    augment : {None, "crop_flip", "flip", "shift"}
         "crop_flip": random crop after 4-pixel zero padding + random horizontal flip, per image
-        and per epoch (for CIFAR-10; see ``augment_crop_flip``). "shift": random translation by
+        and per epoch (for CIFAR-10; see ``augment_crop_flip``). "flip": the horizontal flip
+        alone (for CIFAR-10 models without translation invariance, such as the MLP). "shift": random translation by
         up to 2 pixels in each direction with zero fill, no flip (for digits).
     lr_schedule : {None, "cosine"}
         None: constant ``lr``. "cosine": ``lr · ½(1 + cos(π t / T))`` over all T steps, per step.
@@ -296,6 +297,8 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_siz
         xb = x[idx]  # (B, C, H, W)
         if augment == "crop_flip":
             xb = augment_crop_flip(xb, aug_gen)
+        elif augment == "flip":
+            xb = augment_crop_flip(xb, aug_gen, pad=0)
         elif augment == "shift":
             xb = augment_crop_flip(xb, aug_gen, pad=2, flip=False)
         xb, yb = xb.to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
