@@ -100,3 +100,14 @@ def test_committed_results_against_the_paper(preset="paper"):
         if ours["denoised"] < p["denoised"] - slack:
             misses.append(f"{r['dataset']}/{r['model']}/{r['attack']} denoised {ours['denoised']:.2f} < {p['denoised']} - {slack}")
     assert not misses, "\n".join(misses)
+
+
+def test_save_tuned_keeps_the_other_data_sets_entries(tmp_path):
+    from ddl.tune import save_tuned
+
+    path = tmp_path / "tuned.json"
+    save_tuned({"mnist": {"best": {"patch_size": 7}}}, path)
+    save_tuned({"cifar10": {"best": {"patch_size": 4}}}, path)
+    save_tuned({"cifar10": {"best": {"patch_size": 6}}}, path)
+    assert json.loads(path.read_text()) == {"mnist": {"best": {"patch_size": 7}},
+                                            "cifar10": {"best": {"patch_size": 6}}}

@@ -84,9 +84,17 @@ def tune_defence(dataset: str, *, data_dir=None, model: str = "mlp", n_val: int 
 
 
 def save_tuned(results: dict[str, dict], path: str | Path | None = None) -> Path:
-    """Write the search results (one entry per data set) to ``reference/tuned_defence.json``."""
+    """Write the search results (one entry per data set) to ``reference/tuned_defence.json``.
+
+    Entries of data sets that are not in ``results`` are kept, so tuning one data set does not
+    erase the other's.
+    """
+    import json
+
     path = Path(path) if path else Path(str(resources.files("ddl") / "reference" / TUNED_FILE))
-    return atomic_write_json(path, results)
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(results)
+    return atomic_write_json(path, merged)
 
 
 def tuned_preset():
