@@ -54,6 +54,11 @@ def test_second_run_recomputes_nothing(smoke_run, monkeypatch):
     again = pipeline.run_experiment(SMOKE, run_dir, progress=False)
     for key in ("clean", "perturbed", "denoised"):
         assert again["records"][0]["accuracy"][key] == first["records"][0]["accuracy"][key]
+    # the cached stages still report what they cost when they were computed
+    computed = first["records"][0]["computed_seconds"]
+    assert set(computed) == {"attack", "dictionary", "denoise", "denoise_clean_test_set"}
+    assert all(v > 0 for v in computed.values())
+    assert again["records"][0]["computed_seconds"] == computed
 
 
 def test_too_many_images_requested_is_an_error(tmp_path):

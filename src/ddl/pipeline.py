@@ -13,6 +13,7 @@ of it; it does not show robustness against an attacker who differentiates throug
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from pathlib import Path
@@ -55,20 +56,23 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, cache_dir: str
     for attack in cfg.attacks:
         n = attack.n_images or len(x_test)
         x, y = x_test[:n], y_test[:n]
+        computed: dict[str, float | None] = {}  # seconds each stage took when it was computed
         t = time.perf_counter()
-        x_adv = get_adversarial(cfg, attack, model, model_info["key"], x, y, cache)
+        x_adv = get_adversarial(cfg, attack, model, model_info["key"], x, y, cache, stats=computed)
         t_attack = time.perf_counter() - t
 
         t = time.perf_counter()
         if denoiser is None or cfg.defence.dictionary_source == "perturbed":
             fit_on = x_train if cfg.defence.dictionary_source == "clean" else x_adv
-            denoiser, den_key = get_denoiser(cfg, fit_on, cache, progress=progress)
+            denoiser, den_key = get_denoiser(cfg, fit_on, cache, progress=progress, stats=computed)
         t_dict = time.perf_counter() - t
 
         t = time.perf_counter()
-        x_den = get_denoised(denoiser, den_key, x_adv, cache, cfg.device)
+        x_den = get_denoised(denoiser, den_key, x_adv, cache, cfg.device, stats=computed)
         # the whole clean test set once per dictionary (denoising is per image), then the subset
-        x_den_clean = get_denoised(denoiser, den_key, x_test, cache, cfg.device)[:n]
+        clean_stats: dict[str, float | None] = {}
+        x_den_clean = get_denoised(denoiser, den_key, x_test, cache, cfg.device, stats=clean_stats)[:n]
+        computed["denoise_clean_test_set"] = clean_stats.get("denoise")
         t_denoise = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -82,6 +86,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, cache_dir: str
             "denoise": t_denoise,
             "evaluate": time.perf_counter() - t,
         }
+        # what the cached stages cost when they were computed (None: cached by an older ddl)
+        record["computed_seconds"] = computed
         record["model_info"] = {k: v for k, v in model_info.items() if k != "key"}
         records.append(record)
         if progress:
@@ -163,30 +169,63 @@ def _short(meta: dict) -> dict:
     return {k: meta.get(k) for k in ("epochs", "test_accuracy", "seconds")}
 
 
-def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, progress=True):
-    """(fitted DictionaryDenoiser, its key), learned once per (defence config, fitting data)."""
+def _timed_path(path: Path) -> Path:
+    return path.with_name(path.name + ".seconds.json")
+
+
+def _read_seconds(path: Path) -> float | None:
+    """Seconds the cached file ``path`` took to compute (None when no record was kept)."""
+    try:
+        return float(json.loads(_timed_path(path).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_seconds(path: Path, seconds: float) -> None:
+    atomic_write_json(_timed_path(path), {"seconds": seconds})
+
+
+def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, progress=True,
+                 stats: dict | None = None):
+    """(fitted DictionaryDenoiser, its key), learned once per (defence config, fitting data).
+
+    ``stats``, when given, receives ``stats["dictionary"]``: the seconds the fit took when it
+    was computed (also when it now comes from the cache; None if that was not recorded)."""
     from ddl.defence import DictionaryDenoiser
 
     p = cfg.defence
     data_id = _tensor_fingerprint(x_fit)
     key = config_key("dictionary", _defence_params(p), data_id, ddl.__version__)
     path = cache / f"dictionary-{key}.pt"
+    stats = {} if stats is None else stats
     if path.exists():
+        stats["dictionary"] = _read_seconds(path)
         return DictionaryDenoiser.load(path).to(cfg.device), key
+    t = time.perf_counter()
     den = DictionaryDenoiser(**_defence_params(p), device=cfg.device)
     den.fit(x_fit)
+    stats["dictionary"] = time.perf_counter() - t
     den.save(path)
+    _write_seconds(path, stats["dictionary"])
     return den, key
 
 
-def get_denoised(denoiser, den_key: str, x: torch.Tensor, cache: Path, device: str) -> torch.Tensor:
-    """``denoiser.transform(x)``, computed once per (dictionary, images) and cached."""
+def get_denoised(denoiser, den_key: str, x: torch.Tensor, cache: Path, device: str, *,
+                 stats: dict | None = None) -> torch.Tensor:
+    """``denoiser.transform(x)``, computed once per (dictionary, images) and cached.
+
+    ``stats``, when given, receives ``stats["denoise"]`` (seconds when computed, as above)."""
     path = cache / f"denoised-{config_key(den_key, _tensor_fingerprint(x))}.pt"
+    stats = {} if stats is None else stats
     if path.exists():
+        stats["denoise"] = _read_seconds(path)
         return safe_torch_load(path)["x"]
+    t = time.perf_counter()
     with torch.no_grad():
         x_den = denoiser.transform(x.to(device)).cpu()
+    stats["denoise"] = time.perf_counter() - t
     atomic_torch_save(path, {"x": x_den})
+    _write_seconds(path, stats["denoise"])
     return x_den
 
 
@@ -197,15 +236,23 @@ def _defence_params(p) -> dict:
             "random_state": p.random_state}
 
 
-def get_adversarial(cfg, attack: AttackConfig, model, model_key: str, x, y, cache: Path):
-    """Attacked images, computed once per (model, attack, parameters, data subset) and cached."""
+def get_adversarial(cfg, attack: AttackConfig, model, model_key: str, x, y, cache: Path, *,
+                    stats: dict | None = None):
+    """Attacked images, computed once per (model, attack, parameters, data subset) and cached.
+
+    ``stats``, when given, receives ``stats["attack"]`` (seconds when computed, as above)."""
     key = config_key("adv", model_key, attack.name, attack.params, _tensor_fingerprint(x),
                      ddl.__version__)
     path = cache / f"adv-{attack.name}-{key}.pt"
+    stats = {} if stats is None else stats
     if path.exists():
+        stats["attack"] = _read_seconds(path)
         return safe_torch_load(path)["x_adv"]
+    t = time.perf_counter()
     x_adv = run_attack(attack, model, x.to(cfg.device), y.to(cfg.device)).cpu()
+    stats["attack"] = time.perf_counter() - t
     atomic_torch_save(path, {"x_adv": x_adv, "attack": attack.name, "params": dict(attack.params)})
+    _write_seconds(path, stats["attack"])
     return x_adv
 
 
