@@ -293,7 +293,11 @@ def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) 
     per_image = {f"{m.__name__}_{name}": m(v, x, reduction="none")
                  for m in (metrics.psnr, metrics.ssim)
                  for name, v in (("perturbed", x_adv), ("denoised", x_den), ("denoised_clean", x_den_clean))}
-    arrays = {**per_image, "y": y, **{f"pred_{k}": lg.argmax(1) for k, lg in logits.items()},
+    # stored compactly (results are committed): float32 metrics, labels in the smallest int type
+    label_dtype = torch.uint8 if logits["clean"].shape[1] <= 256 else torch.int64
+    per_image = {k: v.float() for k, v in per_image.items()}
+    arrays = {**per_image, "y": y.to(label_dtype),
+              **{f"pred_{k}": lg.argmax(1).to(label_dtype) for k, lg in logits.items()},
               "high_confidence_mask": mask,
               **{f"examples_{k}": v[:16].clone() for k, v in (("clean", x), ("perturbed", x_adv),
                                                               ("denoised", x_den))},
