@@ -52,7 +52,8 @@ def draw_figures(rc, results: dict, run_dir: Path, *, data_dir=None, device="cpu
             fig = plots.plot_examples(arrays["examples_clean"], arrays["examples_perturbed"],
                                       arrays["examples_denoised"], y=arrays["y"][:n],
                                       pred_clean=arrays["pred_clean"][:n], pred_adv=arrays["pred_perturbed"][:n],
-                                      pred_den=arrays["pred_denoised"][:n], n=min(8, n))
+                                      pred_den=arrays["pred_denoised"][:n], n=min(8, n),
+                                      class_names=_classes(dataset))
             save(fig, f"examples-{tag}.png", f"Clean / perturbed / denoised examples with predictions ({label}; Fig. 8)")
             fig = plots.plot_metric_histograms(
                 {k: arrays[f"psnr_{k}"] for k in ("perturbed", "denoised")},
@@ -70,6 +71,13 @@ def draw_figures(rc, results: dict, run_dir: Path, *, data_dir=None, device="cpu
     return figures
 
 
+def _classes(dataset: str) -> tuple[str, ...]:
+    """Class names of a data set (digits for MNIST, 'airplane'... for CIFAR-10)."""
+    from ddl.data import DATASETS
+
+    return DATASETS[dataset]["classes"]
+
+
 def _cell(rc, dataset, model, data_dir, device="cpu"):
     from ddl.reproduce import cell_config
 
@@ -82,7 +90,8 @@ def _tsne(rc, dataset, data_dir, save, name):
     _, _, x_test, y_test = pipeline.load_data(_cell(rc, dataset, rc.models[0], data_dir))
     n = min(TSNE_POINTS, len(x_test))
     emb = plots.tsne(x_test[:n].flatten(1), random_state=0)
-    save(plots.plot_tsne(emb, y_test[:n], title=f"t-SNE of {n} {name} test images"),
+    save(plots.plot_tsne(emb, y_test[:n], title=f"t-SNE of {n} {name} test images",
+                         class_names=_classes(dataset)),
          f"tsne-{dataset}.png", f"t-SNE of the {name} test images (pixels; Fig. 3)")
 
 
@@ -118,7 +127,8 @@ def _cam(rc, dataset, model_name, data_dir, device, cache, save, name, k: int = 
         return
     pred = logits[idx].argmax(1)
     heat = plots.grad_cam(model.cpu(), x_adv[idx], pred, layer=model.cam_layer)
-    titles = [f"true {int(t)} → pred {int(p)}" for t, p in zip(y[idx], pred)]
+    names = _classes(dataset)
+    titles = [f"true {names[int(t)]} → pred {names[int(p)]}" for t, p in zip(y[idx], pred)]
     fig = plots.plot_cam(x_adv[idx], heat, titles=titles)
     save(fig, f"cam-{dataset}-{model_name}.png",
          f"Top {len(idx)} most confident misclassifications under FGSM with Grad-CAM of the predicted class "
