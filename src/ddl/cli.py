@@ -332,9 +332,15 @@ def cmd_zoo(args) -> int:
     if not entries:
         print("the zoo is empty")
         return 0
-    print(f"{'model':<12}{'dataset':<9}{'accuracy':>10}{'epochs':>8}  path")
+    print(f"{'model':<12}{'dataset':<9}{'accuracy':>10}{'paper':>8}{'epochs':>8}{'train s':>9}{'MB':>6}  path")
     for e in entries:
-        print(f"{e.model:<12}{e.dataset:<9}{e.accuracy * 100:>9.2f}%{e.epochs:>8}  {e.path}")
+        target = e.extra.get("target_percent")
+        paper = "–" if target is None else f"{target:.2f}"
+        size = e.path.stat().st_size / 1e6 if e.path.is_file() else float("nan")
+        print(f"{e.model:<12}{e.dataset:<9}{e.accuracy * 100:>9.2f}%{paper:>8}{e.epochs:>8}{e.seconds:>9.0f}"
+              f"{size:>6.2f}  {e.path}")
+    total = sum(e.path.stat().st_size for e in entries if e.path.is_file())
+    print(f"{len(entries)} checkpoints, {total / 1e6:.1f} MB")
     return 0
 
 
