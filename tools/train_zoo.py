@@ -57,7 +57,7 @@ PRESETS = {
         },
         "cifar10": {
             "mlp": {"epochs": 40, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "flip"},
-            "convnet": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},
+            "convnet": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},
             "autoencoder": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},
             "resnet": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},
             "hrnn": {"epochs": 15, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "augment": "flip"},
