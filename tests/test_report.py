@@ -56,3 +56,17 @@ def test_html_is_self_contained_with_embedded_figure(tmp_path):
     assert "data:image/png;base64,iVBORw0KGgo" in page and "src=\"fig.png\"" not in page
     assert "<td>90.46 → 92.34</td>" in page
     assert "![A figure](fig.png)" in md_path.read_text()
+
+
+def _sweep_record(dataset, model, eps, perturbed, denoised):
+    return {"dataset": dataset, "model": model, "attack": "fgsm", "attack_params": {"eps": eps}, "n_images": 500,
+            "accuracy": {"clean": 0.99, "perturbed": perturbed, "denoised": denoised, "denoised_clean": 0.98}}
+
+
+def test_matched_eps_row_is_the_sweep_point_nearest_the_papers_perturbed_accuracy():
+    # paper MNIST MLP FGSM: perturbed 12.8 %, denoised 82 %; |60.6-12.8|, |12.8-12.8|, |8.6-12.8|
+    sweep = [_sweep_record("mnist", "mlp", 0.1, 0.606, 0.90), _sweep_record("mnist", "mlp", 0.2, 0.128, 0.70),
+             _sweep_record("mnist", "mlp", 0.3, 0.086, 0.40)]
+    rows = report.matched_eps_table(sweep, report.load_paper_tables())
+    assert rows[1] == ["MNIST", "mlp", "12.8", "0.2", "12.80", "82", "70.00", "98.00"]
+    assert len(rows) == 2
