@@ -60,7 +60,7 @@ PRESETS = {
             "convnet": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},
             "autoencoder": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},
             "resnet": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "lr_schedule": "cosine", "augment": "crop_flip"},
-            "hrnn": {"epochs": 15, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "augment": "flip"},
+            "hrnn": {"epochs": 10, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "augment": None},
         },
     },
     "paper": {ds: {m: dict(_PAPER) for m in TARGETS[ds]} for ds in TARGETS},
