@@ -221,6 +221,7 @@ def test_predict_input_errors():
         ({"lr": float("nan")}, ValueError, r"fit: lr must be a finite float > 0; got nan"),
         ({"augment": "mixup"}, ValueError, r"fit: augment must be None or one of \('crop_flip', 'flip', 'shift'\); got 'mixup'"),
         ({"lr_schedule": "step"}, ValueError, r"fit: lr_schedule must be None or one of \('cosine',\); got 'step'"),
+        ({"grad_clip": 0.0}, ValueError, r"fit: grad_clip must be None or a finite float > 0; got 0.0"),
         ({"x_val": torch.rand(2, 1, 28, 28)}, ValueError, r"fit: x_val and y_val must be given together"),
         ({"x_val": torch.rand(2, 1, 8, 8), "y_val": torch.zeros(2, dtype=torch.int64)}, ValueError,
          r"fit: x_val must have shape \(M, 1, 28, 28\) and y_val \(M,\); got \(2, 1, 8, 8\)"),
@@ -244,3 +245,23 @@ def test_fit_data_type_errors():
         fit(model, x, y[:7], epochs=1)
     with pytest.raises(TypeError, match=r"fit: model must be a torch.nn.Module; got function"):
         fit(lambda t: t, x, y, epochs=1)
+
+
+def test_grad_clip_bounds_the_gradient_norm_of_every_step(monkeypatch):
+    x, y = _data(24)
+    norms = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *a, **k):  # the global gradient norm the optimiser is about to use
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    torch.manual_seed(0)
+    fit(build_model("mlp", (1, 28, 28)), x, y, epochs=1, batch_size=8, progress=False)
+    assert len(norms) == 3 and max(norms) > 0.05       # unclipped gradients are larger than the bound
+    norms.clear()
+    torch.manual_seed(0)
+    fit(build_model("mlp", (1, 28, 28)), x, y, epochs=1, batch_size=8, progress=False, grad_clip=0.05)
+    assert len(norms) == 3 and max(norms) <= 0.05 * (1 + 1e-5)

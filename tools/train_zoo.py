@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
+    p.add_argument("--lr", type=float, default=None, help="override the preset's learning rate")
+    p.add_argument("--augment", default=None, choices=["none", "crop_flip", "flip", "shift"],
+                   help="override the preset's augmentation")
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm (default: no clipping)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-publish", action="store_true", help="train and evaluate, but do not write into the zoo")
     args = p.parse_args(argv)
@@ -99,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         settings["epochs"] = args.epochs
     if args.batch_size is not None:
         settings["batch_size"] = args.batch_size
+    if args.lr is not None:
+        settings["lr"] = args.lr
+    if args.augment is not None:
+        settings["augment"] = None if args.augment == "none" else args.augment
+    if args.grad_clip is not None:
+        settings["grad_clip"] = args.grad_clip
 
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {args.model}/{args.dataset}: {msg}", flush=True)

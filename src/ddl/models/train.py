@@ -108,7 +108,8 @@ def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 4 + stream)
 
 
-def _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, lr_schedule) -> None:
+def _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, lr_schedule,
+                    grad_clip=None) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"fit: model must be a torch.nn.Module; got {type(model).__name__}.")
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.ndim != 4:
@@ -133,6 +134,9 @@ def _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, 
         raise ValueError(f"fit: augment must be None or one of {AUGMENTATIONS}; got {augment!r}.")
     if lr_schedule is not None and lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"fit: lr_schedule must be None or one of {LR_SCHEDULES}; got {lr_schedule!r}.")
+    if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and not isinstance(grad_clip, bool)
+                                      and math.isfinite(grad_clip) and grad_clip > 0):
+        raise ValueError(f"fit: grad_clip must be None or a finite float > 0; got {grad_clip!r}.")
 
 
 def _fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict[str, Any]) -> str:
@@ -194,6 +198,7 @@ def fit(
     checkpoint_path: str | os.PathLike | None = None,
     augment: str | None = None,
     lr_schedule: str | None = None,
+    grad_clip: float | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> History:
@@ -234,6 +239,8 @@ def fit(
         up to 2 pixels in each direction with zero fill, no flip (for digits).
     lr_schedule : {None, "cosine"}
         None: constant ``lr``. "cosine": ``lr · ½(1 + cos(π t / T))`` over all T steps, per step.
+    grad_clip : float > 0, optional
+        Clip the global gradient norm to this value before each step (for recurrent models).
     progress : bool, default True
         tqdm bar per epoch with the running loss and accuracy.
     log : callable(str), optional
@@ -244,11 +251,13 @@ def fit(
     History
         Per-epoch losses, accuracies, learning rates and seconds.
     """
-    _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, lr_schedule)
+    _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, lr_schedule, grad_clip)
     dev = torch.device(device)
     model.to(dev)
     config = {"batch_size": batch_size, "lr": float(lr), "seed": seed, "augment": augment,
               "lr_schedule": lr_schedule, "epochs": epochs if lr_schedule is not None else None}
+    if grad_clip is not None:  # only when used, so resume states written without it still match
+        config["grad_clip"] = float(grad_clip)
     fingerprint = _fingerprint(model, x, y, config)
     steps_per_epoch = math.ceil(x.shape[0] / batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -264,7 +273,7 @@ def fit(
         t0 = time.perf_counter()
         history.lr.append(optimizer.param_groups[0]["lr"])
         loss, acc = _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_size, seed,
-                                     augment, dev, progress)
+                                     augment, dev, progress, grad_clip)
         history.seconds.append(time.perf_counter() - t0)
         history.loss.append(loss)
         history.accuracy.append(acc)
@@ -281,7 +290,7 @@ def fit(
 
 
 def _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_size, seed, augment, dev,
-                     progress) -> tuple[float, float]:
+                     progress, grad_clip=None) -> tuple[float, float]:
     """One pass over a seeded permutation of the data; returns (mean loss, accuracy) in train mode."""
     from tqdm.auto import tqdm
 
@@ -306,6 +315,8 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_siz
         loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
