@@ -49,8 +49,8 @@ def draw_figures(rc, results: dict, run_dir: Path, *, data_dir=None, device="cpu
                                      log=True)
             save(fig, f"density-{tag}.png", f"Density of pixel values ({label}; Fig. 4)")
             n = len(arrays["examples_clean"])
-            fig = plots.plot_examples(arrays["examples_clean"], arrays["examples_perturbed"],
-                                      arrays["examples_denoised"], y=arrays["y"][:n],
+            fig = plots.plot_examples(arrays["examples_clean"].float(), arrays["examples_perturbed"].float(),
+                                      arrays["examples_denoised"].float(), y=arrays["y"][:n],
                                       pred_clean=arrays["pred_clean"][:n], pred_adv=arrays["pred_perturbed"][:n],
                                       pred_den=arrays["pred_denoised"][:n], n=min(8, n),
                                       class_names=_classes(dataset))

@@ -276,7 +276,7 @@ def _tensor_fingerprint(x: torch.Tensor) -> str:
 
 def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) -> tuple[dict, dict]:
     """One results record (accuracies, confidences, PSNR/SSIM, the high-confidence subset) and
-    its per-image arrays (PSNR, SSIM, predictions, the first 16 images of each kind)."""
+    its per-image arrays (PSNR, SSIM, predictions, the first 8 images of each kind in float16)."""
     from ddl.models.train import predict
 
     logits = {name: predict(model, v, device=cfg.device).cpu()
@@ -299,7 +299,7 @@ def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) 
     arrays = {**per_image, "y": y.to(label_dtype),
               **{f"pred_{k}": lg.argmax(1).to(label_dtype) for k, lg in logits.items()},
               "high_confidence_mask": mask,
-              **{f"examples_{k}": v[:16].clone() for k, v in (("clean", x), ("perturbed", x_adv),
+              **{f"examples_{k}": v[:8].to(torch.float16) for k, v in (("clean", x), ("perturbed", x_adv),
                                                               ("denoised", x_den))},
               **{f"pixels_{k}": _pixel_summary(v) for k, v in (("clean", x), ("perturbed", x_adv),
                                                               ("denoised", x_den))}}
