@@ -59,3 +59,18 @@ def shared_data_dir():
     if not (SHARED_DATA / "mnist").is_dir():
         pytest.skip(f"real data sets not found at {SHARED_DATA} (needed by slow tests only)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def forbid_recompute(monkeypatch):
+    """Make training, dictionary fitting and attacks raise: a run that must come from the cache."""
+    import ddl.models.train as train
+    from ddl import pipeline
+    from ddl.defence import DictionaryDenoiser
+
+    def boom(*a, **k):
+        raise AssertionError("a cached stage was recomputed")
+
+    monkeypatch.setattr(train, "fit", boom)
+    monkeypatch.setattr(DictionaryDenoiser, "fit", boom)
+    monkeypatch.setattr(pipeline, "run_attack", boom)

@@ -51,18 +51,8 @@ def test_quick_preset_draws_every_figure(quick_run):
     assert all((run_dir / "figures" / n).stat().st_size > 1000 for n in names)
 
 
-def test_second_quick_run_recomputes_nothing(quick_run, monkeypatch):
+def test_second_quick_run_recomputes_nothing(quick_run, forbid_recompute):
     run_dir, first = quick_run
-    import ddl.models.train as train
-    from ddl import pipeline
-    from ddl.defence import DictionaryDenoiser
-
-    def boom(*a, **k):
-        raise AssertionError("a cached stage was recomputed")
-
-    monkeypatch.setattr(train, "fit", boom)
-    monkeypatch.setattr(DictionaryDenoiser, "fit", boom)
-    monkeypatch.setattr(pipeline, "run_attack", boom)
     from ddl.reproduce import reproduce
 
     again = reproduce(QUICK, run_dir, figures=False, progress=False)

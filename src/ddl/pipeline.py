@@ -181,8 +181,24 @@ def _read_seconds(path: Path) -> float | None:
         return None
 
 
-def _write_seconds(path: Path, seconds: float) -> None:
+def _cached_stage(path: Path, stage: str, stats: dict | None, load, compute, save):
+    """``load(path)`` if the cache file exists, else ``compute()`` then ``save(path, value)``.
+
+    The seconds ``compute`` took are kept beside the file (``<file>.seconds.json``), so
+    ``stats[stage]`` (when ``stats`` is given) reports them also for a value read from the cache
+    (None if the file was cached without that record)."""
+    if path.exists():
+        if stats is not None:
+            stats[stage] = _read_seconds(path)
+        return load(path)
+    t = time.perf_counter()
+    value = compute()
+    seconds = time.perf_counter() - t
+    save(path, value)
     atomic_write_json(_timed_path(path), {"seconds": seconds})
+    if stats is not None:
+        stats[stage] = seconds
+    return value
 
 
 def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, progress=True,
@@ -190,23 +206,17 @@ def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, pro
     """(fitted DictionaryDenoiser, its key), learned once per (defence config, fitting data).
 
     ``stats``, when given, receives ``stats["dictionary"]``: the seconds the fit took when it
-    was computed (also when it now comes from the cache; None if that was not recorded)."""
+    was computed (see ``_cached_stage``)."""
     from ddl.defence import DictionaryDenoiser
 
     p = cfg.defence
     data_id = _tensor_fingerprint(x_fit)
     key = config_key("dictionary", _defence_params(p), data_id, ddl.__version__)
-    path = cache / f"dictionary-{key}.pt"
-    stats = {} if stats is None else stats
-    if path.exists():
-        stats["dictionary"] = _read_seconds(path)
-        return DictionaryDenoiser.load(path).to(cfg.device), key
-    t = time.perf_counter()
-    den = DictionaryDenoiser(**_defence_params(p), device=cfg.device)
-    den.fit(x_fit)
-    stats["dictionary"] = time.perf_counter() - t
-    den.save(path)
-    _write_seconds(path, stats["dictionary"])
+    den = _cached_stage(
+        cache / f"dictionary-{key}.pt", "dictionary", stats,
+        load=lambda path: DictionaryDenoiser.load(path).to(cfg.device),
+        compute=lambda: DictionaryDenoiser(**_defence_params(p), device=cfg.device).fit(x_fit),
+        save=lambda path, d: d.save(path))
     return den, key
 
 
@@ -214,19 +224,15 @@ def get_denoised(denoiser, den_key: str, x: torch.Tensor, cache: Path, device: s
                  stats: dict | None = None) -> torch.Tensor:
     """``denoiser.transform(x)``, computed once per (dictionary, images) and cached.
 
-    ``stats``, when given, receives ``stats["denoise"]`` (seconds when computed, as above)."""
-    path = cache / f"denoised-{config_key(den_key, _tensor_fingerprint(x))}.pt"
-    stats = {} if stats is None else stats
-    if path.exists():
-        stats["denoise"] = _read_seconds(path)
-        return safe_torch_load(path)["x"]
-    t = time.perf_counter()
-    with torch.no_grad():
-        x_den = denoiser.transform(x.to(device)).cpu()
-    stats["denoise"] = time.perf_counter() - t
-    atomic_torch_save(path, {"x": x_den})
-    _write_seconds(path, stats["denoise"])
-    return x_den
+    ``stats``, when given, receives ``stats["denoise"]`` (see ``_cached_stage``)."""
+    def compute():
+        with torch.no_grad():
+            return denoiser.transform(x.to(device)).cpu()
+
+    return _cached_stage(
+        cache / f"denoised-{config_key(den_key, _tensor_fingerprint(x))}.pt", "denoise", stats,
+        load=lambda path: safe_torch_load(path)["x"], compute=compute,
+        save=lambda path, v: atomic_torch_save(path, {"x": v}))
 
 
 def _defence_params(p) -> dict:
@@ -240,20 +246,15 @@ def get_adversarial(cfg, attack: AttackConfig, model, model_key: str, x, y, cach
                     stats: dict | None = None):
     """Attacked images, computed once per (model, attack, parameters, data subset) and cached.
 
-    ``stats``, when given, receives ``stats["attack"]`` (seconds when computed, as above)."""
+    ``stats``, when given, receives ``stats["attack"]`` (see ``_cached_stage``)."""
     key = config_key("adv", model_key, attack.name, attack.params, _tensor_fingerprint(x),
                      ddl.__version__)
-    path = cache / f"adv-{attack.name}-{key}.pt"
-    stats = {} if stats is None else stats
-    if path.exists():
-        stats["attack"] = _read_seconds(path)
-        return safe_torch_load(path)["x_adv"]
-    t = time.perf_counter()
-    x_adv = run_attack(attack, model, x.to(cfg.device), y.to(cfg.device)).cpu()
-    stats["attack"] = time.perf_counter() - t
-    atomic_torch_save(path, {"x_adv": x_adv, "attack": attack.name, "params": dict(attack.params)})
-    _write_seconds(path, stats["attack"])
-    return x_adv
+    return _cached_stage(
+        cache / f"adv-{attack.name}-{key}.pt", "attack", stats,
+        load=lambda path: safe_torch_load(path)["x_adv"],
+        compute=lambda: run_attack(attack, model, x.to(cfg.device), y.to(cfg.device)).cpu(),
+        save=lambda path, v: atomic_torch_save(path, {"x_adv": v, "attack": attack.name,
+                                                      "params": dict(attack.params)}))
 
 
 def run_attack(attack: AttackConfig, model, x, y):
