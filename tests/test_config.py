@@ -33,7 +33,7 @@ def test_unknown_keys_are_errors_at_every_level():
     (lambda: DefenceConfig(n_components=8, n_nonzero_coefs=9), r"n_nonzero_coefs must be an int in \[1, 8\]; got 9"),
     (lambda: DefenceConfig(method="lars"), r"method must be one of online, ksvd, mod; got 'lars'"),
     (lambda: ExperimentConfig(attacks=()), "at least one attack"),
-    (lambda: ExperimentConfig(high_confidence_threshold=1.5), r"high_confidence_threshold must be in \[0, 1\]; got 1.5"),
+    (lambda: ExperimentConfig(high_confidence_threshold=1.5), r"high_confidence_threshold must be a number in \[0, 1\]; got 1.5"),
 ])
 def test_bad_values_name_the_parameter_and_the_value(make, match):
     with pytest.raises(ValueError, match=match):
@@ -48,3 +48,46 @@ def test_config_key_is_stable_and_sensitive():
 
 def test_attack_label():
     assert AttackConfig(name="fgsm", params={"eps": 0.1}).label == "fgsm_eps0.1"
+
+
+def test_presets_are_immutable_and_hashable():
+    from ddl.config import PAPER, QUICK, REPRODUCE_PRESETS, PRESETS
+
+    with pytest.raises(TypeError, match="immutable"):
+        DEMO.attacks[0].params["eps"] = 0.5
+    with pytest.raises(TypeError, match="immutable"):
+        PAPER.fgsm_eps["mnist"] = 0.3
+    with pytest.raises(TypeError, match="immutable"):
+        PAPER.defence.update(mnist=None)
+    with pytest.raises(TypeError, match="immutable"):
+        PRESETS["demo"] = SMOKE
+    assert DEMO.attacks[0].params["eps"] == 0.1 and PAPER.fgsm_eps["mnist"] == 0.1
+    # hashable, and equal configs hash equal (a list given for a tuple field is frozen to a tuple)
+    assert len({DEMO, SMOKE, PAPER, QUICK, *REPRODUCE_PRESETS.values()}) == 5
+    assert hash(AttackConfig("fgsm", {"eps": 0.1})) == hash(AttackConfig("fgsm", {"eps": 0.1}))
+    cfg = ExperimentConfig(attacks=[AttackConfig()])
+    assert isinstance(cfg.attacks, tuple) and hash(cfg) == hash(ExperimentConfig())
+
+
+def test_frozen_params_serialise_and_hash_like_the_plain_dict():
+    import json
+
+    a = AttackConfig("jsma", {"theta": 1.0, "gamma": 0.1, "seed": 0})
+    assert json.dumps(a.params, sort_keys=True) == json.dumps({"theta": 1.0, "gamma": 0.1, "seed": 0}, sort_keys=True)
+    assert config_key("adv", a.params) == config_key("adv", {"seed": 0, "gamma": 0.1, "theta": 1.0})
+    assert a.params == {"theta": 1.0, "gamma": 0.1, "seed": 0}
+
+
+def test_each_shared_constant_has_one_source():
+    import inspect
+
+    from ddl import constants, data, models
+    from ddl.config import PAPER
+    from ddl.defence import DictionaryDenoiser
+
+    assert tuple(data.DATASETS) == constants.DATASETS
+    assert tuple(models.MODELS) == constants.MODEL_NAMES
+    assert PAPER.models == constants.MODEL_NAMES and PAPER.datasets == constants.DATASETS
+    assert dict(PAPER.fgsm_eps) == dict(constants.PAPER_FGSM_EPS)
+    default = inspect.signature(DictionaryDenoiser).parameters["max_patches"].default
+    assert DefenceConfig().max_patches == constants.MAX_PATCHES == default

@@ -1,11 +1,18 @@
-"""Frozen, validated configuration of an experiment, and the named presets.
+"""Frozen, validated configuration of an experiment, and every named preset.
 
-Every stage gets one small frozen dataclass; the CLI builds them, `pipeline.run_experiment` reads
-them, nothing below the pipeline reads argparse or globals. ``from_dict`` rejects unknown keys (an
-ignored typo in a config silently changes an experiment), ``to_dict`` gives the plain record that
-is written to ``config.json`` and hashed into cache keys.
+Every stage gets one small frozen dataclass; the CLI builds them, ``pipeline.run_experiment``
+reads them, nothing below the pipeline reads argparse or globals. ``from_dict`` rejects unknown
+keys (an ignored typo in a config silently changes an experiment), ``to_dict`` gives the plain
+record that is written to ``config.json`` and hashed into cache keys.
 
-Presets are values here, not files that get executed.
+Configs are values: frozen dataclasses whose mappings are :class:`FrozenDict` and whose
+sequences are tuples, so ``DEMO.attacks[0].params["eps"] = 0.5`` raises instead of changing the
+preset for everybody, and every config is hashable.
+
+Presets are values here, not files that get executed: ``DEMO`` and ``SMOKE`` (one
+``ExperimentConfig`` each), and the reproduction presets ``PAPER``, ``NOISY_DICTIONARY``,
+``QUICK`` and ``tuned`` (a ``ReproduceConfig`` each, see :func:`get_preset`). This module imports
+no application module (pipeline, reproduce, tune, figures, report), so all of them can read it.
 """
 
 from __future__ import annotations
@@ -14,31 +21,79 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
-DATASETS = ("mnist", "cifar10")
+from ddl._validate import BadFileError, check_choice, check_int, check_number, check_optional_int
+from ddl.constants import ATTACK_NAMES, DATASETS, MAX_PATCHES, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA
+
 SOURCES = ("sample", "full", "synthetic")
-ATTACK_NAMES = ("fgsm", "pgd", "jsma")
 DICTIONARY_METHODS = ("online", "ksvd", "mod")
 DICTIONARY_SOURCES = ("clean", "perturbed")
 
-
-def _check_choice(where: str, name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{where}: {name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
-
-
-def _check_int(where: str, name: str, value: Any, low: int, high: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    ok = ok and (high is None or value <= high)
-    if not ok:
-        rule = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-        raise ValueError(f"{where}: {name} must be {rule}; got {value!r}.")
+#: Patches the committed presets learn their dictionaries from (``paper``, the tuned defence);
+#: ``DefenceConfig``'s default is the denoiser's, ``ddl.constants.MAX_PATCHES``.
+PRESET_MAX_PATCHES = 100_000
 
 
-def _check_optional_int(where: str, name: str, value: Any, low: int) -> None:
-    if value is not None:
-        _check_int(where, name, value, low)
+class FrozenDict(dict):
+    """A dict that cannot be changed after it is made, and is hashable.
+
+    A ``dict`` subclass so that ``json.dumps`` and cache keys see exactly the plain dict they saw
+    before configs were frozen. Nested dicts become ``FrozenDict`` and lists become tuples."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for k, v in dict.items(self):
+            dict.__setitem__(self, k, _freeze(v))
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("FrozenDict: a configuration is immutable; build a new one with "
+                        "dataclasses.replace (or FrozenDict({**old, key: value})).")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.items(), key=lambda kv: str(kv[0]))))
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __repr__(self):
+        return f"FrozenDict({dict.__repr__(self)})"
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, FrozenDict):
+        return v
+    if isinstance(v, dict):
+        return FrozenDict(v)
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _plain(v: Any) -> Any:
+    """Dataclasses, FrozenDicts and tuples as plain dicts and lists (for JSON)."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _set(obj, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # normalising a frozen dataclass in __post_init__
 
 
 @dataclass(frozen=True)
@@ -55,14 +110,14 @@ class DataConfig:
     n_test: int | None = None
 
     def __post_init__(self):
-        _check_choice("DataConfig", "dataset", self.dataset, DATASETS)
-        _check_choice("DataConfig", "source", self.source, SOURCES)
+        check_choice("DataConfig", "dataset", self.dataset, DATASETS)
+        check_choice("DataConfig", "source", self.source, SOURCES)
         if self.source == "sample" and self.dataset != "mnist":
             raise ValueError(
                 f"DataConfig: source='sample' exists only for dataset='mnist'; got dataset={self.dataset!r}."
             )
-        _check_optional_int("DataConfig", "n_train", self.n_train, 1)
-        _check_optional_int("DataConfig", "n_test", self.n_test, 1)
+        check_optional_int("DataConfig", "n_train", self.n_train, 1)
+        check_optional_int("DataConfig", "n_test", self.n_test, 1)
 
 
 @dataclass(frozen=True)
@@ -77,32 +132,30 @@ class ModelConfig:
     use_zoo: bool = True
 
     def __post_init__(self):
-        from ddl.models import MODELS  # lazy: keeps `ddl --help` free of torch
-
-        _check_choice("ModelConfig", "name", self.name, tuple(sorted(MODELS)))
-        _check_int("ModelConfig", "epochs", self.epochs, 1)
-        _check_int("ModelConfig", "batch_size", self.batch_size, 1)
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"ModelConfig: lr must be a number > 0; got {self.lr!r}.")
+        check_choice("ModelConfig", "name", self.name, MODEL_NAMES)
+        check_int("ModelConfig", "epochs", self.epochs, 1)
+        check_int("ModelConfig", "batch_size", self.batch_size, 1)
+        check_number("ModelConfig", "lr", self.lr, 0, low_open=True)
 
 
 @dataclass(frozen=True)
 class AttackConfig:
     """One attack and its keyword parameters, passed unchanged to ``ddl.attacks.ATTACKS[name]``.
 
-    ``n_images`` limits the attacked test images to the first ``n_images`` (``None``: all of them),
-    the same subset for every model.
+    ``params`` is stored as a :class:`FrozenDict`. ``n_images`` limits the attacked test images
+    to the first ``n_images`` (``None``: all of them), the same subset for every model.
     """
 
     name: str = "fgsm"
-    params: dict = field(default_factory=lambda: {"eps": 0.1})
+    params: FrozenDict = field(default_factory=lambda: FrozenDict(eps=PAPER_FGSM_EPS["mnist"]))
     n_images: int | None = None
 
     def __post_init__(self):
-        _check_choice("AttackConfig", "name", self.name, ATTACK_NAMES)
+        check_choice("AttackConfig", "name", self.name, ATTACK_NAMES)
         if not isinstance(self.params, dict):
             raise ValueError(f"AttackConfig: params must be a dict; got {type(self.params).__name__}.")
-        _check_optional_int("AttackConfig", "n_images", self.n_images, 1)
+        _set(self, "params", _freeze(self.params))
+        check_optional_int("AttackConfig", "n_images", self.n_images, 1)
 
     @property
     def label(self) -> str:
@@ -117,7 +170,7 @@ class DefenceConfig:
 
     ``dictionary_source="clean"`` learns from clean training patches (the default, as in the
     paper's main protocol); ``"perturbed"`` from the perturbed test patches (the paper's other
-    option)."""
+    option). ``max_patches`` defaults to ``DictionaryDenoiser``'s default (``ddl.constants``)."""
 
     patch_size: int = 7
     n_components: int = 256
@@ -125,20 +178,22 @@ class DefenceConfig:
     step: int = 1
     method: str = "online"
     n_epochs: int = 1
-    max_patches: int = 100_000
+    max_patches: int = MAX_PATCHES
     remove_mean: bool = True
     random_state: int = 0
     dictionary_source: str = "clean"
 
     def __post_init__(self):
-        _check_int("DefenceConfig", "patch_size", self.patch_size, 1)
-        _check_int("DefenceConfig", "n_components", self.n_components, 1)
-        _check_int("DefenceConfig", "n_nonzero_coefs", self.n_nonzero_coefs, 1, self.n_components)
-        _check_int("DefenceConfig", "step", self.step, 1)
-        _check_int("DefenceConfig", "n_epochs", self.n_epochs, 1)
-        _check_int("DefenceConfig", "max_patches", self.max_patches, 1)
-        _check_choice("DefenceConfig", "method", self.method, DICTIONARY_METHODS)
-        _check_choice("DefenceConfig", "dictionary_source", self.dictionary_source, DICTIONARY_SOURCES)
+        check_int("DefenceConfig", "patch_size", self.patch_size, 1)
+        check_int("DefenceConfig", "n_components", self.n_components, 1)
+        check_int("DefenceConfig", "n_nonzero_coefs", self.n_nonzero_coefs, 1, self.n_components)
+        check_int("DefenceConfig", "step", self.step, 1)
+        check_int("DefenceConfig", "n_epochs", self.n_epochs, 1)
+        check_int("DefenceConfig", "max_patches", self.max_patches, 1)
+        check_choice("DefenceConfig", "method", self.method, DICTIONARY_METHODS)
+        check_choice("DefenceConfig", "dictionary_source", self.dictionary_source, DICTIONARY_SOURCES)
+        if not isinstance(self.remove_mean, bool):
+            raise ValueError(f"DefenceConfig: remove_mean must be True or False; got {self.remove_mean!r}.")
 
 
 @dataclass(frozen=True)
@@ -154,19 +209,14 @@ class ExperimentConfig:
     high_confidence_threshold: float = 0.9
 
     def __post_init__(self):
+        _set(self, "attacks", tuple(self.attacks))
         if not self.attacks:
             raise ValueError("ExperimentConfig: attacks must name at least one attack; got none.")
-        if not 0.0 <= self.high_confidence_threshold <= 1.0:
-            raise ValueError(
-                "ExperimentConfig: high_confidence_threshold must be in [0, 1]; "
-                f"got {self.high_confidence_threshold!r}."
-            )
+        check_number("ExperimentConfig", "high_confidence_threshold", self.high_confidence_threshold, 0, 1)
 
     # --- plain records ---------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["attacks"] = [dataclasses.asdict(a) for a in self.attacks]
-        return d
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExperimentConfig":
@@ -209,7 +259,7 @@ def config_key(*parts: Any, length: int = 16) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-# --- presets -----------------------------------------------------------------------------------
+# --- experiment presets ------------------------------------------------------------------------
 # DEMO: the bundled MNIST sample (5,000 train / 1,000 test), the paper's MLP trained for 10 epochs
 # (~30 s), FGSM at the paper's MNIST eps, a 128-atom 7x7 dictionary with 1 atom per patch and no
 # mean removal: on this sample that setting recovered most accuracy (76 % vs 62 % with mean
@@ -218,7 +268,7 @@ DEMO = ExperimentConfig(
     name="demo",
     data=DataConfig(dataset="mnist", source="sample"),
     model=ModelConfig(name="mlp", epochs=10, use_zoo=False),
-    attacks=(AttackConfig(name="fgsm", params={"eps": 0.1}),),
+    attacks=(AttackConfig(name="fgsm", params={"eps": PAPER_FGSM_EPS["mnist"]}),),
     defence=DefenceConfig(patch_size=7, n_components=128, n_nonzero_coefs=1, remove_mean=False,
                           max_patches=50_000),
 )
@@ -232,4 +282,125 @@ SMOKE = ExperimentConfig(
     defence=DefenceConfig(patch_size=5, n_components=32, n_nonzero_coefs=3, max_patches=5_000),
 )
 
-PRESETS = {"demo": DEMO, "smoke": SMOKE}
+PRESETS = FrozenDict({"demo": DEMO, "smoke": SMOKE})
+
+
+# --- reproduction presets ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """One reproduction (``ddl reproduce``): which cells, which data, which attack and defence
+    parameters. Mappings are keyed by data set."""
+
+    name: str = "paper"
+    datasets: tuple[str, ...] = DATASETS
+    models: tuple[str, ...] = MODEL_NAMES
+    source: str = "full"
+    n_train: int | None = None
+    n_test: int | None = None
+    fgsm_eps: FrozenDict = field(default_factory=lambda: FrozenDict(PAPER_FGSM_EPS))
+    jsma_params: FrozenDict = field(default_factory=lambda: FrozenDict({**PAPER_JSMA, "seed": 0}))
+    jsma_n_images: FrozenDict = field(default_factory=lambda: FrozenDict({"mnist": 1000, "cifar10": 500}))
+    fgsm_n_images: int | None = None
+    eps_sweep: FrozenDict = field(default_factory=lambda: FrozenDict({
+        "mnist": (0.05, 0.1, 0.2, 0.3), "cifar10": (2 / 255, 4 / 255, 8 / 255, 16 / 255)}))
+    sweep_n_images: int = 500
+    defence: FrozenDict = field(default_factory=lambda: _paper_defence("clean"))
+    train_epochs: int = 1  # only when no zoo model matches
+    high_confidence_threshold: float = 0.9
+
+    def __post_init__(self):
+        for name in ("datasets", "models"):
+            _set(self, name, tuple(getattr(self, name)))
+        for name in ("fgsm_eps", "jsma_params", "jsma_n_images", "eps_sweep", "defence"):
+            _set(self, name, _freeze(getattr(self, name)))
+        for d in self.datasets:
+            check_choice("ReproduceConfig", "datasets", d, DATASETS)
+        for m in self.models:
+            check_choice("ReproduceConfig", "models", m, MODEL_NAMES)
+        check_choice("ReproduceConfig", "source", self.source, SOURCES)
+
+    def to_dict(self) -> dict:
+        return _plain(self)
+
+
+def _paper_defence(source: str) -> FrozenDict:
+    return FrozenDict({
+        "mnist": DefenceConfig(patch_size=7, n_components=256, n_nonzero_coefs=38, dictionary_source=source,
+                               max_patches=PRESET_MAX_PATCHES),
+        "cifar10": DefenceConfig(patch_size=8, n_components=256, n_nonzero_coefs=2, dictionary_source=source,
+                                 max_patches=PRESET_MAX_PATCHES)})
+
+
+PAPER = ReproduceConfig(name="paper")
+NOISY_DICTIONARY = dataclasses.replace(PAPER, name="noisy-dictionary", defence=_paper_defence("perturbed"))
+QUICK = ReproduceConfig(
+    name="quick", datasets=("mnist",), models=("mlp", "convnet"), source="sample",
+    n_train=2000, n_test=200, jsma_n_images={"mnist": 10}, sweep_n_images=100,
+    eps_sweep={"mnist": (0.1, 0.3)},
+    defence={"mnist": DefenceConfig(patch_size=7, n_components=64, n_nonzero_coefs=1,
+                                    remove_mean=False, max_patches=20_000)})
+REPRODUCE_PRESETS = FrozenDict({"paper": PAPER, "noisy-dictionary": NOISY_DICTIONARY, "quick": QUICK})
+#: Every name ``get_preset`` accepts.
+REPRODUCE_PRESET_NAMES = ("quick", "paper", "noisy-dictionary", "tuned")
+
+#: The tuned defence shipped with ddl (written by ``ddl tune`` on the maintainers' machine).
+TUNED_FILE = "tuned_defence.json"
+
+
+def packaged_tuned_file() -> Path:
+    return Path(str(resources.files("ddl") / "reference" / TUNED_FILE))
+
+
+def load_tuned(path: str | Path | None = None) -> dict[str, DefenceConfig]:
+    """The tuned defence of each data set in ``path`` (default: the one shipped with ddl), as
+    written by ``ddl tune``: ``{dataset: DefenceConfig}``."""
+    path = Path(path) if path is not None else packaged_tuned_file()
+    if not path.is_file():
+        raise BadFileError(f"load_tuned: no tuned defence at {path}; run `ddl tune` to write one.")
+    try:
+        tuned = json.loads(path.read_text())
+        out = {d: DefenceConfig(**entry["best"]) for d, entry in tuned.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadFileError(f"load_tuned: {path} is not a tuned-defence file written by `ddl tune` "
+                           f"({type(exc).__name__}: {exc}).") from None
+    for d in out:
+        check_choice(f"load_tuned({path})", "data set", d, DATASETS)
+    return out
+
+
+def tuned_preset(path: str | Path | None = None) -> ReproduceConfig:
+    """The ``tuned`` ReproduceConfig: ``paper`` with the defence of :func:`load_tuned`."""
+    tuned = load_tuned(path)
+    return dataclasses.replace(PAPER, name="tuned", datasets=tuple(d for d in PAPER.datasets if d in tuned),
+                               defence={**PAPER.defence, **tuned})
+
+
+def get_preset(name: str, *, tuned_file: str | Path | None = None) -> ReproduceConfig:
+    """A reproduction preset by name; ``tuned`` reads the tuned defence (``tuned_file``, default
+    the one shipped with ddl)."""
+    if name == "tuned":
+        return tuned_preset(tuned_file)
+    if name not in REPRODUCE_PRESETS:
+        raise ValueError(f"get_preset: unknown preset {name!r}; choose one of: "
+                         f"{', '.join(sorted(REPRODUCE_PRESET_NAMES))}")
+    if tuned_file is not None:
+        raise ValueError(f"get_preset: tuned_file is read only by the 'tuned' preset; got preset {name!r}.")
+    return REPRODUCE_PRESETS[name]
+
+
+def cell_config(rc: ReproduceConfig, dataset: str, model: str, *, data_dir=None, device="cpu",
+                sweep: bool = False) -> ExperimentConfig:
+    """The ExperimentConfig of one (data set, model) cell, or of its ε sweep."""
+    if sweep:
+        attacks = tuple(AttackConfig("fgsm", {"eps": e}, n_images=rc.sweep_n_images)
+                        for e in rc.eps_sweep[dataset])
+    else:
+        attacks = (AttackConfig("fgsm", {"eps": rc.fgsm_eps[dataset]}, n_images=rc.fgsm_n_images),
+                   AttackConfig("jsma", dict(rc.jsma_params), n_images=rc.jsma_n_images[dataset]))
+    return ExperimentConfig(
+        name=f"{rc.name}-{dataset}-{model}" + ("-sweep" if sweep else ""),
+        data=DataConfig(dataset=dataset, source=rc.source, data_dir=data_dir,
+                        n_train=rc.n_train, n_test=rc.n_test),
+        model=ModelConfig(name=model, epochs=rc.train_epochs, use_zoo=True),
+        attacks=attacks, defence=rc.defence[dataset], device=device,
+        high_confidence_threshold=rc.high_confidence_threshold)

@@ -79,7 +79,7 @@ def _classes(dataset: str) -> tuple[str, ...]:
 
 
 def _cell(rc, dataset, model, data_dir, device="cpu"):
-    from ddl.reproduce import cell_config
+    from ddl.config import cell_config
 
     return cell_config(rc, dataset, model, data_dir=data_dir, device=device)
 

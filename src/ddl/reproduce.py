@@ -20,93 +20,16 @@ Presets (``PRESETS``):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ddl._io import atomic_write_bytes, atomic_write_json
-from ddl.config import AttackConfig, DataConfig, DefenceConfig, ExperimentConfig, ModelConfig
-
-ALL_MODELS = ("mlp", "convnet", "autoencoder", "resnet", "hrnn")
-
-
-@dataclass(frozen=True)
-class ReproduceConfig:
-    """One reproduction: which cells, which data, which attack and defence parameters."""
-
-    name: str = "paper"
-    datasets: tuple[str, ...] = ("mnist", "cifar10")
-    models: tuple[str, ...] = ALL_MODELS
-    source: str = "full"
-    n_train: int | None = None
-    n_test: int | None = None
-    fgsm_eps: dict = field(default_factory=lambda: {"mnist": 0.1, "cifar10": 8 / 255})
-    jsma_params: dict = field(default_factory=lambda: {"theta": 1.0, "gamma": 0.1, "seed": 0})
-    jsma_n_images: dict = field(default_factory=lambda: {"mnist": 1000, "cifar10": 500})
-    fgsm_n_images: int | None = None
-    eps_sweep: dict = field(default_factory=lambda: {
-        "mnist": (0.05, 0.1, 0.2, 0.3), "cifar10": (2 / 255, 4 / 255, 8 / 255, 16 / 255)})
-    sweep_n_images: int = 500
-    defence: dict = field(default_factory=lambda: {
-        "mnist": DefenceConfig(patch_size=7, n_components=256, n_nonzero_coefs=38),
-        "cifar10": DefenceConfig(patch_size=8, n_components=256, n_nonzero_coefs=2)})
-    train_epochs: int = 1  # only when no zoo model matches
-    high_confidence_threshold: float = 0.9
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["defence"] = {k: dataclasses.asdict(v) for k, v in self.defence.items()}
-        return d
-
-
-def _paper_defence(source: str) -> dict:
-    return {"mnist": DefenceConfig(patch_size=7, n_components=256, n_nonzero_coefs=38,
-                                   dictionary_source=source),
-            "cifar10": DefenceConfig(patch_size=8, n_components=256, n_nonzero_coefs=2,
-                                     dictionary_source=source)}
-
-
-PAPER = ReproduceConfig(name="paper")
-NOISY_DICTIONARY = dataclasses.replace(PAPER, name="noisy-dictionary", defence=_paper_defence("perturbed"))
-QUICK = ReproduceConfig(
-    name="quick", datasets=("mnist",), models=("mlp", "convnet"), source="sample",
-    n_train=2000, n_test=200, jsma_n_images={"mnist": 10}, sweep_n_images=100,
-    eps_sweep={"mnist": (0.1, 0.3)},
-    defence={"mnist": DefenceConfig(patch_size=7, n_components=64, n_nonzero_coefs=1,
-                                    remove_mean=False, max_patches=20_000)})
-PRESETS = {"paper": PAPER, "noisy-dictionary": NOISY_DICTIONARY, "quick": QUICK}
-
-
-def get_preset(name: str) -> ReproduceConfig:
-    """A reproduction preset by name; ``tuned`` reads the tuned defence from ``ddl.tune``."""
-    if name == "tuned":
-        from ddl.tune import tuned_preset
-
-        return tuned_preset()
-    if name not in PRESETS:
-        raise ValueError(f"get_preset: unknown preset {name!r}; choose one of: "
-                         f"{', '.join(sorted([*PRESETS, 'tuned']))}")
-    return PRESETS[name]
-
-
-def cell_config(rc: ReproduceConfig, dataset: str, model: str, *, data_dir=None, device="cpu",
-                sweep: bool = False) -> ExperimentConfig:
-    """The ExperimentConfig of one (data set, model) cell, or of its ε sweep."""
-    if sweep:
-        attacks = tuple(AttackConfig("fgsm", {"eps": e}, n_images=rc.sweep_n_images)
-                        for e in rc.eps_sweep[dataset])
-    else:
-        attacks = (AttackConfig("fgsm", {"eps": rc.fgsm_eps[dataset]}, n_images=rc.fgsm_n_images),
-                   AttackConfig("jsma", dict(rc.jsma_params), n_images=rc.jsma_n_images[dataset]))
-    return ExperimentConfig(
-        name=f"{rc.name}-{dataset}-{model}" + ("-sweep" if sweep else ""),
-        data=DataConfig(dataset=dataset, source=rc.source, data_dir=data_dir,
-                        n_train=rc.n_train, n_test=rc.n_test),
-        model=ModelConfig(name=model, epochs=rc.train_epochs, use_zoo=True),
-        attacks=attacks, defence=rc.defence[dataset], device=device,
-        high_confidence_threshold=rc.high_confidence_threshold)
+# The presets live in ddl.config (which imports no application module); re-exported here.
+from ddl.config import (NOISY_DICTIONARY, PAPER, QUICK, ReproduceConfig, cell_config,  # noqa: F401
+                        get_preset)
+from ddl.config import REPRODUCE_PRESETS as PRESETS  # noqa: F401
+from ddl.constants import MODEL_NAMES as ALL_MODELS  # noqa: F401
 
 
 def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device="cpu",

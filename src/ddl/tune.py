@@ -16,40 +16,40 @@ clean validation accuracy is optimistic; the attack and the denoiser never see t
 
 from __future__ import annotations
 
+import json
 import time
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from ddl._io import atomic_write_json
+from ddl.config import PRESET_MAX_PATCHES
+from ddl.constants import PAPER_FGSM_EPS
 
 SPACE = {
     "mnist": {"patch_size": (5, 7, 9), "remove_mean": (True, False), "n_nonzero_coefs": (1, 2, 3, 5, 8, 12)},
     "cifar10": {"patch_size": (4, 6, 8), "remove_mean": (True, False), "n_nonzero_coefs": (1, 2, 3, 5, 8, 12)},
 }
-TUNED_FILE = "tuned_defence.json"
 
 
 def tune_defence(dataset: str, *, data_dir=None, model: str = "mlp", n_val: int = 1000,
-                 n_components: int = 256, max_patches: int = 100_000, device: str = "cpu",
-                 progress: bool = True) -> dict:
+                 n_components: int = 256, max_patches: int = PRESET_MAX_PATCHES, device: str = "cpu",
+                 cache_dir: str | Path = "runs/tune/cache", progress: bool = True) -> dict:
     """Grid search of (patch_size, n_nonzero_coefs); returns the best setting and the whole log."""
     from ddl import metrics, pipeline
     from ddl.config import AttackConfig, DataConfig, DefenceConfig, ExperimentConfig, ModelConfig
     from ddl.data import load_dataset
     from ddl.defence import DictionaryDenoiser
     from ddl.models.train import predict
-    from ddl.reproduce import PAPER
 
     x, y = load_dataset(dataset, "train", data_dir=data_dir)
     if not 0 < n_val < len(x):
         raise ValueError(f"tune_defence: n_val must be in [1, {len(x) - 1}]; got {n_val}.")
     x_fit, x_val, y_val = x[:-n_val], x[-n_val:], y[-n_val:]
-    eps = PAPER.fgsm_eps[dataset]
+    eps = PAPER_FGSM_EPS[dataset]
     cfg = ExperimentConfig(name=f"tune-{dataset}", data=DataConfig(dataset=dataset, source="full", data_dir=data_dir),
                            model=ModelConfig(name=model), device=device)
-    clf, info = pipeline.get_model(cfg, x_fit, y[:-n_val], x_val, y_val, Path("runs/tune-cache"), progress=progress)
+    clf, info = pipeline.get_model(cfg, x_fit, y[:-n_val], x_val, y_val, Path(cache_dir), progress=progress)
     x_adv = pipeline.run_attack(AttackConfig("fgsm", {"eps": eps}), clf, x_val, y_val)
     log = []
     for p, rm in ((p, rm) for p in SPACE[dataset]["patch_size"] for rm in SPACE[dataset]["remove_mean"]):
@@ -83,34 +83,14 @@ def tune_defence(dataset: str, *, data_dir=None, model: str = "mlp", n_val: int 
             "log": log}
 
 
-def save_tuned(results: dict[str, dict], path: str | Path | None = None) -> Path:
-    """Write the search results (one entry per data set) to ``reference/tuned_defence.json``.
+def save_tuned(results: dict[str, dict], path: str | Path) -> Path:
+    """Write the search results (one entry per data set) to ``path`` (a run folder's
+    ``tuned_defence.json``; never into the installed package).
 
     Entries of data sets that are not in ``results`` are kept, so tuning one data set does not
-    erase the other's.
+    erase the other's. ``ddl reproduce --preset tuned --tuned-defence PATH`` reads the file.
     """
-    import json
-
-    path = Path(path) if path else Path(str(resources.files("ddl") / "reference" / TUNED_FILE))
+    path = Path(path)
     merged = json.loads(path.read_text()) if path.is_file() else {}
     merged.update(results)
     return atomic_write_json(path, merged)
-
-
-def tuned_preset():
-    """The ``tuned`` ReproduceConfig: ``paper`` with the defence found by ``tune_defence``."""
-    import dataclasses
-    import json
-
-    from ddl.config import DefenceConfig
-    from ddl.reproduce import PAPER
-
-    ref = resources.files("ddl") / "reference" / TUNED_FILE
-    if not ref.is_file():
-        raise FileNotFoundError(f"tuned_preset: {ref} does not exist; run `ddl tune --dataset mnist cifar10` first")
-    tuned = json.loads(ref.read_text())
-    defence = dict(PAPER.defence)
-    for dataset, entry in tuned.items():
-        defence[dataset] = DefenceConfig(**entry["best"])
-    return dataclasses.replace(PAPER, name="tuned", datasets=tuple(d for d in PAPER.datasets if d in tuned),
-                               defence=defence)

@@ -1,0 +1,98 @@
+"""The package's shape: data flows one way (library → experiments → cli), with no import cycle.
+
+Imports are read from the source with ``ast``, function-level imports included (a lazy import is
+still a dependency). An edge from a module to one of its own parent packages is not counted:
+Python imports the parents first in any case, and ``from ddl import __version__`` is no design
+dependency.
+"""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PKG = SRC / "ddl"
+
+#: The experiments layer and the command line; everything else in ddl is the library.
+EXPERIMENTS = {"ddl.config", "ddl.pipeline", "ddl.reproduce", "ddl.tune", "ddl.figures", "ddl.report"}
+CLI = {"ddl.cli", "ddl.__main__"}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The longest known module that ``name`` names (``ddl.data.DATASETS`` → ``ddl.data``)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for mod, path in modules.items():
+        is_pkg = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    anchor = anchor[: len(anchor) - (node.level - 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [f"{base}.{a.name}" for a in node.names] + [base]
+            for t in targets:
+                if not t.startswith("ddl"):
+                    continue
+                dep = _resolve(t, modules)
+                if dep and dep != mod and not mod.startswith(dep + "."):
+                    graph[mod].add(dep)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, state, stack = [], {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for d in sorted(graph[m]):
+            if state.get(d) == "open":
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    return cycles
+
+
+def test_no_import_cycle_in_ddl_counting_function_level_imports():
+    cycles = _cycles(import_graph())
+    assert not cycles, "import cycles: " + "; ".join(" → ".join(c) for c in cycles)
+
+
+def test_library_imports_no_experiment_module_and_experiments_never_import_the_cli():
+    graph = import_graph()
+    upward = [(m, d) for m, deps in graph.items() for d in deps
+              if (m not in EXPERIMENTS | CLI and d in EXPERIMENTS | CLI) or (m in EXPERIMENTS and d in CLI)]
+    assert not upward, f"imports against the flow library → experiments → cli: {upward}"
+
+
+def test_config_imports_no_application_module():
+    deps = import_graph()["ddl.config"]
+    assert not deps & (EXPERIMENTS | CLI), deps
+
