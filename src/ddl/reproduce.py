@@ -33,45 +33,60 @@ from ddl.constants import MODEL_NAMES as ALL_MODELS  # noqa: F401
 
 
 def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device="cpu",
-              figures: bool = True, sweep: bool = True, progress: bool = True) -> dict:
+              figures: bool = True, sweep: bool = True, progress: bool = True,
+              strict: bool = False, wait: bool = True) -> dict:
     """Run the grid and the ε sweep (``sweep=False``: the grid only), draw the figures, write
-    results.json/CSV and the report."""
+    results.json/CSV and the report.
+
+    One process at a time writes ``run_dir`` (its lock is held throughout; ``wait=False`` refuses
+    instead of waiting for another run). ``strict``: a cache entry that fails verification stops
+    the run with ``CacheError`` instead of being recomputed. Every stage is a pure function of its
+    cache key, so an interrupted, resumed, reordered or repeated run reports the same numbers; a
+    run with nothing left to compute rewrites no file (it works on a read-only run folder)."""
     from ddl import pipeline
+    from ddl._io import lock_run_folder
 
     run_dir = Path(run_dir)
     cache = run_dir / "cache"
-    atomic_write_json(run_dir / "reproduce_config.json", rc.to_dict())
-    do_sweep, records, sweep, seconds = sweep, [], [], {}
-    # main cells of every model first, ε sweeps after: an interrupted run has the tables first
-    for is_sweep in (False, True) if do_sweep else (False,):
-        for dataset in rc.datasets:
-            for model in rc.models:
-                cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device, sweep=is_sweep)
-                t = time.perf_counter()
-                out = pipeline.run_experiment(cfg, run_dir / "cells" / cfg.name, cache_dir=cache,
-                                              progress=progress)
-                seconds[cfg.name] = time.perf_counter() - t
-                for r in out["records"]:
-                    r["files"] = {k: f"cells/{cfg.name}/{v}" for k, v in r.get("files", {}).items()}
-                (sweep if is_sweep else records).extend(out["records"])
-                results = _write_results(rc, run_dir, records, sweep, seconds, out.get("machine", {}))
-    if figures:
-        from ddl.figures import draw_figures
+    with lock_run_folder(run_dir, wait=wait):
+        atomic_write_json(run_dir / "reproduce_config.json", rc.to_dict())
+        do_sweep, records, sweep, seconds, machine = sweep, [], [], {}, {}
+        # main cells of every model first, ε sweeps after: an interrupted run has the tables first
+        for is_sweep in (False, True) if do_sweep else (False,):
+            for dataset in rc.datasets:
+                for model in rc.models:
+                    cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device, sweep=is_sweep)
+                    t = time.perf_counter()
+                    out = pipeline.run_experiment(cfg, run_dir / "cells" / cfg.name, cache_dir=cache,
+                                                  progress=progress, strict=strict)
+                    seconds[cfg.name] = time.perf_counter() - t
+                    machine = out.get("machine", {})
+                    for r in out["records"]:
+                        r["files"] = {k: f"cells/{cfg.name}/{v}" for k, v in r.get("files", {}).items()}
+                    (sweep if is_sweep else records).extend(out["records"])
+                    if any(s != "cached" for r in out["records"] for s in r["stages"].values()):
+                        # partial results after each cell that computed something (a run that
+                        # computes nothing writes once, at the end, and only what changed)
+                        _write_results(rc, run_dir, records, sweep, seconds, machine)
+        results = _write_results(rc, run_dir, records, sweep, seconds, machine)
+        if figures:
+            from ddl.figures import draw_figures
 
-        t = time.perf_counter()
-        draw_figures(rc, results, run_dir, data_dir=data_dir, device=device)
-        seconds["figures"] = time.perf_counter() - t
-        results = _write_results(rc, run_dir, records, sweep, seconds, results["machine"])
+            t = time.perf_counter()
+            draw_figures(rc, results, run_dir, data_dir=data_dir, device=device)
+            seconds["figures"] = time.perf_counter() - t
+            results = _write_results(rc, run_dir, records, sweep, seconds, machine)
     return results
 
 
 def _write_results(rc, run_dir: Path, records, sweep, seconds, machine) -> dict:
-    """results.json, results.csv and the report, rewritten after every cell (partial runs show)."""
+    """results.json, results.csv and the report (each rewritten only when its content changed)."""
+    from ddl.pipeline import write_results
     from ddl.report import write_report
 
     results = {"ddl_version": _version(), "config": {"preset": rc.name, "name": rc.name, **rc.to_dict()},
                "records": records, "sweep": sweep, "seconds": seconds, "machine": machine}
-    atomic_write_json(run_dir / "results.json", results)
+    write_results(run_dir / "results.json", results)
     write_csv(run_dir / "results.csv", records + sweep)
     write_report(run_dir)
     return results
