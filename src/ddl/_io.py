@@ -68,7 +68,8 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return False
 
 
-def _write_all(f, data: bytes) -> None:
+def _write_all(f, data: bytes, path: Path) -> None:
+    """Write ``data`` to the open temporary file ``f`` of ``path`` (a seam for fault tests)."""
     f.write(data)
 
 
@@ -95,7 +96,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
-            _write_all(f, data)
+            _write_all(f, data, path)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -233,7 +233,8 @@ def _cached_stage(path: Path, stage: str, stats: dict | None, load, compute, sav
         _cache_failure(path, reason, strict)
     elif state == "ok":
         try:
-            value = load(path)
+            with _stage_rng(key, device):  # loading may build a module: random init, then weights
+                value = load(path)
         except Exception as exc:  # verified bytes that do not load: another ddl's format
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             _cache_failure(path, f"it cannot be loaded ({first})", strict)
@@ -254,7 +255,8 @@ def _cached_stage(path: Path, stage: str, stats: dict | None, load, compute, sav
     save(path, value)
     record = write_entry_record(path, key=key, stage=stage, inputs=inputs, seconds=seconds,
                                 **({"resumed_from_epoch": epoch} if resume is not None else {}))
-    value = load(path)  # go on with exactly what a later run will read
+    with _stage_rng(key, device):
+        value = load(path)  # go on with exactly what a later run will read
     if stats is not None:
         stats[stage] = seconds
     if status is not None:
