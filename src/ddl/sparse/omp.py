@@ -50,13 +50,17 @@ Orientation: atoms are the ROWS of ``dictionary`` (n_components, n_features) and
 
 from __future__ import annotations
 
+import ctypes
 import math
+import threading
 import warnings
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ddl.sparse import _omp_native as _native
 
 __all__ = ["omp", "omp_reconstruct", "straight_through"]
 
@@ -357,6 +361,128 @@ def _omp_chunk(ws, norms2, gram, gram_diag, k_max, tol, ols):
     return steps, n_dependent
 
 
+
+# ----------------------------------------------------------------------------- the C kernel
+# On the CPU the per-signal loop runs in C (ddl.sparse._omp_native, compiled on first use);
+# the torch kernel above is the fallback (no compiler, DDL_OMP_NATIVE=0) and the CUDA path.
+_NATIVE_ENABLED = True          # tests switch it off to cover the torch kernel on the CPU
+
+
+def _native_lib(X: Tensor):
+    if not _NATIVE_ENABLED or X.device.type != "cpu":
+        return None
+    return _native.load()
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+@torch.no_grad()
+def _omp_native(lib, X, dictionary, gram, k_max, tol, chunk_size, ols, *, codes=False,
+                support=False, coef=False, recon=False):
+    """Code every row of X with the C kernel; returns (dict of the requested outputs,
+    n_dependent).
+
+    Rows that certainly need no atom (see ``_omp_chunks``) are dropped before the GEMM.
+    The rest go in chunks: one torch GEMM ``Xc Dᵀ`` into a reused (m, K) buffer, then one C
+    call that writes the outputs' rows in place. With ``torch.get_num_threads() = T > 1``
+    the chunks are shared by T Python threads (ctypes releases the GIL) while torch runs
+    single-threaded: threads that block instead of OpenMP workers that spin, so a busy
+    machine never makes the default slower than one thread (bench/README.md, thread table).
+    """
+    n_samples, n_features = X.shape
+    n_components = dictionary.shape[0]
+    dtype = X.dtype
+    X = X.contiguous()
+    D = dictionary.contiguous()
+    if gram is None:
+        gram = D @ D.T
+    gram = gram.contiguous()
+    gmax = float(gram.diagonal().max())
+    eps = torch.finfo(dtype).eps
+    norms2 = torch.linalg.vector_norm(X, dim=1).square_()
+    todo = norms2 * gmax >= eps
+    if tol is not None:
+        todo &= norms2 > tol
+    rows = None
+    if not bool(todo.all()):
+        rows = todo.nonzero()[:, 0].contiguous()
+        X, norms2 = X.index_select(0, rows), norms2.index_select(0, rows)
+    # Outputs: rows never coded stay zero (-1 for the support).
+    new = torch.empty if rows is None else torch.zeros
+    out = {}
+    if codes:
+        out["codes"] = new((n_samples, n_components), dtype=dtype)
+    if support:
+        out["support"] = torch.full((n_samples, k_max), -1, dtype=torch.long) if rows is not None \
+            else torch.empty((n_samples, k_max), dtype=torch.long)
+    if coef:
+        out["coef"] = new((n_samples, k_max), dtype=dtype)
+    if recon:
+        out["recon"] = new((n_samples, n_features), dtype=dtype)
+    n_todo = X.shape[0]
+    if n_todo == 0:
+        return out, 0
+    fn = lib.fns["omp_float" if dtype == torch.float32 else "omp_double"]
+    m_max = min(chunk_size, n_todo)
+    starts = list(range(0, n_todo, m_max))
+    n_threads = min(torch.get_num_threads(), len(starts))
+    work_len = (k_max + 2) * n_components + k_max * k_max + 2 * k_max
+    Dt = D.T
+    tol_c = -1.0 if tol is None else float(tol)
+    strides = {"support": k_max, "coef": k_max, "codes": n_components, "recon": n_features}
+    dependent = [0] * n_threads
+
+    errors = []
+
+    def worker(w: int) -> None:
+        try:
+            _work(w)
+        except BaseException as exc:                               # re-raised below
+            errors.append(exc)
+
+    def _work(w: int) -> None:
+        A = torch.empty((m_max, n_components), dtype=dtype)
+        work = torch.empty(work_len, dtype=dtype)
+        n_dep = ctypes.c_int64(0)
+        for start in starts[w::n_threads]:
+            m = min(m_max, n_todo - start)
+            Am = A[:m]
+            torch.mm(X[start:start + m], Dt, out=Am)               # α⁰ = X Dᵀ, (m, K)
+            if rows is None:                                       # outputs at row `start`
+                ptrs = {name: t.data_ptr() + start * strides[name] * t.element_size()
+                        for name, t in out.items()}
+                row_ptr = None
+            else:
+                ptrs = {name: t.data_ptr() for name, t in out.items()}
+                row_ptr = rows.data_ptr() + start * 8
+            fn(m, n_components, n_features, Am.data_ptr(), n_components,
+               norms2.data_ptr() + start * norms2.element_size(), gram.data_ptr(), gmax,
+               k_max, tol_c, int(ols), row_ptr, work.data_ptr(), ptrs.get("support"),
+               ptrs.get("coef"), ptrs.get("codes"), D.data_ptr() if recon else None,
+               ptrs.get("recon"), ctypes.byref(n_dep))
+        dependent[w] = n_dep.value
+
+    if n_threads <= 1:
+        worker(0)
+    else:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            threads = [threading.Thread(target=worker, args=(w,)) for w in range(1, n_threads)]
+            for t in threads:
+                t.start()
+            worker(0)
+            for t in threads:
+                t.join()
+        finally:
+            torch.set_num_threads(previous)
+    if errors:
+        raise errors[0]
+    return out, sum(dependent)
+
+
 def omp(
     X,
     dictionary,
@@ -432,8 +558,14 @@ def omp(
         raise ValueError(f"omp: selection must be 'omp' or 'ols'; got {selection!r}.")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"omp: chunk_size must be an int >= 1; got {chunk_size!r}.")
-    codes, support, n_dependent = _omp_codes(X, dictionary, gram, k_max, tol, int(chunk_size),
-                                             selection == "ols")
+    lib = _native_lib(X)
+    if lib is not None:
+        out, n_dependent = _omp_native(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
+                                       selection == "ols", codes=True, support=return_support)
+        codes, support = out["codes"], out.get("support")
+    else:
+        codes, support, n_dependent = _omp_codes(X, dictionary, gram, k_max, tol,
+                                                 int(chunk_size), selection == "ols")
     if n_dependent:
         warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=2)
     return (codes, support) if return_support else codes

@@ -1,0 +1,338 @@
+"""The per-signal Batch-OMP loop in C, compiled on first use, with the pure-torch kernel as fallback.
+
+Why: on a CPU, the torch kernel of :mod:`ddl.sparse.omp` runs every OMP step as ~20 tensor
+operations over a (n_components, chunk) block; per signal a step then costs several passes
+through memory plus per-operator dispatch, and the ``K·k²`` Gram–Schmidt term is ``k²/2``
+full passes (profile in bench/README.md: at k = 38, 46 % of the time in ``addcmul_`` alone, and
+the torch kernel reached 0.4x SPAMS there). Done one signal at a time with the signal's state
+(its correlations, ``k`` Gram–Schmidt columns, L) in L1/L2 cache, the same arithmetic is a few
+vectorised loops of length ``n_components`` per step, with no temporaries: 3-10x faster than the
+torch kernel at k >= 2 on the machine measured. The GEMM ``X Dᵀ`` stays in torch (MKL).
+
+How it is built: :func:`load` writes the C source below to a cache folder
+(``$DDL_CACHE_DIR`` or ``~/.cache/ddl``, else a temporary folder) and compiles it with the
+system C compiler (``$CC``, else ``cc``) into a shared library loaded by ``ctypes``; the file
+name holds a hash of the source, the flags, the compiler and the CPU's flags, so a changed
+source or another machine rebuilds. No compiler, a failed build or ``DDL_OMP_NATIVE=0`` in the
+environment: :func:`load` returns None and ddl uses the torch kernel (same results up to
+float rounding; the tests run both). Nothing is compiled at install time, so the README's
+install commands need no compiler; the first OMP call on a machine pays ~1 s of compilation.
+
+``ctypes`` releases the GIL during the call, so chunks can be coded by several Python threads
+(see ``_omp_native_run`` in :mod:`ddl.sparse.omp`).
+
+The algorithm is the one documented in :mod:`ddl.sparse.omp` (Batch-OMP, Rubinstein et al. 2008,
+Algorithm 5, with the correlations updated by Gram–Schmidt in the correlation domain), with the
+same selection, tie-breaking (first index), stopping and dependent-atom rules.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+_TEMPLATE = r"""
+/* Batch-OMP per signal: a (K) correlations, Q (k_max x K) normalised Gram-Schmidt columns
+   q_i = G_S L^-T e_i, L (k_max x k_max) Cholesky factor of G_SS, z = L^-1 a0_S. */
+
+static int64_t argmax_abs_REAL(const REAL* a, int64_t K)
+{
+    int64_t t = 0, best_i = 0;
+    REAL best = -1;
+#if defined(__AVX2__) && IS_FLOAT
+    if (K >= 16) {
+        const __m256 sign = _mm256_set1_ps(-0.0f);
+        __m256 vbest = _mm256_andnot_ps(sign, _mm256_loadu_ps(a));
+        __m256i vidx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256i cur = vidx;
+        const __m256i eight = _mm256_set1_epi32(8);
+        for (t = 8; t + 8 <= K; t += 8) {
+            __m256 v = _mm256_andnot_ps(sign, _mm256_loadu_ps(a + t));
+            cur = _mm256_add_epi32(cur, eight);
+            __m256 gt = _mm256_cmp_ps(v, vbest, _CMP_GT_OQ);
+            vbest = _mm256_blendv_ps(vbest, v, gt);
+            vidx = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(vidx),
+                                                         _mm256_castsi256_ps(cur), gt));
+        }
+        float bv[8]; int32_t bi[8];
+        _mm256_storeu_ps(bv, vbest);
+        _mm256_storeu_si256((__m256i*)bi, vidx);
+        best = bv[0]; best_i = bi[0];
+        for (int l = 1; l < 8; l++)
+            if (bv[l] > best || (bv[l] == best && bi[l] < best_i)) { best = bv[l]; best_i = bi[l]; }
+    }
+#endif
+    for (; t < K; t++) {
+        REAL v = FABS(a[t]);
+        if (v > best) { best = v; best_i = t; }
+    }
+    return best_i;
+}
+
+/* Codes m signals. A: (m, lda) correlations D x (row s = signal s); norms2: (m) |x|^2;
+   G: (K, K) Gram matrix; rows: (m) output row of each signal or NULL (= s);
+   outputs (each may be NULL), indexed by output row: support (., k_max) int64 (-1 unused),
+   coef (., k_max), codes (., K) dense, recon (., n) = codes @ D with D (K, n).
+   work: (k_max + 2) * K + k_max * k_max + 2 * k_max REALs. tol < 0: none.
+   Returns the largest number of atoms used; *n_dependent counts signals stopped by
+   dependent atoms. */
+int64_t omp_REAL(int64_t m, int64_t K, int64_t n, const REAL* A, int64_t lda,
+                 const REAL* norms2, const REAL* G, REAL gmax, int64_t k_max, double tol,
+                 int ols, const int64_t* rows, REAL* work,
+                 int64_t* support, REAL* coef, REAL* codes, const REAL* D, REAL* recon,
+                 int64_t* n_dependent)
+{
+    const REAL eps = EPS;
+    REAL* a = work;
+    REAL* Q = a + K;
+    REAL* s = Q + k_max * K;                 /* OLS: |P_perp d_t|^2 */
+    REAL* L = s + K;
+    REAL* z = L + k_max * k_max;
+    REAL* gam = z + k_max;
+    int64_t sup[k_max > 0 ? k_max : 1];
+    int64_t max_steps = 0, dep = 0;
+    for (int64_t i = 0; i < m; i++) {
+        const int64_t row = rows ? rows[i] : i;
+        REAL r2 = norms2[i];
+        int64_t steps = 0;
+        if (r2 * gmax >= eps && !(tol >= 0 && r2 <= tol)) {
+            memcpy(a, A + i * lda, K * sizeof(REAL));
+            if (ols)
+                for (int64_t t = 0; t < K; t++) s[t] = G[t * K + t];
+            for (int64_t k = 0; k < k_max; k++) {
+                int64_t j;
+                if (ols) {                          /* argmax a_t^2 / |P_perp d_t|^2 */
+                    REAL best = -1; j = 0;
+                    for (int64_t t = 0; t < K; t++) {
+                        REAL v = a[t] * a[t] / s[t];
+                        if (v > best) { best = v; j = t; }
+                    }
+                } else {
+                    j = argmax_abs_REAL(a, K);
+                }
+                const REAL val = a[j];
+                REAL d2 = G[j * K + j];
+                REAL* Lk = L + k * k_max;
+                for (int64_t l = 0; l < k; l++) {
+                    const REAL c = Q[l * K + j];
+                    Lk[l] = c;
+                    d2 -= c * c;
+                }
+                if (val * val < eps) break;
+                if (d2 <= eps) { dep++; break; }
+                const REAL Lkk = SQRT(d2), inv = 1 / Lkk, zk = val * inv;
+                Lk[k] = Lkk;
+                z[k] = zk;
+                sup[k] = j;
+                steps = k + 1;
+                int done = 0;
+                if (tol >= 0) { r2 -= zk * zk; done = r2 <= tol; }
+                if (k == k_max - 1 || done) break;
+                REAL* q = Q + k * K;
+                const REAL* Gj = G + j * K;
+                if (k == 0) {
+#pragma omp simd
+                    for (int64_t t = 0; t < K; t++) {
+                        REAL v = Gj[t] * inv;
+                        q[t] = v;
+                        a[t] -= zk * v;
+                    }
+                } else {
+                    memcpy(q, Gj, K * sizeof(REAL));
+                    int64_t l = 0;
+                    for (; l + 4 <= k; l += 4) {           /* 4 columns per pass over q */
+                        const REAL c0 = Lk[l], c1 = Lk[l + 1], c2 = Lk[l + 2], c3 = Lk[l + 3];
+                        const REAL *q0 = Q + l * K, *q1 = q0 + K, *q2 = q1 + K, *q3 = q2 + K;
+#pragma omp simd
+                        for (int64_t t = 0; t < K; t++)
+                            q[t] -= c0 * q0[t] + c1 * q1[t] + c2 * q2[t] + c3 * q3[t];
+                    }
+                    for (; l < k; l++) {
+                        const REAL c = Lk[l];
+                        const REAL* ql = Q + l * K;
+#pragma omp simd
+                        for (int64_t t = 0; t < K; t++) q[t] -= c * ql[t];
+                    }
+#pragma omp simd
+                    for (int64_t t = 0; t < K; t++) {
+                        REAL v = q[t] * inv;
+                        q[t] = v;
+                        a[t] -= zk * v;
+                    }
+                }
+                if (ols) {
+                    for (int64_t t = 0; t < K; t++) {
+                        REAL v = s[t] - q[t] * q[t];
+                        s[t] = v > eps ? v : eps;
+                    }
+                    s[j] = (REAL)INFINITY;
+                }
+            }
+        }
+        /* gamma = L^-T z (back substitution) */
+        for (int64_t l = steps - 1; l >= 0; l--) {
+            REAL acc = z[l];
+            for (int64_t p = l + 1; p < steps; p++) acc -= L[p * k_max + l] * gam[p];
+            gam[l] = acc / L[l * k_max + l];
+        }
+        if (steps > max_steps) max_steps = steps;
+        if (support) {
+            int64_t* o = support + row * k_max;
+            for (int64_t l = 0; l < k_max; l++) o[l] = l < steps ? sup[l] : -1;
+        }
+        if (coef) {
+            REAL* o = coef + row * k_max;
+            for (int64_t l = 0; l < k_max; l++) o[l] = l < steps ? gam[l] : 0;
+        }
+        if (codes) {
+            REAL* o = codes + row * K;
+            memset(o, 0, K * sizeof(REAL));
+            for (int64_t l = 0; l < steps; l++) o[sup[l]] = gam[l];
+        }
+        if (recon) {
+            REAL* o = recon + row * n;
+            if (steps == 0) {
+                memset(o, 0, n * sizeof(REAL));
+            } else {
+                const REAL g0 = gam[0];
+                const REAL* d0 = D + sup[0] * n;
+#pragma omp simd
+                for (int64_t f = 0; f < n; f++) o[f] = g0 * d0[f];
+                for (int64_t l = 1; l < steps; l++) {
+                    const REAL g = gam[l];
+                    const REAL* d = D + sup[l] * n;
+#pragma omp simd
+                    for (int64_t f = 0; f < n; f++) o[f] += g * d[f];
+                }
+            }
+        }
+    }
+    *n_dependent += dep;
+    return max_steps;
+}
+"""
+
+_HEADER = r"""
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include <float.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+"""
+
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c99"]
+
+
+def _source() -> str:
+    parts = [_HEADER]
+    for real, fabs, sqrt, eps, is_float in (("float", "fabsf", "sqrtf", "FLT_EPSILON", 1),
+                                            ("double", "fabs", "sqrt", "DBL_EPSILON", 0)):
+        body = _TEMPLATE
+        for key, value in (("REAL", real), ("FABS", fabs), ("SQRT", sqrt), ("EPS", eps),
+                           ("IS_FLOAT", str(is_float))):
+            body = body.replace(key, value)
+        parts.append(body)
+    return "\n".join(parts)
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features", "model name")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def _cache_dirs():
+    env = os.environ.get("DDL_CACHE_DIR")
+    if env:
+        yield os.path.join(env, "native")
+    yield os.path.join(os.path.expanduser("~"), ".cache", "ddl", "native")
+    yield os.path.join(tempfile.gettempdir(), f"ddl-native-{os.getuid() if hasattr(os, 'getuid') else 0}")
+
+
+def _build(cc: str, src: str, target: str) -> bool:
+    folder = os.path.dirname(target)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_c = tempfile.mkstemp(suffix=".c", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(src)
+    tmp_so = tmp_c[:-2] + ".so"
+    try:
+        proc = subprocess.run([cc, *_FLAGS, tmp_c, "-o", tmp_so, "-lm"], capture_output=True,
+                              timeout=120)
+        if proc.returncode != 0:
+            return False
+        os.replace(tmp_so, target)          # atomic: concurrent builders never see half a file
+        return True
+    finally:
+        for p in (tmp_c, tmp_so):
+            if os.path.exists(p):
+                os.unlink(p)
+
+
+_lock = threading.Lock()
+_lib = None
+_tried = False
+
+
+class _Lib:
+    def __init__(self, cdll):
+        i64, ptr, dbl, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double, ctypes.c_int
+        self.fns = {}
+        for name, real in (("omp_float", ctypes.c_float), ("omp_double", ctypes.c_double)):
+            fn = getattr(cdll, name)
+            fn.restype = i64
+            fn.argtypes = [i64, i64, i64, ptr, i64, ptr, ptr, real, i64, dbl, cint, ptr, ptr,
+                           ptr, ptr, ptr, ptr, ptr, ptr]
+            self.fns[name] = fn
+        self.cdll = cdll
+
+
+def load():
+    """The compiled kernel (an object with ``fns["omp_float"/"omp_double"]``), or None."""
+    global _lib, _tried
+    if _tried:
+        return _lib
+    with _lock:
+        if _tried:
+            return _lib
+        try:
+            _lib = _load()
+        finally:
+            _tried = True
+    return _lib
+
+
+def _load():
+    if os.environ.get("DDL_OMP_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    if sys.platform == "win32":
+        return None
+    cc = os.environ.get("CC") or "cc"
+    if shutil.which(cc) is None:
+        return None
+    src = _source()
+    key = hashlib.sha256("\0".join([src, " ".join(_FLAGS), cc, _cpu_id(),
+                                    platform.machine()]).encode()).hexdigest()[:16]
+    for folder in _cache_dirs():
+        target = os.path.join(folder, f"ddl_omp_{key}.so")
+        try:
+            if not os.path.exists(target) and not _build(cc, src, target):
+                return None                  # the compiler failed: no point in other folders
+            return _Lib(ctypes.CDLL(target))
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return None
