@@ -13,22 +13,12 @@ def test_demo_smoke_preset_writes_results(tmp_path, capsys):
     assert results["config"]["name"] == "smoke"
 
 
-def test_missing_data_folder_is_one_clear_line(tmp_path, capsys):
-    code = main(["evaluate", "--zoo", "mlp", "--dataset", "mnist", "--data-dir", str(tmp_path / "nowhere")])
-    assert code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("ddl evaluate: error:")
-
-
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "demo" in capsys.readouterr().out
 
 
-def test_unknown_model_is_rejected(tmp_path, capsys):
-    code = main(["train", "--dataset", "mnist", "--model", "vgg", "--data-dir", str(tmp_path)])
-    assert code == 1
-    assert "error" in capsys.readouterr().err
+# user errors (one line, exit 2): tests/test_cli_errors.py
 
 
 def test_version(capsys):

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from ddl.errors import DDLError
 
 __all__ = ["BadFileError", "check_choice", "check_int", "check_number", "check_optional_int",
-           "close_match", "load_torch_file"]
+           "close_match", "load_torch_file", "require_keys"]
 
 
 class BadFileError(DDLError, ValueError):
@@ -107,40 +107,42 @@ def load_torch_file(path: str | os.PathLike, *, where: str, what: str, map_locat
     ----------
     path : path
     where : str
-        Who reads the file, for the message (``"ddl denoise"``, ``"load_checkpoint"``).
+        Who reads the file, for the message (``"load_checkpoint"``; ``""`` when ``what`` says it,
+        as the CLI's ``"--input"``).
     what : str
         What the file is, for the message (``"--input"``, ``"checkpoint"``).
     """
     import torch
 
     path = Path(path)
+    at = f"{where}: {what}" if where else what
     if not path.exists():
-        raise BadFileError(f"{where}: {what} {path} does not exist.")
+        raise BadFileError(f"{at} {path} does not exist.")
     if not path.is_file():
-        raise BadFileError(f"{where}: {what} {path} is not a file.")
+        raise BadFileError(f"{at} {path} is not a file.")
     if path.stat().st_size == 0:
-        raise BadFileError(f"{where}: {what} {path} is empty (0 bytes): a file whose writing was "
+        raise BadFileError(f"{at} {path} is empty (0 bytes), e.g. a copy or download that was "
                            f"interrupted; write it again.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if zipfile.is_zipfile(path) and "weights only" in str(exc).lower():
             raise BadFileError(
-                f"{where}: {what} {path} holds Python objects other than tensors, numbers, strings "
+                f"{at} {path} holds Python objects other than tensors, numbers, strings "
                 f"and containers; ddl reads only such plain files and will not run code from a file."
             ) from None
-        raise BadFileError(_corrupt(where, what, path)) from None
+        raise BadFileError(_corrupt(at, path)) from None
     except (EOFError, KeyError, IndexError, OSError, RuntimeError, ValueError, AttributeError,
             TypeError, zipfile.BadZipFile, UnicodeDecodeError):
         # torch.load's reaction to bytes that are not a torch file depends on the bytes
-        raise BadFileError(_corrupt(where, what, path)) from None
+        raise BadFileError(_corrupt(at, path)) from None
 
 
-def _corrupt(where: str, what: str, path: Path) -> str:
+def _corrupt(at: str, path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(512)
     kind = "a text file" if head and _looks_like_text(head) else "corrupt or truncated"
-    return (f"{where}: {what} {path} is not a readable torch file ({kind}, {path.stat().st_size} bytes; "
+    return (f"{at} {path} is not a readable torch file ({kind}, {path.stat().st_size} bytes; "
             f"expected a file written by torch.save).")
 
 
@@ -157,11 +159,12 @@ def require_keys(where: str, what: str, path: str | os.PathLike, blob: Any, keys
     """Raise :class:`BadFileError` unless ``blob`` is a dict holding ``keys`` (one of them with
     ``any_of``)."""
     keys = tuple(keys)
+    at = f"{where}: {what}" if where else what
     if not isinstance(blob, dict):
-        raise BadFileError(f"{where}: {what} {path} holds a {type(blob).__name__}, not a dict with "
+        raise BadFileError(f"{at} {path} holds a {type(blob).__name__}, not a dict with "
                            f"{' or '.join(map(repr, keys)) if any_of else ', '.join(map(repr, keys))}.")
     present = [k for k in keys if k in blob]
     if (any_of and not present) or (not any_of and len(present) < len(keys)):
         need = " or ".join(map(repr, keys)) if any_of else ", ".join(repr(k) for k in keys if k not in blob)
         have = ", ".join(map(repr, sorted(map(str, blob)))) or "nothing"
-        raise BadFileError(f"{where}: {what} {path} lacks {need} (it holds {have}).")
+        raise BadFileError(f"{at} {path} lacks {need} (it holds {have}).")

@@ -1,22 +1,40 @@
 """The ``ddl`` command: argparse subcommands → config objects → pipeline / library calls. No maths.
 
-    ddl demo                         the whole defence on the bundled MNIST sample, a few minutes
+    ddl demo                         the whole defence on the bundled MNIST sample, a minute or two
     ddl train    --dataset mnist --model convnet --epochs 1 --data-dir DIR
     ddl attack   --checkpoint M.pt --dataset mnist --attack fgsm --eps 0.1 --out adv.pt
     ddl denoise  --input adv.pt --fit-dataset mnist --out den.pt   (or --dictionary den.pt)
     ddl evaluate --checkpoint M.pt --dataset mnist [--input den.pt]
-    ddl reproduce --preset paper --data-dir DIR     the paper's tables and figures → results/paper
+    ddl reproduce --preset paper --data-dir DIR     the paper's tables and figures → runs/paper
+    ddl tune     --datasets mnist --data-dir DIR    choose the defence → runs/tune/tuned_defence.json
     ddl report   RUN_DIR
     ddl zoo list
     ddl download mnist --data-dir DIR
+
+A mistake of the user (a bad option, an unreadable file, a missing data set) is reported as one
+line, ``ddl <command>: error: <what, where, how to fix>``, with exit status 2; Ctrl-C prints one
+line and exits 130; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
+
+from ddl._validate import BadFileError, close_match
+from ddl.config import REPRODUCE_PRESET_NAMES, TUNED_FILE
+from ddl.constants import ATTACK_NAMES, DATASET_TITLES, DATASETS, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA
+from ddl.errors import DDLError
+
+#: What ``main`` reports as one line (exit 2): ddl's user-facing errors, the ValueErrors with
+#: which every ddl function rejects a bad value, and the OS's word on files and folders.
+USER_ERRORS = (DDLError, ValueError, OSError)
+#: Exit status of a user error (argparse's, too) and of an interrupted command.
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,141 +42,357 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        # Wrong use gets one clear line, not a traceback; bugs (other exceptions) still trace.
-        print(f"ddl {args.command}: error: {e}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        print(f"ddl {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as e:
+        print(f"ddl {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [s.strip() for s in str(e).splitlines() if s.strip()]
+    return " ".join(lines) or type(e).__name__
+
+
+class UsageError(DDLError, ValueError):
+    """A combination of options that cannot be honoured (never silently ignored)."""
+
+
+# --- parser ------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``ddl attack: error: argument --eps: ...`` (exit 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.option_strings and "default" not in text and action.default is not None
+                and action.default is not False and action.default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _name(what: str, choices: tuple[str, ...]):
+    """argparse type: one of ``choices``; a typo gets the close match suggested."""
+    def parse(text: str) -> str:
+        if text in choices:
+            return text
+        raise argparse.ArgumentTypeError(f"unknown {what} {text!r}{close_match(text, choices)}; "
+                                         f"choose one of: {', '.join(choices)}")
+    return parse
+
+
+def _int_from(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}; got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an int >= {low}; got {value}")
+        return value
+    return parse
+
+
+def _number(text: str) -> float:
+    """A float, or a fraction such as ``8/255``."""
+    try:
+        value = float(Fraction(text)) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"must be a number (e.g. 0.1 or 8/255); got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text!r}")
+    return value
+
+
+def _in_unit_interval(low_open: bool):
+    def parse(text: str) -> float:
+        value = _number(text)
+        if value > 1 or value < 0 or (low_open and value == 0):
+            rule = "(0, 1]" if low_open else "[0, 1]"
+            raise argparse.ArgumentTypeError(f"must be in {rule} (images are in [0, 1]; write 8/255 "
+                                             f"for 8 grey levels); got {text}")
+        return value
+    return parse
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0; got {text}")
+    return value
+
+
+_DATASET_HELP = ", ".join(f"{d} ({DATASET_TITLES[d]})" for d in DATASETS)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from ddl import __version__
 
-    p = argparse.ArgumentParser(prog="ddl", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="ddl", formatter_class=_Help,
+                description="Denoising dictionary learning against adversarial perturbations "
+                            "(Mitro, Bridge, Prestwich 2018): train, attack, denoise, evaluate, reproduce.",
+                epilog="Run `ddl COMMAND --help` for a command's options and defaults. A user error is "
+                       "one line `ddl COMMAND: error: ...` and exit status 2.")
     p.add_argument("--version", action="version", version=f"ddl {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name, **kw):
+        return sub.add_parser(name, formatter_class=_Help, **kw)
 
     def common(sp, data=True):
-        sp.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+        sp.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+        sp.add_argument("--seed", type=int, default=0, help="seed of torch's generator and of the attacks")
+        sp.add_argument("--threads", type=_int_from(1), default=None,
+                        help="torch CPU threads (default: torch's choice)")
         if data:
             sp.add_argument("--data-dir", default=None,
-                            help="folder holding mnist/ and cifar-10-batches-py/ (else $DDL_DATA, else the cache folder)")
+                            help="folder holding mnist/ and cifar-10-batches-py/ (default: $DDL_DATA, "
+                                 "else ~/.cache/ddl/data)")
 
-    sp = sub.add_parser("demo", help="train, attack, learn a dictionary, denoise on the bundled MNIST sample")
-    sp.add_argument("--run-dir", default="runs/demo", help="results and cache folder (default: runs/demo)")
-    sp.add_argument("--preset", default="demo", choices=["demo", "smoke"])
+    def quiet(sp):
+        sp.add_argument("--quiet", "-q", action="store_true", help="print only the results, no progress")
+
+    def dataset(sp, flag="--dataset", **kw):
+        sp.add_argument(flag, choices=DATASETS, help=f"data set: {_DATASET_HELP}", **kw)
+
+    sp = add("demo", help="train, attack, learn a dictionary, denoise on the bundled MNIST sample")
+    sp.add_argument("--run-dir", default="runs/demo", help="results and cache folder")
+    sp.add_argument("--preset", default="demo", choices=["demo", "smoke"],
+                    help="demo: the MNIST sample, ~1-2 minutes; smoke: tiny synthetic images, seconds")
     common(sp, data=False)
+    quiet(sp)
     sp.set_defaults(func=cmd_demo)
 
-    sp = sub.add_parser("train", help="train a classifier and save a checkpoint (resumes if interrupted)")
-    sp.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
-    sp.add_argument("--model", required=True)
-    sp.add_argument("--epochs", type=int, default=1)
-    sp.add_argument("--batch-size", type=int, default=32)
-    sp.add_argument("--lr", type=float, default=1e-3)
+    sp = add("train", help="train a classifier and save a checkpoint (resumes if interrupted)")
+    dataset(sp, required=True)
+    sp.add_argument("--model", required=True, type=_name("model", MODEL_NAMES),
+                    metavar="{" + ",".join(MODEL_NAMES) + "}", help="architecture (DESIGN.md §4)")
+    sp.add_argument("--epochs", type=_int_from(1), default=1, help="training epochs")
+    sp.add_argument("--batch-size", type=_int_from(1), default=32, help="images per step")
+    sp.add_argument("--lr", type=_positive, default=1e-3, help="Adam learning rate")
     sp.add_argument("--out", default=None, help="checkpoint path (default: runs/train/MODEL-DATASET.pt)")
     common(sp)
+    quiet(sp)
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("attack", help="attack a model on the test set and save the adversarial images")
+    sp = add("attack", help="attack a model on the test set and save the adversarial images")
     _model_source(sp)
-    sp.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
-    sp.add_argument("--attack", default="fgsm", choices=["fgsm", "pgd", "jsma"])
-    sp.add_argument("--eps", type=float, default=None, help="FGSM/PGD L-inf budget (default: 0.1 MNIST, 8/255 CIFAR-10)")
-    sp.add_argument("--steps", type=int, default=10, help="PGD steps")
-    sp.add_argument("--step-size", type=float, default=None, help="PGD step (default: eps/4)")
-    sp.add_argument("--theta", type=float, default=1.0, help="JSMA change per feature")
-    sp.add_argument("--gamma", type=float, default=0.1, help="JSMA max fraction of features changed")
-    sp.add_argument("--n-images", type=int, default=None, help="attack the first N test images")
+    dataset(sp, required=True)
+    sp.add_argument("--attack", default="fgsm", choices=ATTACK_NAMES, help="the attack")
+    sp.add_argument("--eps", type=_in_unit_interval(low_open=False), default=None,
+                    help="FGSM/PGD L-inf budget in [0, 1], e.g. 0.1 or 8/255 (default: "
+                         + ", ".join(f"{DATASET_TITLES[d]} {_eps_text(d)}" for d in DATASETS) + ")")
+    sp.add_argument("--steps", type=_int_from(1), default=None, help="PGD steps (default: 10)")
+    sp.add_argument("--step-size", type=_positive, default=None, help="PGD step (default: eps/4)")
+    sp.add_argument("--theta", type=_in_unit_interval(low_open=True), default=None,
+                    help=f"JSMA change per feature (default: {PAPER_JSMA['theta']})")
+    sp.add_argument("--gamma", type=_in_unit_interval(low_open=True), default=None,
+                    help=f"JSMA largest fraction of features changed (default: {PAPER_JSMA['gamma']})")
+    sp.add_argument("--n-images", type=_int_from(1), default=None,
+                    help="attack the first N test images (default: all)")
     sp.add_argument("--out", required=True, help="output file (.pt with x_adv, y)")
     common(sp)
     sp.set_defaults(func=cmd_attack)
 
-    sp = sub.add_parser("denoise", help="denoise saved images with a dictionary (learned and saved if needed)")
+    sp = add("denoise", help="denoise saved images with a dictionary (learned and saved if needed)")
     sp.add_argument("--input", required=True, help=".pt file from `ddl attack` (key x_adv) or with key x")
-    sp.add_argument("--dictionary", default=None, help="saved DictionaryDenoiser; created by fitting if missing")
-    sp.add_argument("--fit-dataset", default=None, choices=["mnist", "cifar10"],
-                    help="learn the dictionary from this data set's clean training images")
-    sp.add_argument("--patch-size", type=int, default=7)
-    sp.add_argument("--n-components", type=int, default=256)
-    sp.add_argument("--n-nonzero-coefs", "-k", type=int, default=5)
-    sp.add_argument("--max-patches", type=int, default=100_000)
+    sp.add_argument("--dictionary", default=None,
+                    help="saved DictionaryDenoiser: used if it exists, else learned and saved there "
+                         "(default: none; the learned dictionary is not kept)")
+    sp.add_argument("--fit-dataset", choices=DATASETS, default=None,
+                    help="learn the dictionary from this data set's clean training images (default: none; "
+                         "needed when --dictionary does not exist)")
+    sp.add_argument("--refit", action="store_true",
+                    help="learn the dictionary again (from --fit-dataset) and overwrite --dictionary")
+    tuned = "(default: the tuned defence of --fit-dataset, see reference/tuned_defence.json: {})"
+    sp.add_argument("--patch-size", type=_int_from(1), default=None, help="patch side in pixels "
+                    + tuned.format(", ".join(f"{DATASET_TITLES[d]} {_tuned(d, 'patch_size')}" for d in DATASETS)))
+    sp.add_argument("--n-components", type=_int_from(1), default=None, help="atoms in the dictionary "
+                    + tuned.format(", ".join(f"{DATASET_TITLES[d]} {_tuned(d, 'n_components')}" for d in DATASETS)))
+    sp.add_argument("--n-nonzero-coefs", "-k", type=_int_from(1), default=None, help="atoms per patch (OMP) "
+                    + tuned.format(", ".join(f"{DATASET_TITLES[d]} {_tuned(d, 'n_nonzero_coefs')}" for d in DATASETS)))
+    sp.add_argument("--remove-mean", action=argparse.BooleanOptionalAction, default=None,
+                    help="code each patch without its mean " + tuned.format(
+                        ", ".join(f"{DATASET_TITLES[d]} {_tuned(d, 'remove_mean')}" for d in DATASETS)))
+    sp.add_argument("--max-patches", type=_int_from(1), default=None, help="training patches sampled "
+                    + tuned.format(", ".join(f"{DATASET_TITLES[d]} {_tuned(d, 'max_patches')}" for d in DATASETS)))
     sp.add_argument("--out", required=True, help="output file (.pt with x)")
     common(sp)
     sp.set_defaults(func=cmd_denoise)
 
-    sp = sub.add_parser("evaluate", help="accuracy of a model on the test set or on saved images")
+    sp = add("evaluate", help="accuracy of a model on the test set or on saved images")
     _model_source(sp)
-    sp.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
-    sp.add_argument("--input", default=None, help=".pt file with x or x_adv (labels from its y, else the test set)")
+    dataset(sp, required=True)
+    sp.add_argument("--input", default=None,
+                    help=".pt file with x or x_adv (labels from its y, else the test set) (default: the test set)")
     common(sp)
     sp.set_defaults(func=cmd_evaluate)
 
-    sp = sub.add_parser("reproduce", help="the paper's grid, ε sweep, figures and report in one run folder")
-    sp.add_argument("--preset", default="quick", choices=["quick", "paper", "noisy-dictionary", "tuned"])
-    sp.add_argument("--run-dir", default=None, help="default: results/PRESET")
-    sp.add_argument("--datasets", nargs="+", default=None, choices=["mnist", "cifar10"])
-    sp.add_argument("--models", nargs="+", default=None)
-    sp.add_argument("--no-figures", action="store_true")
+    sp = add("reproduce", help="the paper's grid, ε sweep, figures and report in one run folder")
+    sp.add_argument("--preset", default="quick", choices=REPRODUCE_PRESET_NAMES,
+                    help="quick: bundled sample, ~2 minutes; paper, noisy-dictionary, tuned: real data "
+                         "(--data-dir), hours on a CPU")
+    sp.add_argument("--run-dir", default=None, help="results and cache folder (default: runs/PRESET)")
+    sp.add_argument("--datasets", nargs="+", default=None, choices=DATASETS,
+                    help="only these data sets (default: the preset's)")
+    sp.add_argument("--models", nargs="+", default=None, type=_name("model", MODEL_NAMES),
+                    metavar="MODEL", help=f"only these models, of {', '.join(MODEL_NAMES)} (default: the preset's)")
+    sp.add_argument("--tuned-defence", default=None,
+                    help=f"with --preset tuned: a {TUNED_FILE} written by `ddl tune` (default: the one "
+                         f"shipped with ddl)")
+    sp.add_argument("--no-figures", action="store_true", help="skip the figures")
     sp.add_argument("--no-sweep", action="store_true", help="skip the FGSM ε sweep")
+    sp.add_argument("--strict", action="store_true",
+                    help="stop on a cache entry that fails verification instead of recomputing it")
     common(sp)
+    quiet(sp)
     sp.set_defaults(func=cmd_reproduce)
 
-    sp = sub.add_parser("tune", help="choose the denoiser's patch size and sparsity on a validation split")
-    sp.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"], choices=["mnist", "cifar10"])
-    sp.add_argument("--n-val", type=int, default=1000)
-    sp.add_argument("--model", default="mlp",
-                    help="classifier attacked on the validation split (default mlp: FGSM at the paper's "
-                         "eps barely moves the zoo ConvNet, so it cannot tell settings apart)")
+    sp = add("tune", help="choose the denoiser's patch size and sparsity on a validation split")
+    sp.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS, help="data sets to tune")
+    sp.add_argument("--n-val", type=_int_from(1), default=1000, help="validation images (the last training images)")
+    sp.add_argument("--model", default="mlp", type=_name("model", MODEL_NAMES),
+                    metavar="{" + ",".join(MODEL_NAMES) + "}",
+                    help="classifier attacked on the validation split (FGSM at the paper's eps barely "
+                         "moves the zoo ConvNet, so it cannot tell settings apart)")
+    sp.add_argument("--run-dir", default="runs/tune", help=f"writes RUN_DIR/{TUNED_FILE} and its cache there")
     common(sp)
+    quiet(sp)
     sp.set_defaults(func=cmd_tune)
 
-    sp = sub.add_parser("report", help="write report.md and report.html from RUN_DIR/results.json")
-    sp.add_argument("run_dir")
+    sp = add("robustness", help="adaptive attacks through the defence: worst case per image, flags")
+    sp.add_argument("--dataset", required=True, choices=DATASETS, help=f"data set: {_DATASET_HELP}")
+    src = sp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--zoo", metavar="MODEL", help="a zoo classifier (see `ddl zoo list`)")
+    src.add_argument("--checkpoint", help="a checkpoint written by `ddl train`")
+    sp.add_argument("--defence", default="tuned",
+                    help="none, paper, tuned (the presets' dictionaries, fitted on the clean training "
+                         "set and cached) or a file written by DictionaryDenoiser.save")
+    sp.add_argument("--eps", nargs="+", type=float, required=True,
+                    help="L-inf radii in (0, 1], increasing (MNIST: 0.1 0.2 0.3; CIFAR-10: 2/255 ... as decimals)")
+    sp.add_argument("--n-images", type=_int_from(1), default=200, help="the first N test images")
+    sp.add_argument("--attacks", nargs="+", default=None,
+                    help="attack:threat names, e.g. pgd:soft apgd-ce:bpda square (default: "
+                         "pgd:oblivious pgd:bpda pgd:exact pgd:soft apgd-ce:soft apgd-t:soft square)")
+    sp.add_argument("--pgd-steps", type=_int_from(1), default=50, help="PGD steps per restart")
+    sp.add_argument("--pgd-restarts", type=_int_from(1), default=1, help="PGD random restarts")
+    sp.add_argument("--apgd-iter", type=_int_from(1), default=100, help="APGD/FAB iterations (AutoAttack: 100)")
+    sp.add_argument("--square-queries", type=_int_from(1), default=1000,
+                    help="Square attack queries (AutoAttack's standard: 5000)")
+    sp.add_argument("--out", required=True, help="folder for robustness.json and its cache")
+    common(sp)
+    quiet(sp)
+    sp.set_defaults(func=cmd_robustness)
+
+    sp = add("report", help="write report.md and report.html from RUN_DIR/results.json")
+    sp.add_argument("run_dir", help="a folder written by `ddl reproduce`")
     sp.set_defaults(func=cmd_report)
 
-    sp = sub.add_parser("zoo", help="the trained checkpoints shipped with ddl")
-    sp.add_argument("action", choices=["list"])
+    sp = add("zoo", help="the trained checkpoints shipped with ddl")
+    sp.add_argument("action", choices=["list"], help="list: every checkpoint with its accuracy")
     sp.set_defaults(func=cmd_zoo)
 
-    sp = sub.add_parser("download", help="download a data set (checksummed) into the data folder")
-    sp.add_argument("dataset", choices=["mnist", "cifar10"])
-    sp.add_argument("--data-dir", default=None)
+    sp = add("download", help="download a data set (checksummed) into the data folder")
+    sp.add_argument("dataset", choices=DATASETS, help=f"data set: {_DATASET_HELP}")
+    sp.add_argument("--data-dir", default=None, help="data folder (default: $DDL_DATA, else ~/.cache/ddl/data)")
     sp.set_defaults(func=cmd_download)
     return p
+
+
+def _eps_text(dataset: str) -> str:
+    eps = PAPER_FGSM_EPS[dataset]
+    k = eps * 255
+    return f"{round(k)}/255" if dataset == "cifar10" and abs(k - round(k)) < 1e-9 else f"{eps:g}"
+
+
+def _tuned(dataset: str, key: str):
+    from ddl.config import load_tuned
+
+    return getattr(load_tuned()[dataset], key)
 
 
 def _model_source(sp):
     g = sp.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", help="a checkpoint written by `ddl train`")
-    g.add_argument("--zoo", metavar="MODEL", help="a model from the zoo for --dataset (see `ddl zoo list`)")
+    g.add_argument("--zoo", metavar="MODEL", type=_name("zoo model", MODEL_NAMES),
+                   help=f"a model from the zoo for --dataset: {', '.join(MODEL_NAMES)} (see `ddl zoo list`)")
 
 
+# --- helpers -----------------------------------------------------------------------------------
 def _setup(args):
     import torch
 
+    device = getattr(args, "device", "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise UsageError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     torch.manual_seed(getattr(args, "seed", 0))
 
 
 def _load_model(args):
+    """The model of --checkpoint or --zoo, checked against --dataset (data set and input shape)."""
+    from ddl.data import DATASETS as FACTS
+
     if args.checkpoint:
         from ddl.models.checkpoint import load_checkpoint
 
-        model, meta = load_checkpoint(args.checkpoint, device=args.device)
-        if meta.get("dataset") not in (None, args.dataset):
-            raise ValueError(f"checkpoint {args.checkpoint} was trained on {meta['dataset']!r}, "
-                             f"not --dataset {args.dataset!r}")
+        model, meta = load_checkpoint(args.checkpoint, device=args.device, where="", what="--checkpoint")
+        trained_on = meta.get("dataset")
+        if trained_on not in (None, args.dataset):
+            raise UsageError(f"--checkpoint {args.checkpoint} was trained on {trained_on!r}, "
+                             f"not on --dataset {args.dataset!r}")
+        shape, want = tuple(meta["input_shape"]), FACTS[args.dataset]["shape"]
+        if shape != tuple(want):
+            raise UsageError(f"--checkpoint {args.checkpoint} takes images of shape {shape}; "
+                             f"--dataset {args.dataset!r} images are {tuple(want)}")
         return model
     from ddl import zoo
 
-    return zoo.load(args.zoo, args.dataset, device=args.device)
+    try:
+        return zoo.load(args.zoo, args.dataset, device=args.device)
+    except LookupError as e:  # no such (model, data set) in the zoo index
+        raise UsageError(str(e)) from None
+
+
+def _read_images(path: str, flag: str, keys: tuple[str, ...]):
+    """(x, y or None) from a .pt file: x under the first of ``keys`` present, float (N, C, H, W) in [0, 1]."""
+    import torch
+
+    from ddl._validate import load_torch_file, require_keys
+
+    blob = load_torch_file(path, where="", what=flag)
+    require_keys("", flag, path, blob, keys, any_of=True)
+    key = next(k for k in keys if k in blob)
+    x, y = blob[key], blob.get("y")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim != 4 or len(x) == 0:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        dtype = f" {x.dtype}" if isinstance(x, torch.Tensor) else ""
+        raise BadFileError(f"{flag} {path}: {key!r} must be float images of shape (N, C, H, W); got{dtype} {got}")
+    if float(x.min()) < 0 or float(x.max()) > 1:
+        raise BadFileError(f"{flag} {path}: {key!r} must hold pixels in [0, 1]; got values in "
+                           f"[{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    if y is not None and (not isinstance(y, torch.Tensor) or y.shape != (len(x),) or y.is_floating_point()):
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise BadFileError(f"{flag} {path}: 'y' must be {len(x)} integer labels; got {got}")
+    return x, (None if y is None else y.long())
+
+
+def _check_images_fit(flag: str, path: str, x, shape, what: str) -> None:
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise UsageError(f"{flag} {path} holds images of shape {tuple(x.shape[1:])}; {what} takes {tuple(shape)}")
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -169,7 +403,7 @@ def cmd_demo(args) -> int:
     cfg = config.PRESETS[args.preset].replace(device=args.device)
     t = time.perf_counter()
     print(f"ddl demo: run folder {args.run_dir} (cached stages are reused)")
-    pipeline.run_experiment(cfg, args.run_dir)
+    pipeline.run_experiment(cfg, args.run_dir, progress=not args.quiet)
     print(f"done in {time.perf_counter() - t:.1f} s; results in {Path(args.run_dir) / 'results.json'}")
     return 0
 
@@ -188,7 +422,8 @@ def cmd_train(args) -> int:
     model = build_model(args.model, tuple(x.shape[1:]), n_classes=10)
     t = time.perf_counter()
     fit(model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        device=args.device, x_val=x_test, y_val=y_test, checkpoint_path=out.with_suffix(".resume.pt"))
+        device=args.device, x_val=x_test, y_val=y_test, checkpoint_path=out.with_suffix(".resume.pt"),
+        progress=not args.quiet)
     seconds = time.perf_counter() - t
     model.eval()
     acc = metrics.accuracy(predict(model, x_test, device=args.device), y_test)
@@ -201,6 +436,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+#: Options of ``ddl attack`` and the attacks that read them.
+_ATTACK_OPTIONS = {"eps": ("fgsm", "pgd"), "steps": ("pgd",), "step_size": ("pgd",),
+                   "theta": ("jsma",), "gamma": ("jsma",)}
+
+
+def attack_params(args) -> dict:
+    """The attack's keyword parameters from the options; an option the attack does not read is
+    an error (it would be silently ignored)."""
+    for opt, attacks in _ATTACK_OPTIONS.items():
+        if getattr(args, opt) is not None and args.attack not in attacks:
+            flag = "--" + opt.replace("_", "-")
+            raise UsageError(f"{flag} is an option of --attack {' / '.join(attacks)}, not of --attack "
+                             f"{args.attack}" + (" (JSMA's budget is --theta and --gamma)" if opt == "eps" else ""))
+    eps = args.eps if args.eps is not None else PAPER_FGSM_EPS[args.dataset]
+    if args.attack == "fgsm":
+        return {"eps": eps}
+    if args.attack == "pgd":
+        return {"eps": eps, "steps": args.steps or 10, "step_size": args.step_size or eps / 4, "seed": args.seed}
+    return {"theta": args.theta if args.theta is not None else PAPER_JSMA["theta"],
+            "gamma": args.gamma if args.gamma is not None else PAPER_JSMA["gamma"], "seed": args.seed}
+
+
 def cmd_attack(args) -> int:
     from ddl import metrics
     from ddl._io import atomic_torch_save
@@ -209,16 +466,14 @@ def cmd_attack(args) -> int:
     from ddl.models.train import predict
     from ddl.pipeline import run_attack
 
+    params = attack_params(args)
     _setup(args)
     model = _load_model(args)
     x, y = load_dataset(args.dataset, "test", data_dir=args.data_dir)
     if args.n_images is not None:
+        if args.n_images > len(x):
+            raise UsageError(f"--n-images {args.n_images}: the {args.dataset} test set has {len(x)} images")
         x, y = x[: args.n_images], y[: args.n_images]
-    eps = args.eps if args.eps is not None else (0.1 if args.dataset == "mnist" else 8 / 255)
-    params = {"fgsm": {"eps": eps},
-              "pgd": {"eps": eps, "steps": args.steps, "step_size": args.step_size or eps / 4,
-                      "seed": args.seed},
-              "jsma": {"theta": args.theta, "gamma": args.gamma, "seed": args.seed}}[args.attack]
     attack = AttackConfig(name=args.attack, params=params)
     t = time.perf_counter()
     x_adv = run_attack(attack, model, x.to(args.device), y.to(args.device)).cpu()
@@ -231,53 +486,102 @@ def cmd_attack(args) -> int:
     return 0
 
 
+#: ``ddl denoise`` options that set a parameter of the dictionary.
+_DEFENCE_OPTIONS = ("patch_size", "n_components", "n_nonzero_coefs", "remove_mean", "max_patches")
+
+
+def _flag(name: str, value) -> str:
+    """The option that sets ``name`` to ``value``: ``-k/--n-nonzero-coefs 3``, ``--no-remove-mean``."""
+    if isinstance(value, bool):
+        return ("--" if value else "--no-") + name.replace("_", "-")
+    return {"n_nonzero_coefs": "-k/--n-nonzero-coefs"}.get(name, "--" + name.replace("_", "-")) + f" {value}"
+
+
 def cmd_denoise(args) -> int:
-    from ddl._io import atomic_torch_save, safe_torch_load
-    from ddl.defence import DictionaryDenoiser
-
-    _setup(args)
-    blob = safe_torch_load(args.input)
-    x = blob["x_adv"] if "x_adv" in blob else blob["x"]
-    if args.dictionary and Path(args.dictionary).exists():
-        den = DictionaryDenoiser.load(args.dictionary).to(args.device)
-    else:
-        if not args.fit_dataset:
-            raise ValueError("denoise: give --dictionary FILE (existing) or --fit-dataset to learn one")
-        from ddl.data import load_dataset
-
-        x_train, _ = load_dataset(args.fit_dataset, "train", data_dir=args.data_dir)
-        den = DictionaryDenoiser(patch_size=args.patch_size, n_components=args.n_components,
-                                 n_nonzero_coefs=args.n_nonzero_coefs, max_patches=args.max_patches,
-                                 random_state=args.seed, device=args.device).fit(x_train)
-        if args.dictionary:
-            den.save(args.dictionary)
-    t = time.perf_counter()
     import torch
 
+    from ddl._io import atomic_torch_save
+    from ddl.defence import DictionaryDenoiser
+
+    given = {k: getattr(args, k) for k in _DEFENCE_OPTIONS if getattr(args, k) is not None}
+    reuse = bool(args.dictionary) and Path(args.dictionary).exists() and not args.refit
+    if args.refit and not (args.dictionary and args.fit_dataset):
+        raise UsageError("--refit learns the dictionary again: give --fit-dataset (the images to learn "
+                         "from) and --dictionary (the file to overwrite)")
+    if not reuse and not args.fit_dataset:
+        missing = f"--dictionary {args.dictionary} does not exist" if args.dictionary else "no --dictionary given"
+        raise UsageError(f"{missing}; give --fit-dataset to learn one from a data set's clean training images")
+    _setup(args)
+    x, y = _read_images(args.input, "--input", ("x_adv", "x"))
+    if reuse:
+        den = _read_dictionary(args.dictionary, args.device)
+        have = den.get_params()
+        differ = {k: v for k, v in given.items() if have[k] != v}
+        if differ:
+            asked = ", ".join(_flag(k, v) for k, v in differ.items())
+            fitted = ", ".join(_flag(k, have[k]) for k in differ)
+            raise UsageError(f"--dictionary {args.dictionary} was learned with {fitted}, not {asked}; "
+                             f"add --refit (with --fit-dataset) to learn it again, or drop those options")
+        print(f"using the dictionary in {args.dictionary} ({den.dictionary_.shape[0]} atoms of "
+              f"{have['patch_size']}×{have['patch_size']}, k = {have['n_nonzero_coefs']})")
+    else:
+        from ddl.config import load_tuned
+        from ddl.data import DATASETS as FACTS
+        from ddl.data import load_dataset
+
+        _check_images_fit("--input", args.input, x, FACTS[args.fit_dataset]["shape"],
+                          f"a dictionary of --fit-dataset {args.fit_dataset}")
+        tuned = load_tuned()[args.fit_dataset]
+        params = {**{k: getattr(tuned, k) for k in _DEFENCE_OPTIONS}, **given}
+        x_train, _ = load_dataset(args.fit_dataset, "train", data_dir=args.data_dir)
+        den = DictionaryDenoiser(**params, random_state=args.seed, device=args.device).fit(x_train)
+        if args.dictionary:
+            den.save(args.dictionary)
+    if den.n_channels_ != x.shape[1]:
+        raise UsageError(f"--dictionary {args.dictionary} was learned on {den.n_channels_}-channel images; "
+                         f"--input {args.input} has {x.shape[1]} channels")
+    t = time.perf_counter()
     with torch.no_grad():
         x_den = den.transform(x.to(args.device)).cpu()
-    out = {"x": x_den}
-    if "y" in blob:
-        out["y"] = blob["y"]
+    out = {"x": x_den} if y is None else {"x": x_den, "y": y}
     atomic_torch_save(args.out, out)
     print(f"denoised {len(x)} images in {time.perf_counter() - t:.1f} s; saved {args.out}")
     return 0
 
 
+def _read_dictionary(path: str, device: str):
+    """A saved DictionaryDenoiser; every way the file can be wrong is one BadFileError."""
+    from ddl._validate import load_torch_file, require_keys
+    from ddl.defence import DictionaryDenoiser
+
+    blob = load_torch_file(path, where="", what="--dictionary")
+    require_keys("", "--dictionary", path, blob, ("format", "params", "dictionary", "n_channels"))
+    if blob["format"] != "ddl.DictionaryDenoiser":
+        raise BadFileError(f"--dictionary {path} is not a file written by `ddl denoise` or "
+                           f"DictionaryDenoiser.save (format {blob['format']!r})")
+    try:
+        return DictionaryDenoiser.load(path, device=device)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadFileError(f"--dictionary {path} is damaged: {type(e).__name__}: {e}") from None
+
+
 def cmd_evaluate(args) -> int:
     from ddl import metrics
-    from ddl._io import safe_torch_load
+    from ddl.data import DATASETS as FACTS
     from ddl.data import load_dataset
     from ddl.models.train import predict
 
     _setup(args)
     model = _load_model(args)
     if args.input:
-        blob = safe_torch_load(args.input)
-        x = blob["x"] if "x" in blob else blob["x_adv"]
-        y = blob.get("y")
+        x, y = _read_images(args.input, "--input", ("x", "x_adv"))
+        _check_images_fit("--input", args.input, x, FACTS[args.dataset]["shape"], f"a {args.dataset} model")
         if y is None:
-            y = load_dataset(args.dataset, "test", data_dir=args.data_dir)[1][: len(x)]
+            y_test = load_dataset(args.dataset, "test", data_dir=args.data_dir)[1]
+            if len(x) > len(y_test):
+                raise UsageError(f"--input {args.input} holds {len(x)} images and no labels; the "
+                                 f"{args.dataset} test set has only {len(y_test)} labels")
+            y = y_test[: len(x)]
     else:
         x, y = load_dataset(args.dataset, "test", data_dir=args.data_dir)
     logits = predict(model, x, device=args.device)
@@ -288,17 +592,30 @@ def cmd_evaluate(args) -> int:
 
 def cmd_reproduce(args) -> int:
     import dataclasses
+    import inspect
 
     from ddl import reproduce
+    from ddl.config import get_preset
 
-    _setup(args)
-    rc = reproduce.get_preset(args.preset)
+    rc = get_preset(args.preset, tuned_file=args.tuned_defence) if args.preset == "tuned" else None
+    if args.tuned_defence and args.preset != "tuned":
+        raise UsageError(f"--tuned-defence is read by --preset tuned only; got --preset {args.preset}")
+    rc = rc or get_preset(args.preset)
+    if rc.source != "full" and args.data_dir:
+        raise UsageError(f"--preset {args.preset} uses the {rc.source} data bundled with ddl; "
+                         f"--data-dir would be ignored (drop it, or use --preset paper/tuned)")
     changes = {k: tuple(v) for k, v in (("datasets", args.datasets), ("models", args.models)) if v}
     rc = dataclasses.replace(rc, **changes)
-    run_dir = Path(args.run_dir or f"results/{args.preset}")
+    kwargs = {}
+    if args.strict:
+        if "strict" not in inspect.signature(reproduce.reproduce).parameters:
+            raise UsageError("--strict is not supported by this version of ddl.reproduce")
+        kwargs["strict"] = True
+    _setup(args)
+    run_dir = Path(args.run_dir or f"runs/{args.preset}")
     t = time.perf_counter()
     reproduce.reproduce(rc, run_dir, data_dir=args.data_dir, device=args.device,
-                        figures=not args.no_figures, sweep=not args.no_sweep)
+                        figures=not args.no_figures, sweep=not args.no_sweep, progress=not args.quiet, **kwargs)
     print(f"done in {time.perf_counter() - t:.1f} s; report: {run_dir / 'report.html'}")
     return 0
 
@@ -307,19 +624,22 @@ def cmd_tune(args) -> int:
     from ddl import tune
 
     _setup(args)
-    results = {d: tune.tune_defence(d, data_dir=args.data_dir, n_val=args.n_val, model=args.model,
-                                    device=args.device)
-               for d in args.datasets}
-    path = tune.save_tuned(results)
-    for d, r in results.items():
-        print(f"{d}: best {r['best']}")
-    print(f"saved {path}")
+    run_dir = Path(args.run_dir)
+    path = run_dir / TUNED_FILE
+    for d in args.datasets:
+        result = tune.tune_defence(d, data_dir=args.data_dir, n_val=args.n_val, model=args.model,
+                                   device=args.device, cache_dir=run_dir / "cache", progress=not args.quiet)
+        tune.save_tuned({d: result}, path)  # after each data set: an interruption keeps the finished ones
+        print(f"{d}: best {result['best']}")
+    print(f"saved {path}; use it with `ddl reproduce --preset tuned --tuned-defence {path}`")
     return 0
 
 
 def cmd_report(args) -> int:
     from ddl.report import write_report
 
+    if not (Path(args.run_dir) / "results.json").is_file():
+        raise UsageError(f"{args.run_dir} has no results.json (a folder written by `ddl reproduce`)")
     md, page = write_report(args.run_dir)
     print(f"wrote {md} and {page}")
     return 0
@@ -349,6 +669,27 @@ def cmd_download(args) -> int:
 
     path = download_dataset(args.dataset, args.data_dir)
     print(f"{args.dataset} is in {path}")
+    return 0
+
+
+
+def cmd_robustness(args) -> int:
+    from ddl.robustness_run import format_table, run_robustness
+
+    _setup(args)
+    for e in args.eps:
+        if not 0 < e <= 1:
+            raise UsageError(f"--eps must be in (0, 1] for images in [0, 1]; got {e}")
+    if sorted(args.eps) != args.eps or len(set(args.eps)) != len(args.eps):
+        raise UsageError(f"--eps must be strictly increasing; got {' '.join(map(str, args.eps))}")
+    budgets = {"pgd_steps": args.pgd_steps, "pgd_restarts": args.pgd_restarts,
+               "apgd_iter": args.apgd_iter, "square_queries": args.square_queries}
+    record = run_robustness(dataset=args.dataset, model_name=args.zoo, checkpoint=args.checkpoint,
+                            defence=args.defence, eps=args.eps, n_images=args.n_images,
+                            attacks=args.attacks, seed=args.seed, out=args.out,
+                            data_dir=args.data_dir, budgets=budgets, progress=not args.quiet)
+    print(format_table(record))
+    print(f"wrote {Path(args.out) / 'robustness.json'}")
     return 0
 
 

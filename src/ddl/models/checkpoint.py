@@ -11,7 +11,8 @@ small (a few MB); they are restored to float32 on load, so a float16 checkpoint 
 *after* rounding its weights to float16 — the zoo measures its accuracies on that rounded model.
 
 Loading never unpickles arbitrary objects: ``torch.load(..., weights_only=True)`` refuses any
-file that holds a class or function reference, and we turn that refusal into a clear error.
+file that holds a class or function reference, and we turn that refusal (and every way a file
+can be corrupt) into one clear error, never into advice to load it unsafely.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch import nn
 
 import ddl
 from ddl._io import atomic_torch_save
+from ddl._validate import BadFileError, load_torch_file
 from ddl.models import MODELS, build_model
 
 FORMAT = "ddl-checkpoint-v1"
@@ -104,7 +105,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, A
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, device: str = "cpu", sha256: str | None = None
+    path: str | os.PathLike, *, device: str = "cpu", sha256: str | None = None,
+    where: str = "load_checkpoint", what: str = "checkpoint",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model from a checkpoint written by ``save_checkpoint``.
 
@@ -115,6 +117,9 @@ def load_checkpoint(
     sha256 : str, optional
         Expected hex SHA-256 of the file (the zoo index passes it); a mismatch raises before
         anything is unpickled.
+    where, what : str
+        Who reads the file and what it is, for error messages (the CLI passes ``""`` and
+        ``"--checkpoint"``).
 
     Returns
     -------
@@ -127,35 +132,43 @@ def load_checkpoint(
     ------
     FileNotFoundError
         No file at ``path``.
-    ValueError
-        SHA-256 mismatch (tampered or corrupt file); a file that is not weights-only (it holds
-        references to classes or functions, which ``weights_only=True`` refuses to unpickle); a
-        file that is not a ddl checkpoint; weights that do not fit the architecture.
+    ddl._validate.BadFileError (a ValueError)
+        SHA-256 mismatch (tampered or corrupt file); an empty, truncated, random or text file; a
+        file that is not weights-only (it references classes or functions, which
+        ``weights_only=True`` refuses to unpickle); a file that is not a ddl checkpoint or lacks
+        its keys; weights that do not fit the architecture.
     """
     path = Path(path)
+    prefix = f"{where}: " if where else ""
     if not path.is_file():
-        raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path}.")
+        raise FileNotFoundError(f"{prefix}no {what} at {path}." if where == "load_checkpoint"
+                                else f"{prefix}{what} {path} does not exist.")
     if sha256 is not None:
         actual = sha256_file(path)
         if actual != sha256:
-            raise ValueError(
-                f"load_checkpoint: SHA-256 mismatch for {path}: expected {sha256}, got {actual}; "
+            raise BadFileError(
+                f"{prefix}SHA-256 mismatch for {path}: expected {sha256}, got {actual}; "
                 f"the file was changed or corrupted, refusing to load it."
             )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"load_checkpoint: refusing {path}: it is not a weights-only checkpoint (it references "
-            f"classes or functions that weights_only=True will not unpickle). Details: {str(exc).splitlines()[0]}"
-        ) from exc
+    payload = load_torch_file(path, where=where, what=what)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"load_checkpoint: {path} is not a ddl checkpoint (expected format {FORMAT!r}).")
-    meta = payload["meta"]
-    model = build_model(meta["architecture"], tuple(meta["input_shape"]), meta["n_classes"])
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
+        raise BadFileError(f"{prefix}{what} {path} is not a ddl checkpoint (expected format {FORMAT!r}, "
+                           f"as written by `ddl train` or ddl.models.checkpoint.save_checkpoint).")
+    meta, state = payload.get("meta"), payload.get("state_dict")
+    if not isinstance(meta, dict) or not isinstance(state, dict) or any(k not in meta for k in REQUIRED_META):
+        raise BadFileError(f"{prefix}{what} {path} is a damaged ddl checkpoint: it needs 'meta' with "
+                           f"{', '.join(REQUIRED_META)} and 'state_dict'.")
+    if meta["architecture"] not in MODELS or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BadFileError(f"{prefix}{what} {path} is a damaged ddl checkpoint: architecture "
+                           f"{meta['architecture']!r} (known: {', '.join(MODELS)}) or non-tensor weights.")
+    try:
+        model = build_model(meta["architecture"], tuple(meta["input_shape"]), meta["n_classes"])
+    except (ValueError, TypeError) as exc:
+        raise BadFileError(f"{prefix}{what} {path} has unusable metadata: {exc}") from None
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"load_checkpoint: weights in {path} do not fit {meta['architecture']!r}: {exc}") from exc
+        first = str(exc).splitlines()[0]
+        raise BadFileError(f"{prefix}weights in {path} do not fit {meta['architecture']!r}: {first}") from None
     return model.to(device).eval(), meta

@@ -140,10 +140,15 @@ def load(model: str, dataset: str, *, device: str = "cpu"):
 
     entry = find(model, dataset)
     if entry is None:
-        have = ", ".join(f"{e.model}/{e.dataset}" for e in entries()) or "nothing yet"
+        from ddl._validate import close_match
+
+        held = entries()
+        have = ", ".join(f"{e.model}/{e.dataset}" for e in held) or "nothing yet"
+        hint = close_match(model, sorted({e.model for e in held} - {model}))
         raise LookupError(
-            f"ddl.zoo.load: no pretrained {model!r} for {dataset!r}; the zoo holds: {have}. "
-            f"Train one with tools/train_zoo.py --model {model} --dataset {dataset}."
+            f"ddl.zoo.load: no pretrained {model!r} for {dataset!r}; the zoo holds: {have}{hint}. "
+            f"Train one with `ddl train --model {model} --dataset {dataset}` and load it with "
+            f"ddl.models.checkpoint.load_checkpoint."
         )
     net, meta = load_checkpoint(entry.path, device=device, sha256=entry.sha256)
     if meta.get("architecture") != model or meta.get("dataset") != dataset:
