@@ -217,6 +217,56 @@ def test_plot_density_integrates_to_one(rng, log):
     assert edges[0] == min(float(v.min()) for v in arrays.values())
 
 
+def test_sample_pixels_covers_every_position_without_aliasing():
+    """10,000 MNIST-sized images whose left half is black: the old strided sample (every
+    numel // 20,000-th value) read only two positions per image, both on the left edge."""
+    x = torch.zeros(10_000, 1, 28, 28)
+    x[..., 14:] = 1.0
+    strided = x.reshape(-1)[:: x.numel() // 20_000][:20_000]
+    assert float(strided.mean()) == 0.0  # the bug: the clean pixels all look 0
+    s = plots.sample_pixels(x, 20_000, seed=0)
+    assert s.shape == (20_000,) and s.dtype == torch.float16
+    assert abs(float(s.float().mean()) - 0.5) < 0.02  # binomial sd 0.0035
+    # the positions: uniform over the 784 pixel positions, and identical for same-shape tensors
+    pos = plots.sample_pixels(torch.arange(x.numel(), dtype=torch.float64).reshape(x.shape) % 784, 20_000)
+    assert len(set(pos.float().round().tolist())) > 700
+    assert torch.equal(plots.sample_pixels(x, 500, seed=3), plots.sample_pixels(x.clone(), 500, seed=3))
+    assert not torch.equal(plots.sample_pixels(x, 500, seed=3), plots.sample_pixels(x, 500, seed=4))
+
+
+def test_sample_pixels_small_inputs_and_errors():
+    x = torch.rand(2, 1, 3, 3)
+    assert torch.equal(plots.sample_pixels(x, 100), x.reshape(-1).half())
+    with pytest.raises(ValueError, match=r"sample_pixels: n must be an int >= 1; got 0"):
+        plots.sample_pixels(x, 0)
+    with pytest.raises(TypeError, match=r"sample_pixels: x must be a torch.Tensor; got ndarray"):
+        plots.sample_pixels(x.numpy(), 5)
+
+
+def test_density_on_grey_levels_puts_each_level_in_its_own_bin():
+    # clean 8-bit pixels: 0 (x3), 1/255 (x1), 128/255 (x2), 1 (x2); a bin per level, width 1/255
+    v = np.array([0, 0, 0, 1, 128, 128, 255, 255]) / 255
+    fig = plots.plot_density({"clean": torch.tensor(v, dtype=torch.float16).float()}, grey_levels=255)
+    density, edges, _ = fig.axes[0].patches[0].get_data()
+    assert len(density) == 256 and np.allclose(np.diff(edges), 1 / 255)
+    assert np.allclose(edges[[0, -1]], [-0.5 / 255, 1 + 0.5 / 255])
+    mass = density * np.diff(edges)
+    assert np.allclose(mass[[0, 1, 128, 255]], [3 / 8, 1 / 8, 2 / 8, 2 / 8]) and np.isclose(mass.sum(), 1)
+    with pytest.raises(ValueError, match=r"give grey_levels or value_range, not both"):
+        plots.plot_density({"a": v}, grey_levels=255, value_range=(0, 1))
+    with pytest.raises(ValueError, match=r"with grey_levels=255 every value must lie in \[-0.00196078, 1.00196\]; "
+                                         r"data span \[0, 1.5\]"):
+        plots.plot_density({"a": np.array([0.0, 1.5])}, grey_levels=255)
+
+
+def test_pipeline_keeps_a_random_pixel_sample():
+    from ddl import pipeline
+
+    x = torch.zeros(10_000, 1, 28, 28)
+    x[..., 14:] = 1.0
+    assert torch.equal(pipeline._pixel_summary(x), plots.sample_pixels(x, 20_000, seed=0))
+
+
 def test_plot_density_errors():
     with pytest.raises(ValueError, match=r"value_range must be \(low, high\) .* containing every value"):
         plots.plot_density({"a": np.array([0.0, 2.0])}, value_range=(0.0, 1.0))

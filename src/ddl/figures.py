@@ -46,7 +46,7 @@ def draw_figures(rc, results: dict, run_dir: Path, *, data_dir=None, device="cpu
                                 denoised=arrays["pixels_denoised"].float())
             save(fig, f"qq-{tag}.png", f"QQ-plot of pixel values, clean vs perturbed and denoised ({label}; Fig. 4)")
             fig = plots.plot_density({k: arrays[f"pixels_{k}"].float() for k in ("clean", "perturbed", "denoised")},
-                                     log=True)
+                                     grey_levels=255, log=True)
             save(fig, f"density-{tag}.png", f"Density of pixel values ({label}; Fig. 4)")
             n = len(arrays["examples_clean"])
             fig = plots.plot_examples(arrays["examples_clean"].float(), arrays["examples_perturbed"].float(),

@@ -482,10 +482,11 @@ def _finite_mean(v: torch.Tensor) -> float | None:
 
 
 def _pixel_summary(x: torch.Tensor, n: int = 20_000) -> torch.Tensor:
-    """A strided sample of ``n`` pixel values (float16): enough for the QQ and density figures
-    without keeping the images."""
-    flat = x.reshape(-1)
-    return flat[:: max(1, flat.numel() // n)][:n].to(torch.float16).clone()
+    """``n`` pixel values at seeded random positions (float16; ``ddl.plots.sample_pixels``):
+    enough for the QQ and density figures without keeping the images."""
+    from ddl.plots.distributions import sample_pixels
+
+    return sample_pixels(x, n, seed=0)
 
 
 def format_record(r: dict) -> str:

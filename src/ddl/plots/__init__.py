@@ -42,6 +42,8 @@ __all__ = [
     "plot_qq",
     "plot_tsne",
     "quantiles",
+    "sample_pixels",
+    "grey_level_edges",
     "save_figure",
     "top_misclassified",
     "tsne",
@@ -137,6 +139,6 @@ def _to_image(x: np.ndarray) -> tuple[np.ndarray, str | None]:
 from ddl.plots.atoms import plot_atoms  # noqa: E402
 from ddl.plots.cam import class_activation_map, grad_cam, plot_cam, top_misclassified  # noqa: E402
 from ddl.plots.curves import plot_eps_curves, plot_metric_histograms  # noqa: E402
-from ddl.plots.distributions import plot_density, plot_qq, quantiles  # noqa: E402
+from ddl.plots.distributions import grey_level_edges, plot_density, plot_qq, quantiles, sample_pixels  # noqa: E402
 from ddl.plots.examples import plot_examples  # noqa: E402
 from ddl.plots.tsne import plot_tsne, tsne  # noqa: E402

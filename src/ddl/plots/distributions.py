@@ -4,6 +4,13 @@ The paper shows that FGSM moves the pixel distribution away from the clean one (
 off the diagonal, a density with new modes at ±ε from the clean modes) and that denoising moves it
 back. Both plots pool all pixel values of all images and channels.
 
+A whole test set has up to 3·10^7 pixel values; the pipeline keeps a sample of them
+(:func:`sample_pixels`): positions drawn uniformly at random with a fixed seed, the same positions
+in the clean, perturbed and denoised images. A strided sample (every ``numel // n``-th value) is
+wrong here: when the stride is a multiple of the image size, it reads the same one or two pixel
+positions of every image (for 10,000 MNIST images, two positions on the left edge, where every
+clean pixel is 0).
+
 Quantiles are computed here by sorting and linear interpolation (numpy's default "linear"
 method, Hyndman & Fan 1996 definition 7) rather than with ``torch.quantile``, which refuses inputs
 of more than 2^24 values (a CIFAR-10 test set has 3·10^7 pixel values).
@@ -15,10 +22,59 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ddl.plots import _figure_and_axes, _float_array
+
+
+def sample_pixels(x: torch.Tensor, n: int = 20_000, *, seed: int = 0) -> torch.Tensor:
+    """``n`` pixel values of ``x`` at positions drawn uniformly at random (with replacement),
+    float16, in position order: a sample of the pooled distribution without aliasing.
+
+    Parameters
+    ----------
+    x : Tensor of any shape, e.g. images (N, C, H, W)
+    n : int, default 20_000
+        Sample size; when ``x`` has at most ``n`` values, all of them are returned.
+    seed : int, default 0
+        The positions depend only on ``seed`` and ``x.numel()``: tensors of one shape (clean,
+        perturbed, denoised images) are sampled at the same positions.
+
+    Returns
+    -------
+    Tensor of shape (min(n, x.numel()),), float16, on the CPU
+
+    Examples
+    --------
+    >>> x = torch.zeros(1000, 1, 4, 4); x[:, :, :, 2:] = 1.0      # right half of every image white
+    >>> round(float(sample_pixels(x, 2000).float().mean()), 1)   # a strided sample would read 0.0
+    0.5
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"sample_pixels: n must be an int >= 1; got {n!r}.")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"sample_pixels: x must be a torch.Tensor; got {type(x).__name__}.")
+    flat = x.detach().reshape(-1).cpu()
+    if flat.numel() <= n:
+        return flat.to(torch.float16).clone()
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(flat.numel(), (n,), generator=g).sort().values
+    return flat[idx].to(torch.float16)
+
+
+def grey_level_edges(levels: int = 255) -> np.ndarray:
+    """Bin edges centred on the grey levels ``k / levels``, k = 0..levels (width ``1 / levels``).
+
+    Examples
+    --------
+    >>> grey_level_edges(2)
+    array([-0.25,  0.25,  0.75,  1.25])
+    """
+    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
+        raise ValueError(f"grey_level_edges: levels must be an int >= 1; got {levels!r}.")
+    return (np.arange(levels + 2) - 0.5) / levels
 
 
 def quantiles(x: Any, n: int) -> np.ndarray:
@@ -106,6 +162,7 @@ def plot_density(
     *,
     bins: int = 100,
     value_range: tuple[float, float] | None = None,
+    grey_levels: int | None = None,
     log: bool = False,
     ax: Axes | None = None,
 ) -> Figure:
@@ -120,6 +177,11 @@ def plot_density(
     value_range : (float, float), optional
         Edges of the first and last bin; default the joint minimum and maximum of all arrays.
         Every value must lie inside it (nothing is dropped silently).
+    grey_levels : int, optional
+        Bins centred on the pixel levels ``k / grey_levels`` (255 for 8-bit images: one bin per
+        level a clean image can take, so a clean density is not split unevenly between bins);
+        replaces ``bins`` and ``value_range``. Every value must lie in
+        ``[-0.5 / grey_levels, 1 + 0.5 / grey_levels]``.
     log : bool, default False
         Logarithmic y-axis (empty bins are then not drawn).
     ax : matplotlib Axes, optional
@@ -140,6 +202,15 @@ def plot_density(
         raise ValueError("plot_density: every array must hold at least one value; got an empty one.")
     lo = min(float(v.min()) for v in data.values())
     hi = max(float(v.max()) for v in data.values())
+    if grey_levels is not None:
+        if value_range is not None:
+            raise ValueError(f"plot_density: give grey_levels or value_range, not both; got {grey_levels!r} "
+                             f"and {value_range!r}.")
+        edges = grey_level_edges(grey_levels)
+        if lo < edges[0] or hi > edges[-1]:
+            raise ValueError(f"plot_density: with grey_levels={grey_levels} every value must lie in "
+                             f"[{edges[0]:g}, {edges[-1]:g}]; data span [{lo:g}, {hi:g}].")
+        value_range, bins = (float(edges[0]), float(edges[-1])), grey_levels + 1
     if value_range is None:
         value_range = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
     elif not (
@@ -150,7 +221,7 @@ def plot_density(
             f"plot_density: value_range must be (low, high) with low < high containing every value "
             f"(data span [{lo:g}, {hi:g}]); got {value_range!r}."
         )
-    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    edges = grey_level_edges(grey_levels) if grey_levels is not None else np.linspace(*value_range, bins + 1)
     fig, ax = _figure_and_axes(ax, func="plot_density", figsize=(6.0, 4.0))
     for name, v in data.items():
         counts, _ = np.histogram(v, bins=edges)
