@@ -16,10 +16,12 @@ from importlib import resources
 from pathlib import Path
 
 from ddl._io import atomic_write_bytes
+from ddl.constants import DATASET_TITLES as DATASET_NAMES
+from ddl.constants import DATASETS
+from ddl.constants import MODEL_NAMES as MODELS
 
-MODELS = ("mlp", "convnet", "autoencoder", "resnet", "hrnn")
-DATASETS = ("mnist", "cifar10")
-DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+#: Marks of a cell that meets / misses its target (``reference/verdicts.json``).
+MARKS = {"meets": "✓", "misses": "✗"}
 ATTACK_TITLES = {"fgsm": "Table 1 — FGSM", "jsma": "Table 2 — JSMA"}
 
 THREAT_MODEL = (
@@ -49,6 +51,20 @@ def load_paper_tables() -> dict:
     return json.loads(ref.read_text())
 
 
+def load_verdicts() -> dict:
+    """The verdict on each committed cell (``reference/verdicts.json``): per preset, data set,
+    model, attack and quantity ("clean", "denoised"), our value, the target, "meets"/"misses" and
+    the measured reason of a miss. ``tests/test_reproduce.py`` checks it against the committed
+    results; the report marks the cells with it."""
+    ref = resources.files("ddl") / "reference" / "verdicts.json"
+    return json.loads(ref.read_text())
+
+
+def verdict_lookup(verdicts: dict, preset: str) -> dict:
+    """{(dataset, model, attack, what): cell} of one preset (empty for a preset without verdicts)."""
+    return {(c["dataset"], c["model"], c["attack"], c["what"]): c for c in verdicts["cells"] if c["preset"] == preset}
+
+
 def paper_lookup(paper: dict) -> dict:
     """{(dataset, model, attack): {"clean", "perturbed", "denoised"} in percent}."""
     return {(r["dataset"], r["model"], r["attack"]): r["accuracy_percent"] for r in paper["records"]}
@@ -67,9 +83,18 @@ def _paper_ours(paper_value, ours_fraction) -> str:
     return f"{p} → {_pct(ours_fraction)}"
 
 
-def comparison_table(records: list[dict], paper: dict, attack: str) -> list[list[str]]:
-    """Rows for one attack: per model and data set, clean/perturbed/denoised as paper → ours."""
+def comparison_table(records: list[dict], paper: dict, attack: str, verdicts: dict | None = None) -> list[list[str]]:
+    """Rows for one attack: per model and data set, clean/perturbed/denoised as paper → ours.
+
+    ``verdicts`` (``verdict_lookup`` of the run's preset) marks clean and denoised cells that meet
+    (✓) or miss (✗) their target."""
     ref = paper_lookup(paper)
+    verdicts = verdicts or {}
+
+    def mark(dataset, model, what):
+        v = verdicts.get((dataset, model, attack, what))
+        return f" {MARKS[v['status']]}" if v else ""
+
     ours = {(r["dataset"], r["model"]): r for r in records if r["attack"] == attack}
     header = ["model", "data set", "clean (paper → ours)", "perturbed (paper → ours)",
               "denoised (paper → ours)", "denoised clean (ours)", "high-conf. subset: n, denoised"]
@@ -82,9 +107,9 @@ def comparison_table(records: list[dict], paper: dict, attack: str) -> list[list
             hc = acc.get("high_confidence") or {}
             hc_text = "–" if not r else f"{hc.get('n_images', 0)}, {_pct(hc.get('denoised'))}"
             rows.append([model, DATASET_NAMES[dataset],
-                         _paper_ours(p.get("clean"), acc.get("clean")),
+                         _paper_ours(p.get("clean"), acc.get("clean")) + mark(dataset, model, "clean"),
                          _paper_ours(p.get("perturbed"), acc.get("perturbed")),
-                         _paper_ours(p.get("denoised"), acc.get("denoised")),
+                         _paper_ours(p.get("denoised"), acc.get("denoised")) + mark(dataset, model, "denoised"),
                          _pct(acc.get("denoised_clean")), hc_text])
     return rows
 
@@ -169,9 +194,13 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
     blocks = [Block("h1", f"ddl reproduction report — {name}"),
               Block("p", f"ddl {results.get('ddl_version', '?')}. Paper: {paper['source']}. "
                          "Accuracies in percent; each cell reads *paper → ours*.")]
+    verdicts = verdict_lookup(load_verdicts(), name)
     for attack in ("fgsm", "jsma"):
         if any(r["attack"] == attack for r in records):
-            blocks += [Block("h2", ATTACK_TITLES[attack]), Block("table", rows=comparison_table(records, paper, attack))]
+            blocks += [Block("h2", ATTACK_TITLES[attack]),
+                       Block("table", rows=comparison_table(records, paper, attack, verdicts))]
+    if verdicts:
+        blocks += _verdict_blocks(verdicts)
     if results.get("sweep"):
         blocks += [Block("h2", "FGSM ε sweep"), Block("table", rows=sweep_table(results["sweep"])),
                    Block("p", "The paper does not give its ε. Below, each model is compared at the swept ε "
@@ -201,6 +230,19 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
         blocks.append(Block("h2", "Figures"))
         blocks += [Block("figure", text=caption, path=path) for caption, path in figures]
     return blocks
+
+
+def _verdict_blocks(verdicts: dict) -> list[Block]:
+    """What ✓ and ✗ mean, and the measured reason of every miss (``reference/verdicts.json``)."""
+    rules = load_verdicts()["rules"]
+    misses = [c for c in verdicts.values() if c["status"] == "misses"]
+    text = (f"✓ / ✗: the cell meets / misses its target. Clean: {rules['clean']}. Denoised: "
+            f"{rules['denoised']}. {len(verdicts) - len(misses)} of {len(verdicts)} cells meet it.")
+    rows = [["data set", "model", "attack", "quantity", "paper", "target", "ours", "reason"]]
+    rows += [[DATASET_NAMES[c["dataset"]], c["model"], c["attack"], c["what"], f"{c['paper']:g}",
+              f"{c['target']:g}", f"{c['ours']:.2f}", c["reason"]] for c in misses]
+    return [Block("h3", "Cells that meet or miss the paper"), Block("p", text)] + (
+        [Block("table", rows=rows)] if misses else [])
 
 
 # --- rendering -----------------------------------------------------------------------------------
