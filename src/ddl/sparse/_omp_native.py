@@ -229,7 +229,8 @@ _HEADER = r"""
 #endif
 """
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=c99"]
+_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=gnu99", "-ffp-contract=fast",
+          "-fno-math-errno"]
 
 
 def _source() -> str:

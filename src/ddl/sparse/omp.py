@@ -62,7 +62,7 @@ from torch import Tensor
 
 from ddl.sparse import _omp_native as _native
 
-__all__ = ["omp", "omp_reconstruct", "straight_through"]
+__all__ = ["omp", "omp_reconstruct", "omp_support", "straight_through"]
 
 _DEPENDENT_MSG = (
     "omp: the selected atoms became linearly dependent (Cholesky pivot <= eps) for {n} signal(s); "
@@ -636,6 +636,62 @@ def _omp_codes(X, dictionary, gram, k_max, tol, chunk_size, ols):
     return codes, supports, counter[0]
 
 
+def omp_support(
+    X,
+    dictionary,
+    *,
+    n_nonzero_coefs: int | None = None,
+    tol: float | None = None,
+    precompute_gram=None,
+    chunk_size: int = 2048,
+    selection: Literal["omp", "ols"] = "omp",
+) -> tuple[Tensor, Tensor]:
+    """Selected atoms and their coefficients per signal, without the dense code matrix.
+
+    Same coding as :func:`omp` (same arguments and warnings); returns what an adaptive attack or
+    a sparse consumer needs in O(n_samples · k) memory instead of O(n_samples · n_components).
+
+    Returns
+    -------
+    support : Tensor of shape (n_samples, k_max), int64
+        Atom indices in the order chosen, -1 where unused (k_max = ``n_nonzero_coefs``, or
+        ``min(n_features, n_components)`` with ``tol`` alone).
+    coef : Tensor of shape (n_samples, k_max), dtype of X
+        The least-squares coefficient of each selected atom, 0 where unused:
+        ``codes[i, support[i, l]] == coef[i, l]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> D = torch.eye(3, dtype=torch.float64)
+    >>> omp_support(torch.tensor([[0.5, -2.0, 1.0]], dtype=torch.float64), D, n_nonzero_coefs=2)
+    (tensor([[1, 2]]), tensor([[-2.,  1.]], dtype=torch.float64))
+    """
+    X, dictionary, gram, k_max = _check_inputs("omp_support", X, dictionary, n_nonzero_coefs,
+                                                tol, precompute_gram)
+    if selection not in ("omp", "ols"):
+        raise ValueError(f"omp_support: selection must be 'omp' or 'ols'; got {selection!r}.")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"omp_support: chunk_size must be an int >= 1; got {chunk_size!r}.")
+    lib = _native_lib(X)
+    if lib is not None:
+        out, n_dependent = _omp_native(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
+                                       selection == "ols", support=True, coef=True)
+        support, coef = out["support"], out["coef"]
+    else:
+        support = torch.full((X.shape[0], k_max), -1, dtype=torch.long, device=X.device)
+        coef = torch.zeros((X.shape[0], k_max), dtype=X.dtype, device=X.device)
+        counter = [0]
+        for rows, sup, gamma in _omp_chunks(X, dictionary, gram, k_max, tol, int(chunk_size),
+                                            selection == "ols", counter):
+            _put_rows(support, rows, sup)
+            _put_rows(coef, rows, gamma)
+        n_dependent = counter[0]
+    if n_dependent:
+        warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=2)
+    return support, coef
+
+
 _GRADS = ("exact", "bpda", "none")
 
 
@@ -693,12 +749,24 @@ def omp_reconstruct(
         raise ValueError(f"{func}: chunk_size must be an int >= 1; got {chunk_size!r}.")
     needs_graph = torch.is_grad_enabled() and (X.requires_grad or dictionary.requires_grad)
     counter = [0]
+    lib = _native_lib(X)
     if grad == "exact" and needs_graph:
-        support = torch.full((X.shape[0], k_max), -1, dtype=torch.long, device=X.device)
-        for rows, sup, _ in _omp_chunks(X.detach(), dictionary.detach(), None, k_max, tol,
-                                        int(chunk_size), selection == "ols", counter):
-            _put_rows(support, rows, sup)
+        if lib is not None:
+            res, counter[0] = _omp_native(lib, X.detach(), dictionary.detach(), None, k_max, tol,
+                                          int(chunk_size), selection == "ols", support=True)
+            support = res["support"]
+        else:
+            support = torch.full((X.shape[0], k_max), -1, dtype=torch.long, device=X.device)
+            for rows, sup, _ in _omp_chunks(X.detach(), dictionary.detach(), None, k_max, tol,
+                                            int(chunk_size), selection == "ols", counter):
+                _put_rows(support, rows, sup)
         out = _project_on_support(X, dictionary, support)
+    elif lib is not None:
+        res, counter[0] = _omp_native(lib, X.detach(), dictionary.detach(), None, k_max, tol,
+                                      int(chunk_size), selection == "ols", recon=True)
+        out = res["recon"]
+        if grad == "bpda" and needs_graph and X.requires_grad:
+            out = straight_through(X, out)              # forward: x̂; backward: identity
     else:
         out = _reconstruct_no_grad(X.detach(), dictionary.detach(), k_max, tol, int(chunk_size),
                                    selection == "ols", counter)
@@ -760,9 +828,28 @@ def _project_on_support(X: Tensor, dictionary: Tensor, support: Tensor) -> Tenso
 
     Unused slots get an identity row/column in the k x k Gram matrix and a zero right-hand
     side, so their coefficient is exactly 0 and every system stays positive definite.
+
+    Small supports (``k · n_features <= 2 · n_components``, e.g. the tuned MNIST defence, k = 1)
+    gather the k atoms of each row, ``D_S`` (n, k, n_features), instead of forming ``X Dᵀ`` and a
+    dense code matrix: O(k·n_features) per row instead of O(n_components·n_features), forward
+    and backward, and k = 1 needs no factorisation (``x̂ = (d·x / d·d) d``).
     """
     valid = support >= 0                                                  # (n, k)
     S = support.clamp_min(0)
+    k = S.shape[1]
+    if k * X.shape[1] <= 2 * dictionary.shape[0]:
+        D_S = dictionary[S]                                               # (n, k, F)
+        rhs = torch.bmm(D_S, X[:, :, None])[:, :, 0]                      # (n, k) D_S x
+        if k == 1:
+            norm2 = D_S.square().sum(2)                                    # (n, 1) d·d
+            coef = torch.where(valid, rhs / torch.where(valid, norm2, 1.0), 0.0)
+            return coef * D_S[:, 0]
+        both = valid[:, :, None] & valid[:, None, :]
+        eye = torch.eye(k, dtype=X.dtype, device=X.device)
+        G_S = torch.where(both, torch.bmm(D_S, D_S.transpose(1, 2)), eye)  # (n, k, k)
+        coef = torch.cholesky_solve((rhs * valid)[:, :, None],
+                                    torch.linalg.cholesky(G_S)) * valid[:, :, None]
+        return torch.bmm(coef.transpose(1, 2), D_S)[:, 0]                 # (n, F)
     gram = dictionary @ dictionary.T                                      # (K, K)
     rhs = (X @ dictionary.T).gather(1, S) * valid                         # (n, k) D_S x
     both = valid[:, :, None] & valid[:, None, :]
