@@ -8,13 +8,11 @@ Grad-CAM worked out by hand on a tiny conv net with fixed weights.
 from __future__ import annotations
 
 import doctest
-import importlib
 
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
-from scipy.spatial.distance import squareform
 from torch import nn
 from torch.nn import functional as F
 
@@ -22,7 +20,6 @@ from ddl import plots
 from ddl.plots import atoms as atoms_mod
 from ddl.plots import distributions as dist_mod
 
-tsne_mod = importlib.import_module("ddl.plots.tsne")  # `ddl.plots.tsne` the attribute is the function
 
 
 @pytest.fixture(autouse=True)
@@ -41,64 +38,7 @@ def _blobs(rng, n_per=50, n_features=10, centres=3, spread=8.0):
     return x, np.repeat(np.arange(centres), n_per)
 
 
-def _sq_dist(x):
-    # float32-representable values: scikit-learn casts the distances to float32 before its search
-    return ((x[:, None] - x[None]) ** 2).sum(-1).astype(np.float32).astype(np.float64)
-
-
 # ----------------------------------------------------------------------------------------- t-SNE
-
-
-@pytest.mark.parametrize("perplexity", [5.0, 30.0])
-def test_conditional_rows_have_requested_perplexity(rng, perplexity):
-    x, _ = _blobs(rng)
-    cond = tsne_mod._binary_search_perplexity(torch.from_numpy(_sq_dist(x)), perplexity).numpy()
-    assert np.allclose(cond.sum(1), 1.0) and np.all(np.diag(cond) == 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h_bits = -np.where(cond > 0, cond * np.log2(cond), 0.0).sum(1)
-    np.testing.assert_allclose(2.0**h_bits, perplexity, atol=1e-3)
-
-
-def test_joint_probabilities_equal_sklearn(rng):
-    from sklearn.manifold._t_sne import _joint_probabilities
-
-    x, _ = _blobs(rng)
-    d = _sq_dist(x)
-    ours = tsne_mod._joint_probabilities(torch.from_numpy(d), 30.0).numpy()
-    ref = squareform(_joint_probabilities(d, 30.0, 0))
-    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-12)
-    assert ours.sum() == pytest.approx(1.0) and np.allclose(ours, ours.T)
-
-
-def test_kl_gradient_and_descent_equal_sklearn(rng):
-    from sklearn.manifold._t_sne import _gradient_descent, _joint_probabilities, _kl_divergence
-
-    x, _ = _blobs(rng, n_per=20)
-    d = _sq_dist(x)
-    p_cond = _joint_probabilities(d, 10.0, 0)
-    p = torch.from_numpy(squareform(p_cond))
-    y0 = rng.standard_normal((x.shape[0], 2)) * 1e-2
-    _, grad_ref = _kl_divergence(y0.ravel().copy(), p_cond, 1, x.shape[0], 2)
-    grad = tsne_mod._kl_gradient(torch.from_numpy(y0), p).numpy()
-    np.testing.assert_allclose(grad.ravel(), grad_ref, rtol=1e-9, atol=1e-15)
-
-    y_ref, _, _ = _gradient_descent(
-        _kl_divergence, y0.ravel().copy(), 0, 12, n_iter_check=10_000, n_iter_without_progress=10_000,
-        momentum=0.5, learning_rate=50.0, min_grad_norm=0.0, args=[p_cond * 12.0, 1, x.shape[0], 2],
-    )
-    y = tsne_mod._gradient_descent(torch.from_numpy(y0), p * 12.0, 12, 50.0, momentum=0.5).numpy()
-    # 12 steps: t-SNE is chaotic (rounding differences grow ~10x per step), so longer runs diverge
-    np.testing.assert_allclose(y.ravel(), y_ref, rtol=1e-7, atol=1e-9)
-
-
-def test_pca_equals_sklearn_up_to_sign(rng):
-    from sklearn.decomposition import PCA
-
-    x = rng.standard_normal((60, 80)) @ rng.standard_normal((80, 80))
-    ours = tsne_mod._pca(torch.from_numpy(x), 50).numpy()
-    ref = PCA(50, svd_solver="full").fit_transform(x)
-    signs = np.sign((ours * ref).sum(0))
-    np.testing.assert_allclose(ours, ref * signs, rtol=1e-7, atol=1e-8)
 
 
 def test_tsne_separates_blobs_as_well_as_sklearn(rng):
@@ -106,10 +46,10 @@ def test_tsne_separates_blobs_as_well_as_sklearn(rng):
 
     x, _ = _blobs(rng, n_per=50, spread=2.0)  # 150 points, 10 features
     emb = plots.tsne(x, perplexity=30.0, n_iter=750, random_state=0)
-    ref = TSNE(perplexity=30.0, max_iter=750, method="exact", init="pca", random_state=0).fit_transform(x)
+    ref = TSNE(perplexity=30.0, max_iter=750, init="pca", random_state=0).fit_transform(x)
     t_ours, t_ref = trustworthiness(x, emb, n_neighbors=5), trustworthiness(x, ref, n_neighbors=5)
     assert emb.shape == (150, 2) and emb.dtype == np.float64
-    assert t_ours >= 0.9 and t_ours >= t_ref - 0.05, (t_ours, t_ref)
+    assert t_ours >= 0.9 and t_ours == pytest.approx(t_ref), (t_ours, t_ref)  # same algorithm, same seed
 
 
 def test_tsne_reproducible_and_seeded(rng):
@@ -134,12 +74,12 @@ def test_tsne_reproducible_and_seeded(rng):
         ({"perplexity": 9.0}, ValueError, r"perplexity must be a number in \(0, n_samples - 1 = 9\); got 9.0"),
         ({"perplexity": 0}, ValueError, "perplexity"),
         ({"n_iter": 100}, ValueError, "n_iter must be an int >= 250; got 100|n_iter must be an int >= 250"),
-        ({"n_components": 0}, ValueError, "n_components must be a positive int; got 0"),
+        ({"n_components": 0}, ValueError, r"n_components must be an int in \[1, 3\]; got 0"),
         ({"learning_rate": -1.0}, ValueError, "learning_rate must be 'auto' or a positive number"),
         ({"early_exaggeration": 0.5}, ValueError, "early_exaggeration must be a number >= 1"),
         ({"init": "spectral"}, ValueError, "init must be 'pca' or 'random'"),
         ({"random_state": None}, TypeError, "random_state must be an int"),
-        ({"n_components": 4}, ValueError, "init='pca' needs n_components <= min"),
+        ({"n_components": 4}, ValueError, r"n_components must be an int in \[1, 3\]; got 4"),
     ],
 )
 def test_tsne_errors(kwargs, exc, match):
