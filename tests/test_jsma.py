@@ -69,7 +69,7 @@ def _search(alpha, beta, domain, increase, budget_bytes):
 def test_hand_network_first_step_and_success():
     x = torch.zeros(1, 1, 1, 6)
     # Z(0) = [1, 0, 0] → class 0; after x4 = x5 = 1: Z = [1 + 0.5 - 3, 0, 3] → class 2 = target.
-    x_adv, info = jsma(_hand_model(), x, torch.tensor([2]), gamma=1.0, return_info=True)
+    x_adv, info = jsma(_hand_model(), x, target=torch.tensor([2]), gamma=1.0, return_info=True)
     assert x_adv.view(6).tolist() == [0, 0, 0, 0, 1, 1]
     assert info.success.tolist() == [True] and info.n_iter.tolist() == [1]
     assert info.n_changed.tolist() == [2] and info.l0.tolist() == [2]
@@ -91,7 +91,7 @@ def test_hand_network_saliency_pair_matches_hand_table():
 
 def test_single_selection_is_top_two_target_derivatives():
     # α = [1, 2, -1, 0.5, 3, 0] → features 4 and 1, whatever β says (ART's ranking).
-    x_adv, info = jsma(_hand_model(), torch.zeros(1, 1, 1, 6), torch.tensor([2]), gamma=1 / 3,
+    x_adv, info = jsma(_hand_model(), torch.zeros(1, 1, 1, 6), target=torch.tensor([2]), gamma=1 / 3,
                        selection="single", return_info=True)
     assert x_adv.view(6).tolist() == [0, 1, 0, 0, 1, 0] and info.n_iter.tolist() == [1]
 
@@ -100,11 +100,11 @@ def test_theta_negative_decreases_features():
     # With all weights negated, decreasing features plays the role of increasing them: the
     # θ < 0 map (a < 0, b > 0, score |a|·b) picks (4, 5) again. One iteration (γ = 1/3).
     x = torch.ones(1, 1, 1, 6)
-    x_adv, info = jsma(_hand_model(sign=-1.0), x, torch.tensor([2]), theta=-1.0, gamma=1 / 3, return_info=True)
+    x_adv, info = jsma(_hand_model(sign=-1.0), x, target=torch.tensor([2]), theta=-1.0, gamma=1 / 3, return_info=True)
     assert x_adv.view(6).tolist() == [1, 1, 1, 1, 0, 0]
     assert info.n_iter.tolist() == [1] and not info.success.item()
     # and a partial step keeps the feature in the domain: θ = -0.4 twice on the same pair
-    x_adv = jsma(_hand_model(sign=-1.0), x, torch.tensor([2]), theta=-0.4, gamma=2 / 3)
+    x_adv = jsma(_hand_model(sign=-1.0), x, target=torch.tensor([2]), theta=-0.4, gamma=2 / 3)
     assert x_adv.view(6)[4:].tolist() == pytest.approx([0.2, 0.2])
     assert x_adv.view(6)[:4].tolist() == [1, 1, 1, 1]
 
@@ -113,7 +113,7 @@ def test_features_at_the_bound_are_not_in_the_domain():
     # x4 already at 1: cannot increase, so the best admissible pair is (0,5)/(1,5) at score 4 → (0,5).
     # Z = [5 + 0.5, 0, 3] → class 0; after x0 = x5 = 1: Z = [5.5 - 1 - 3, 0, 3 + 1] → class 2.
     x = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 0.0]).view(1, 1, 1, 6)
-    x_adv, info = jsma(_hand_model(bias0=5.0), x, torch.tensor([2]), gamma=1 / 3, return_info=True)
+    x_adv, info = jsma(_hand_model(bias0=5.0), x, target=torch.tensor([2]), gamma=1 / 3, return_info=True)
     assert x_adv.view(6).tolist() == [1, 0, 0, 0, 1, 1] and info.success.item()
 
 
@@ -228,7 +228,7 @@ def test_thirteen_classes_two_backward_passes_equal_full_jacobian(rng):
     with torch.no_grad():
         target = (model(x).argmax(1) + 5) % 13
     # one iteration: γ·N/2 = (1/6)·12/2 = 1
-    x_adv, info = jsma(model, x, target, gamma=1 / 6, theta=0.5, return_info=True)
+    x_adv, info = jsma(model, x, target=target, gamma=1 / 6, theta=0.5, return_info=True)
     assert info.n_iter.tolist() == [1, 1, 1]
     for i in range(3):
         jac = torch.autograd.functional.jacobian(lambda v: model(v[None])[0], x[i]).reshape(13, 12)
@@ -247,7 +247,7 @@ def test_budget_clip_direction_and_untouched_inputs(rng):
     x = torch.rand(6, 1, 8, 8)
     before = x.clone()
     target = torch.tensor([1, 2, 3, 4, 5, 6])
-    x_adv, info = jsma(model, x, target, gamma=0.1, theta=0.3, return_info=True)
+    x_adv, info = jsma(model, x, target=target, gamma=0.1, theta=0.3, return_info=True)
     max_iter = math.floor(0.1 * 64 / 2)                     # = 3
     assert torch.equal(x, before)
     assert all(p.grad is None for p in model.parameters())
@@ -267,9 +267,31 @@ def test_iteration_budget_is_floor_gamma_n_over_2():
     w = [[-1.0] * 100, [1.0] * 100]
     model = _linear(w, [0.0, -1000.0])
     for gamma, iters in [(0.58, 29), (0.1, 5), (0.03, 1), (0.01, 0)]:
-        x_adv, info = jsma(model, torch.zeros(1, 1, 10, 10), torch.tensor([1]), gamma=gamma, return_info=True)
+        x_adv, info = jsma(model, torch.zeros(1, 1, 10, 10), target=torch.tensor([1]), gamma=gamma, return_info=True)
         assert info.n_iter.item() == iters and info.n_changed.item() == 2 * iters
         assert not info.success.item()
+
+
+def test_torchattacks_iteration_rule_is_ceil_gamma_n_over_2():
+    w = [[-1.0] * 100, [1.0] * 100]
+    model = _linear(w, [0.0, -1000.0])
+    for gamma, iters in [(0.58, 29), (0.1, 5), (0.03, 2), (0.01, 1), (0.011, 1)]:
+        _, info = jsma(model, torch.zeros(1, 1, 10, 10), target=torch.tensor([1]), gamma=gamma, iterations="ceil",
+                       return_info=True)
+        assert info.n_iter.item() == iters, gamma
+
+
+def test_torchattacks_search_domain_starts_below_0_99():
+    # α = +1, β = −1 everywhere: every pair is admissible; features 0..3 sit at 0.995, so they are
+    # in Γ under the paper's rule (below the clip maximum 1) and not under torchattacks' (below 0.99).
+    w = [[-1.0] * 10, [1.0] * 10]
+    model = _linear(w, [0.0, -1000.0])
+    x = torch.zeros(1, 1, 1, 10)
+    x[..., :4] = 0.995
+    paper = jsma(model, x, target=torch.tensor([1]), gamma=0.2, theta=0.001)     # 1 iteration
+    ta = jsma(model, x, target=torch.tensor([1]), gamma=0.2, theta=0.001, domain_below=0.99)
+    assert (paper != x).flatten().nonzero().flatten().tolist() == [0, 1]       # first optimal pair
+    assert (ta != x).flatten().nonzero().flatten().tolist() == [4, 5]
 
 
 def test_finished_images_stop_changing(rng):
@@ -277,14 +299,14 @@ def test_finished_images_stop_changing(rng):
     x = torch.rand(8, 1, 8, 8) * 0.5
     with torch.no_grad():
         target = (model(x).argmax(1) + 1) % 10
-    small, info_s = jsma(model, x, target, gamma=0.1, return_info=True)
-    large, info_l = jsma(model, x, target, gamma=0.4, return_info=True)
+    small, info_s = jsma(model, x, target=target, gamma=0.1, return_info=True)
+    large, info_l = jsma(model, x, target=target, gamma=0.4, return_info=True)
     ok = info_s.success
     assert ok.any() and (~ok).any()
     assert torch.equal(large[ok], small[ok]) and torch.equal(info_l.n_iter[ok], info_s.n_iter[ok])
     assert (info_l.n_iter[~ok] >= info_s.n_iter[~ok]).all()
     # batching does not change anything either
-    assert torch.equal(jsma(model, x, target, gamma=0.1, batch_size=3), small)
+    assert torch.equal(jsma(model, x, target=target, gamma=0.1, batch_size=3), small)
 
 
 def test_target_already_predicted_changes_nothing(rng):
@@ -292,7 +314,7 @@ def test_target_already_predicted_changes_nothing(rng):
     x = torch.rand(2, 1, 8, 8)
     with torch.no_grad():
         pred = model(x).argmax(1)
-    x_adv, info = jsma(model, x, pred, return_info=True)
+    x_adv, info = jsma(model, x, target=pred, return_info=True)
     assert torch.equal(x_adv, x) and info.success.all() and (info.n_iter == 0).all()
 
 
@@ -316,7 +338,7 @@ def test_colour_input_counts_channel_values_as_features(rng):
     x = torch.rand(5, 3, 4, 4) * 0.9
     with torch.no_grad():
         target = (model(x).argmax(1) + 3) % 10
-    x_adv, info = jsma(model, x, target, gamma=0.25, return_info=True)   # N = 48 → 6 iterations
+    x_adv, info = jsma(model, x, target=target, gamma=0.25, return_info=True)   # N = 48 → 6 iterations
     assert x_adv.shape == x.shape and (info.n_iter <= 6).all()
     changed = x_adv != x
     assert torch.equal(info.n_changed, changed.flatten(1).sum(1))
@@ -328,14 +350,14 @@ def test_memory_budget_does_not_change_the_result(rng):
     model = _small_cnn(seed=4)
     x = torch.rand(4, 1, 8, 8)
     t = torch.tensor([0, 1, 2, 3])
-    assert torch.equal(jsma(model, x, t, gamma=0.2, memory_budget_mb=1e-4),
-                       jsma(model, x, t, gamma=0.2))
+    assert torch.equal(jsma(model, x, target=t, gamma=0.2, memory_budget_mb=1e-4),
+                       jsma(model, x, target=t, gamma=0.2))
 
 
 def test_float64_and_info_type(rng):
     model = _small_cnn(dtype=torch.float64)
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
-    x_adv, info = jsma(model, x, torch.tensor([1, 2]), gamma=0.05, return_info=True)
+    x_adv, info = jsma(model, x, target=torch.tensor([1, 2]), gamma=0.05, return_info=True)
     assert x_adv.dtype == torch.float64 and isinstance(info, JSMAInfo)
 
 
@@ -343,33 +365,39 @@ def test_jsma_errors():
     model = _hand_model()
     x, t = torch.zeros(1, 1, 1, 6), torch.tensor([2])
     with pytest.raises(ValueError, match="jsma: model is in training mode"):
-        jsma(model.train(), x, t)
+        jsma(model.train(), x, target=t)
     model.eval()
     with pytest.raises(ValueError, match="jsma: theta must be a finite nonzero number; got 0"):
-        jsma(model, x, t, theta=0)
+        jsma(model, x, target=t, theta=0)
     with pytest.raises(ValueError, match=r"jsma: gamma must be a number in \(0, 1\]; got 1.5"):
-        jsma(model, x, t, gamma=1.5)
+        jsma(model, x, target=t, gamma=1.5)
     with pytest.raises(ValueError, match=r"jsma: gamma must be a number in \(0, 1\]; got 0"):
-        jsma(model, x, t, gamma=0)
+        jsma(model, x, target=t, gamma=0)
     with pytest.raises(ValueError, match="jsma: selection must be one of 'pairwise', 'single'; got 'triple'"):
-        jsma(model, x, t, selection="triple")
-    with pytest.raises(ValueError, match="jsma: pass either target or y, not both"):
-        jsma(model, x, t, y=torch.tensor([0]))
+        jsma(model, x, target=t, selection="triple")
+    with pytest.raises(ValueError, match=r"jsma: y must have shape \(1,\) to match x; got shape \(2,\)"):
+        jsma(model, x, torch.tensor([0, 1]), target=t)
+    with pytest.raises(ValueError, match="jsma: iterations must be one of 'floor', 'ceil'; got 'round'"):
+        jsma(model, x, target=t, iterations="round")
+    with pytest.raises(ValueError, match=r"jsma: domain_below must be a number in \(0.0, 1.0\] or None; got 0"):
+        jsma(model, x, target=t, domain_below=0)
+    with pytest.raises(ValueError, match=r"jsma: domain_below applies to theta > 0"):
+        jsma(model, x, target=t, theta=-1.0, domain_below=0.99)
     with pytest.raises(ValueError, match=r"jsma: target values must be class indices in \[0, 3\)"):
-        jsma(model, x, torch.tensor([3]))
+        jsma(model, x, target=torch.tensor([3]))
     with pytest.raises(TypeError, match="jsma: target must be int64 class labels; got torch.float32"):
-        jsma(model, x, torch.tensor([2.0]))
+        jsma(model, x, target=torch.tensor([2.0]))
     with pytest.raises(ValueError, match=r"jsma: y must have shape \(1,\) to match x"):
         jsma(model, x, y=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="jsma: memory_budget_mb must be a finite number > 0; got 0"):
-        jsma(model, x, t, memory_budget_mb=0)
+        jsma(model, x, target=t, memory_budget_mb=0)
     with pytest.raises(ValueError, match="jsma: batch_size must be an int >= 1; got 0"):
-        jsma(model, x, t, batch_size=0)
+        jsma(model, x, target=t, batch_size=0)
     with pytest.raises(ValueError, match="jsma: seed must be an int >= 0; got -2"):
         jsma(model, x, seed=-2)
     with pytest.raises(ValueError, match="jsma: return_info must be a bool; got 1"):
-        jsma(model, x, t, return_info=1)
+        jsma(model, x, target=t, return_info=1)
     with pytest.raises(TypeError, match="jsma: x must be a floating-point tensor"):
-        jsma(model, x.to(torch.uint8), t)
+        jsma(model, x.to(torch.uint8), target=t)
     with pytest.raises(ValueError, match=r"jsma: x values must lie within clip=\(0.0, 1.0\)"):
-        jsma(model, x - 1, t)
+        jsma(model, x - 1, target=t)

@@ -409,13 +409,11 @@ def get_adversarial(cfg, attack: AttackConfig, model, model_key: str, x, y, cach
 
 
 def run_attack(attack: AttackConfig, model, x, y):
-    """Call ``ddl.attacks.ATTACKS[name]``; JSMA takes a target (random wrong class from ``y``)."""
+    """Call ``ddl.attacks.ATTACKS[name](model, x, y, **params)`` (JSMA draws a random wrong
+    class of ``y`` as each image's target)."""
     from ddl.attacks import ATTACKS
 
-    fn = ATTACKS[attack.name]
-    if attack.name == "jsma":
-        return fn(model, x, None, y=y, **attack.params)
-    return fn(model, x, y, **attack.params)
+    return ATTACKS[attack.name](model, x, y, **attack.params)
 
 
 def _tensor_fingerprint(x: torch.Tensor) -> str:

@@ -45,11 +45,16 @@ of N², and the scoring is chunked by rows so that at most ``memory_budget_mb`` 
 at once (all of Γ can be on the layers when u and v are anti-correlated): memory O(batch·N·rows),
 never batch·N². The tests check the chosen pair against a plain double loop over all pairs.
 
-**Compared with torchattacks' JSMA** (same saliency map, same logits) two rules differ: it
-starts Γ with the features below 0.99 rather than below the bound, and it allows ⌈γ·N/2⌉
-iterations rather than ⌊γ·N/2⌋. We follow the paper and CleverHans on both. With those two rules
-changed, our attack reproduces torchattacks' success rate and mean L0 on the W4 benchmark
-(bench/w4_notes.md), which checks that the algorithms otherwise agree.
+**Two rules the paper leaves open**, decided here (and offered as options):
+
+- *iterations*: ⌊γ·N/2⌋ (Papernot's ``max_iter``, CleverHans; ``iterations="floor"``, the default)
+  or ⌈γ·N/2⌉ (torchattacks; ``iterations="ceil"``);
+- *search domain*: Γ starts with the features below the clip maximum (Papernot, CleverHans;
+  ``domain_below=None``, the default) or below a lower threshold (torchattacks: 0.99;
+  ``domain_below=0.99``). Only for θ > 0.
+
+With ``iterations="ceil", domain_below=0.99`` our attack reproduces torchattacks' success rate and
+mean L0 on the W4 benchmark (bench/w4_notes.md), which checks that the algorithms otherwise agree.
 
 ``selection="single"`` is the ranking used by ART's ``SaliencyMapMethod``: the two features of Γ
 with the largest sign(θ)·∂Z_t/∂x, no condition on the other classes (one backward pass per step).
@@ -76,6 +81,7 @@ from ddl.attacks._checks import (check_choice, check_clip, check_eval_mode, chec
 __all__ = ["jsma", "JSMAInfo"]
 
 _SELECTIONS = ("pairwise", "single")
+_ITERATION_RULES = ("floor", "ceil")
 _BYTES_PER_PAIR = 24      # temporaries per (image, p, q) entry of the pair search: a, b, a·b, masks
 
 
@@ -246,12 +252,14 @@ def _logit_derivatives(model: nn.Module, x: torch.Tensor, shape: torch.Size, tar
 
 
 def _jsma_chunk(model: nn.Module, x: torch.Tensor, target: torch.Tensor, theta: float, lo: float, hi: float,
-                max_iter: int, selection: str, budget_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Attack one chunk (B, C, H, W); returns x_adv (B, C, H, W), success (B,), n_iter (B,)."""
+                max_iter: int, selection: str, budget_bytes: int,
+                domain_hi: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attack one chunk (B, C, H, W); returns x_adv (B, C, H, W), success (B,), n_iter (B,).
+    Γ starts with the features below ``domain_hi`` (θ > 0) or above ``lo`` (θ < 0)."""
     b, shape = x.shape[0], x.shape[1:]
     x_cur = x.detach().reshape(b, -1).clone()                     # (A, N), A = images still attacked
     increase = theta > 0
-    domain = x_cur < hi if increase else x_cur > lo               # (A, N) search domain Γ
+    domain = x_cur < domain_hi if increase else x_cur > lo        # (A, N) search domain Γ
     sign = 1.0 if increase else -1.0
     out, success = x_cur.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
     n_iter = torch.zeros(b, dtype=torch.int64, device=x.device)
@@ -298,9 +306,10 @@ def _info(x: torch.Tensor, x_adv: torch.Tensor, success, target, n_iter) -> JSMA
                     linf=d.flatten(1).abs().amax(dim=1), target=target.cpu(), n_iter=n_iter.cpu())
 
 
-def jsma(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, *,
-         y: torch.Tensor | None = None, theta: float = 1.0, gamma: float = 0.1,
-         clip: tuple[float, float] = (0.0, 1.0), selection: str = "pairwise", seed: int = 0,
+def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
+         target: torch.Tensor | None = None, theta: float = 1.0, gamma: float = 0.1,
+         clip: tuple[float, float] = (0.0, 1.0), selection: str = "pairwise", iterations: str = "floor",
+         domain_below: float | None = None, seed: int = 0,
          batch_size: int = 256, memory_budget_mb: float = 256,
          return_info: bool = False) -> torch.Tensor | tuple[torch.Tensor, JSMAInfo]:
     """Targeted Jacobian-based Saliency Map Attack (Papernot et al. 2016, Algorithm 3, eq. (10)).
@@ -311,12 +320,13 @@ def jsma(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, 
         Classifier in eval mode mapping (N, C, H, W) to logits (N, K), any K >= 2; not modified.
     x : Tensor of shape (N, C, H, W), floating point, values within ``clip``
         Clean images; not modified.
-    target : Tensor of shape (N,), int64, or None
-        Target class per image. ``None``: a random class different from ``y`` (or, when ``y`` is
-        also None, from the model's prediction on ``x``), uniform over the K − 1 others, drawn with
-        ``seed`` — the paper's "random target among the wrong classes".
     y : Tensor of shape (N,), int64, or None
-        True labels, used only to draw random targets; pass either ``target`` or ``y``, not both.
+        True labels (the third argument of every ddl attack). With ``target=None`` the target of
+        each image is a random class different from ``y`` (``y=None``: from the model's
+        prediction on ``x``), uniform over the K − 1 others, drawn with ``seed`` — the paper's
+        "random target among the wrong classes".
+    target : Tensor of shape (N,), int64, or None
+        Target class per image, instead of random targets.
     theta : float, nonzero, default 1.0
         Change applied to each selected feature per step; > 0 increases features (Algorithm 3),
         < 0 decreases them (the signs of the saliency conditions flip).
@@ -327,6 +337,11 @@ def jsma(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, 
     selection : {"pairwise", "single"}, default "pairwise"
         "pairwise": the paper's saliency map over feature pairs. "single": ART's ranking of
         single features by the target-class derivative (not the paper's algorithm).
+    iterations : {"floor", "ceil"}, default "floor"
+        At most ⌊γ·N/2⌋ iterations (Papernot, CleverHans) or ⌈γ·N/2⌉ (torchattacks).
+    domain_below : float or None, default None
+        θ > 0 only: Γ starts with the features below this value (torchattacks: 0.99); None: below
+        the clip maximum (Papernot, CleverHans).
     seed : int >= 0, default 0
         Seed of the random targets (a private ``torch.Generator``; global RNG untouched).
     batch_size : int >= 1, default 256
@@ -353,7 +368,7 @@ def jsma(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, 
     ...     _ = lin.weight.copy_(torch.tensor([[1.0, 0, -1, 0], [0, 1, 2, -1], [0, -1, 0, 1]]))
     >>> model = torch.nn.Sequential(torch.nn.Flatten(), lin).eval()
     >>> x = torch.tensor([[[[0.6, 0.0, 0.0, 0.0]]]])
-    >>> jsma(model, x, torch.tensor([1]), gamma=1.0).tolist()
+    >>> jsma(model, x, target=torch.tensor([1]), gamma=1.0).tolist()
     [[[[0.6000000238418579, 1.0, 1.0, 0.0]]]]
     """
     check_eval_mode("jsma", model)
@@ -364,6 +379,14 @@ def jsma(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, 
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
         raise ValueError(f"jsma: gamma must be a number in (0, 1]; got {gamma!r}.")
     check_choice("jsma", selection, "selection", _SELECTIONS)
+    check_choice("jsma", iterations, "iterations", _ITERATION_RULES)
+    domain_hi = hi
+    if domain_below is not None:
+        if theta < 0:
+            raise ValueError(f"jsma: domain_below applies to theta > 0 (features that increase); got theta={theta!r}.")
+        if isinstance(domain_below, bool) or not isinstance(domain_below, (int, float)) or not lo < domain_below <= hi:
+            raise ValueError(f"jsma: domain_below must be a number in ({lo}, {hi}] or None; got {domain_below!r}.")
+        domain_hi = float(domain_below)
     check_int("jsma", seed, "seed", 0)
     check_int("jsma", batch_size, "batch_size", 1)
     budget = check_positive("jsma", memory_budget_mb, "memory_budget_mb")
@@ -372,9 +395,10 @@ def jsma(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, 
     n_classes = n_classes_of("jsma", model, x)
     target = _resolve_target(model, x, target, y, n_classes, seed, batch_size).to(x.device)
     n_features = x[0].numel()
-    max_iter = math.floor(gamma * n_features / 2 + 1e-9)          # guard 0.58·100/2 = 28.999…
+    half = gamma * n_features / 2
+    max_iter = math.floor(half + 1e-9) if iterations == "floor" else math.ceil(half - 1e-9)  # 0.58·100/2 = 28.999…
     parts = [_jsma_chunk(model, x[i:i + batch_size], target[i:i + batch_size], float(theta), lo, hi,
-                         max_iter, selection, int(budget * 2**20))
+                         max_iter, selection, int(budget * 2**20), domain_hi)
              for i in range(0, len(x), batch_size)]
     x_adv = torch.cat([p[0] for p in parts])
     if not return_info:
@@ -387,7 +411,7 @@ def _resolve_target(model, x, target, y, n_classes: int, seed: int, batch_size: 
     """Validated ``target``, or random wrong classes relative to ``y`` / the model's predictions."""
     if target is not None:
         if y is not None:
-            raise ValueError("jsma: pass either target or y, not both (y only serves to draw random targets).")
+            check_labels("jsma", y, x.shape[0], n_classes)
         check_labels("jsma", target, x.shape[0], n_classes, name="target")
         return target
     if y is not None:
