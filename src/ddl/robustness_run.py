@@ -1,0 +1,188 @@
+"""``ddl robustness``: load a classifier and a defence, run :func:`ddl.robustness.evaluate_robustness`
+on the first ``n_images`` test images, write ``robustness.json`` and print a table.
+
+An experiments-layer module: it composes the library (data, zoo, defence, robustness) and is
+called by the CLI and by ``ddl reproduce``; the library knows nothing of it.
+
+Caching: the fitted dictionary (``cache/dictionary-<key>.pt``) and every (attack, ε) result
+(``cache/<key>-<attack>-<eps>.json``) are stored in the output folder under keys of their inputs
+(model file hash, defence parameters and dictionary hash, image indices, budgets, seed), so an
+interrupted evaluation resumes and a repeated one recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["build_defence", "format_table", "run_robustness"]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _tensor_sha(t: torch.Tensor) -> str:
+    return _sha(t.detach().cpu().contiguous().numpy().tobytes())
+
+
+def _defence_config(name: str, dataset: str):
+    from ddl import config
+
+    if name == "tuned":
+        tuned = config.load_tuned()
+        if dataset not in tuned:
+            raise ValueError(f"ddl robustness: no tuned defence for {dataset!r}; have {sorted(tuned)}.")
+        return tuned[dataset]
+    return config.PAPER.defence[dataset]
+
+
+def build_defence(spec: str, dataset: str, *, data_dir=None, cache: Path | None = None,
+                  progress: bool = True):
+    """``"none"`` → None; ``"tuned"``/``"paper"`` → a DictionaryDenoiser fitted on the clean
+    training set with that preset's parameters (cached); a path → ``DictionaryDenoiser.load``.
+
+    Returns ``(defence or None, description dict or None)``."""
+    from ddl.defence import DictionaryDenoiser
+
+    if spec == "none":
+        return None, None
+    if spec in ("tuned", "paper"):
+        cfg = _defence_config(spec, dataset)
+        params = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                  if f.name != "dictionary_source"}
+        key = _sha(json.dumps([dataset, params], sort_keys=True).encode())[:16]
+        path = cache / f"dictionary-{spec}-{dataset}-{key}.pt" if cache is not None else None
+        if path is not None and path.is_file():
+            den = DictionaryDenoiser.load(path)
+        else:
+            from ddl.data import load_dataset
+
+            if progress:
+                print(f"fitting the {spec} dictionary on the {dataset} training set ...", flush=True)
+            x_train, _ = load_dataset(dataset, "train", data_dir=data_dir)
+            den = DictionaryDenoiser(**params).fit(x_train)
+            if path is not None:
+                den.save(path)
+        return den, {"name": spec, **params, "dictionary_sha256": _tensor_sha(den.dictionary_)}
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"ddl robustness: --defence must be none, paper, tuned or a file written by "
+                         f"DictionaryDenoiser.save; got {spec!r} (no such file).")
+    den = DictionaryDenoiser.load(path)
+    params = den.get_params()
+    params["device"] = str(params["device"])
+    return den, {"name": str(path), **params, "dictionary_sha256": _tensor_sha(den.dictionary_)}
+
+
+def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: str | None = None,
+                   defence: str = "tuned", eps, n_images: int = 200, attacks=None, seed: int = 0,
+                   out: str | Path, data_dir=None, budgets: dict[str, Any] | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Evaluate one (data set, model, defence); write and return the ``robustness.json`` record."""
+    from ddl import zoo
+    from ddl._io import atomic_write_json
+    from ddl.data import load_dataset
+    from ddl.robustness import DEFAULT_ATTACKS, evaluate_robustness
+
+    if (model_name is None) == (checkpoint is None):
+        raise ValueError("ddl robustness: give exactly one of --zoo MODEL or --checkpoint FILE.")
+    if not isinstance(n_images, int) or n_images < 1:
+        raise ValueError(f"ddl robustness: --n-images must be an int >= 1; got {n_images!r}.")
+    out = Path(out)
+    cache = out / "cache"
+    if model_name is not None:
+        entry = zoo.find(model_name, dataset)
+        if entry is None:
+            import difflib
+
+            names = sorted({e.model for e in zoo.entries()})
+            close = difflib.get_close_matches(model_name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"ddl robustness: --zoo must be one of {names} for {dataset}; got "
+                             f"{model_name!r}{hint}.")
+        model = zoo.load(model_name, dataset)
+        model_file = entry.path
+        model_desc = {"source": "zoo", "name": model_name, "test_accuracy": entry.accuracy}
+    else:
+        from ddl.models.checkpoint import load_checkpoint
+
+        model, _meta = load_checkpoint(checkpoint, where="ddl robustness", what="--checkpoint")
+        model_file = Path(checkpoint)
+        model_desc = {"source": "checkpoint", "path": str(checkpoint)}
+    model.eval()
+    model_sha = (_sha(Path(model_file).read_bytes()) if model_file is not None and Path(model_file).is_file()
+                 else _sha(b"".join(_tensor_sha(t).encode() for t in model.state_dict().values())))
+    x, y = load_dataset(dataset, "test", data_dir=data_dir)
+    if n_images > len(x):
+        raise ValueError(f"ddl robustness: --n-images must be <= the {len(x)} {dataset} test images; "
+                         f"got {n_images}.")
+    x, y = x[:n_images], y[:n_images]
+    den, den_desc = build_defence(defence, dataset, data_dir=data_dir, cache=cache, progress=progress)
+    attacks = tuple(attacks) if attacks else DEFAULT_ATTACKS
+    budgets = dict(budgets or {})
+    key = _sha(json.dumps({"model": model_sha, "defence": den_desc, "n": n_images, "dataset": dataset,
+                           "seed": seed, "budgets": budgets}, sort_keys=True).encode())[:16]
+    t0 = time.perf_counter()
+    res = evaluate_robustness(model, x, y, defence=den, eps=list(eps), attacks=attacks, seed=seed,
+                              cache_dir=cache, cache_key=key, progress=progress, **budgets)
+    record = {
+        "dataset": dataset,
+        "model": model_name or str(checkpoint),
+        "model_info": {**model_desc, "sha256": model_sha},
+        "defence": den_desc,
+        "n_images": n_images,
+        "image_indices": list(range(n_images)),
+        "image_indices_rule": f"the first {n_images} images of the {dataset} test set",
+        **res.to_dict(),
+        "total_seconds": time.perf_counter() - t0,
+        "threads": torch.get_num_threads(),
+    }
+    record["seconds"] = record.pop("seconds")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "robustness.json", record)
+    return record
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:5.1f}"
+
+
+def eps_label(e: float, dataset: str) -> str:
+    """ε as the field writes it: k/255 on CIFAR-10 when it is one, else the decimal."""
+    k = e * 255
+    if dataset == "cifar10" and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    return f"{e:g}"
+
+
+def format_table(record: dict[str, Any]) -> str:
+    """The terminal table: accuracy (%) per attack and ε, the worst case, the flags."""
+    keys = [repr(float(e)) for e in record["eps"]]
+    labels = [eps_label(e, record["dataset"]) for e in record["eps"]]
+    width = max(12, *(len(a) for a in record["attacks"]))
+    lines = [f"{record['dataset']} / {record['model']} / defence: "
+             f"{(record['defence'] or {}).get('name', 'none')} — {record['n_images']} test images, "
+             f"accuracy % (misclassified clean images count as broken)",
+             f"clean: bare {_pct(record['clean_accuracy']['bare'])}   defended "
+             f"{_pct(record['clean_accuracy']['defended'])}",
+             f"{'eps':<{width}} " + " ".join(f"{lab:>7}" for lab in labels) + "   seconds"]
+    lines.append(f"{'bare model, PGD':<{width}} " + " ".join(f"{_pct(record['bare_pgd'][k]):>7}" for k in keys))
+    for a, acc in record["attacks"].items():
+        lines.append(f"{a:<{width}} " + " ".join(f"{_pct(acc[k]):>7}" for k in keys)
+                     + f"   {record['seconds'].get(a, 0):7.1f}")
+    lines.append(f"{'WORST CASE':<{width}} " + " ".join(f"{_pct(record['worst_case'][k]):>7}" for k in keys))
+    if record.get("unbounded_accuracy") is not None:
+        lines.append(f"eps = 1 (unbounded): {_pct(record['unbounded_accuracy'])} %")
+    if record["flags"]:
+        lines.append("FLAGS:")
+        lines += [f"  [{f['code']}] {f['message']}" for f in record["flags"]]
+    else:
+        lines.append("flags: none")
+    return "\n".join(lines)

@@ -1,0 +1,424 @@
+"""ddl.robustness: threat models, exact ε bound, best-iterate PGD, AutoAttack on a linear model
+(analytic worst case), sanity flags, worst case per image, and the ``ddl robustness`` CLI."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddl.defence import DictionaryDenoiser
+from ddl.robustness import (DefendedModel, autoattack, compute_flags, defended, evaluate_robustness,
+                            parse_attack, pgd_linf, project_linf, soft_surrogate, within_linf)
+from ddl.robustness.evaluate import RobustnessResult, eps_key
+
+
+# ----------------------------------------------------------------------------- fixtures
+def _linear(n_in: int, n_classes: int, seed: int, dtype=torch.float32) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(n_in, n_classes).to(dtype)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(n_classes, n_in, generator=g, dtype=dtype))
+        lin.bias.zero_()
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+@pytest.fixture(scope="module")
+def denoiser():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(30, 1, 8, 8, generator=g)
+    return DictionaryDenoiser(patch_size=3, n_components=16, n_nonzero_coefs=1,
+                              remove_mean=False, max_patches=2000).fit(x)
+
+
+def _images(n=12, seed=1, shape=(1, 8, 8), dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, *shape, generator=g, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- threat models
+def test_bpda_gradient_is_the_bare_gradient_at_the_denoised_point(denoiser):
+    model = _linear(64, 4, seed=2)
+    x, y = _images(), torch.arange(12) % 4
+    xr = x.clone().requires_grad_(True)
+    (g_bpda,) = torch.autograd.grad(F.cross_entropy(defended(model, denoiser, "bpda")(xr), y,
+                                                    reduction="sum"), xr)
+    xd = denoiser.transform(x).detach().requires_grad_(True)
+    (g_bare,) = torch.autograd.grad(F.cross_entropy(model(xd), y, reduction="sum"), xd)
+    torch.testing.assert_close(g_bpda, g_bare, rtol=0, atol=0)
+
+
+def test_soft_forward_is_the_real_denoiser_bit_for_bit_and_backward_the_surrogate(denoiser):
+    x = _images()
+    wrapper = DefendedModel(nn.Identity(), denoiser, "soft", beta=7.0)
+    xr = x.clone().requires_grad_(True)
+    out = wrapper(xr)
+    assert torch.equal(out.detach(), denoiser.transform(x))
+    v = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    (g_wrap,) = torch.autograd.grad((out * v).sum(), xr)
+    xs = x.clone().requires_grad_(True)
+    (g_sur,) = torch.autograd.grad((soft_surrogate(denoiser, xs, 7.0) * v).sum(), xs)
+    torch.testing.assert_close(g_wrap, g_sur, rtol=0, atol=0)
+    assert g_wrap.abs().sum() > 0
+
+
+def test_soft_surrogate_gradcheck_float64():
+    g = torch.Generator().manual_seed(4)
+    D = F.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1)
+    for remove_mean, k in ((False, 1), (True, 2)):
+        den = DictionaryDenoiser.from_dictionary(D, patch_size=2, n_nonzero_coefs=k,
+                                                 remove_mean=remove_mean)
+        x = torch.rand(2, 1, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda t: soft_surrogate(den, t, 3.0), (x,))
+
+
+def test_soft_surrogate_tends_to_the_real_reconstruction_as_beta_grows(denoiser):
+    # float64, so that the softmax can be made as sharp as the gaps between correlations need
+    den = DictionaryDenoiser.from_dictionary(denoiser.dictionary_.double(), patch_size=3,
+                                             n_nonzero_coefs=1, remove_mean=False, clip=False)
+    x = _images(seed=5, dtype=torch.float64)
+    ref = den.transform(x)                                     # the real reconstruction, unclipped
+    errors = [float((soft_surrogate(den, x, b) - ref).abs().max()) for b in (1.0, 10.0, 1e2, 1e4, 1e6)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 1e-6, errors
+
+
+def test_threat_models_do_not_mutate_the_denoiser(denoiser):
+    before = denoiser.grad
+    model = _linear(64, 4, seed=2)
+    x = _images().requires_grad_(True)
+    for t in ("bpda", "exact", "soft"):
+        defended(model, denoiser, t)(x).sum().backward()
+    assert denoiser.grad == before
+
+
+def test_exact_threat_is_autograd_through_any_module():
+    model = _linear(64, 4, seed=6)
+    blur = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    x = _images().requires_grad_(True)
+    (g1,) = torch.autograd.grad(defended(model, blur, "exact")(x).sum(), x)
+    (g2,) = torch.autograd.grad(model(blur(x)).sum(), x)
+    torch.testing.assert_close(g1, g2)
+
+
+def test_eot_averages_gradients_of_a_randomised_defence():
+    class Noise(nn.Module):                        # x + fixed-seed noise per call
+        def __init__(self):
+            super().__init__()
+            self.g = torch.Generator().manual_seed(0)
+
+        def forward(self, x):
+            return x + 0.1 * torch.randn(x.shape, generator=self.g, dtype=x.dtype)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 1, bias=False)).eval()
+    x = _images(n=1).requires_grad_(True)
+    wrapper = DefendedModel(model, Noise(), "exact", eot_samples=4)
+    (g,) = torch.autograd.grad(torch.tanh(wrapper(x)).sum(), x)
+    noise = Noise()
+    grads = []
+    for _ in range(4):
+        xi = x.detach().clone().requires_grad_(True)
+        grads.append(torch.autograd.grad(torch.tanh(model(noise(xi))).sum() / 4, xi)[0])
+    # the gradient of the mean of the logits, not the mean of tanh: compare with that
+    xm = x.detach().clone().requires_grad_(True)
+    noise = Noise()
+    mean_logit = torch.stack([model(noise(xm)) for _ in range(4)]).mean(0)
+    (g_ref,) = torch.autograd.grad(torch.tanh(mean_logit).sum(), xm)
+    torch.testing.assert_close(g, g_ref)
+
+
+# ----------------------------------------------------------------------------- ε bound
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [0.1, 0.3, 8 / 255, 2 / 255])
+def test_projection_is_within_eps_exactly_and_in_the_box(dtype, eps):
+    g = torch.Generator().manual_seed(7)
+    x = (torch.randint(0, 256, (50_000,), generator=g) / 255).to(dtype)
+    far = x + (torch.rand(50_000, generator=g, dtype=dtype) * 4 - 2) * eps
+    out = project_linf(far, x, eps)
+    assert bool(within_linf(out, x, eps).all())
+    assert bool(((out - x).abs() <= eps).all())               # and compared in the dtype itself
+    assert out.min() >= 0 and out.max() <= 1
+    # the naive projection overshoots in float32: the fix is needed there
+    naive = torch.max(torch.min(far, x + eps), x - eps).clamp(0, 1)
+    if dtype == torch.float32:
+        assert not bool(within_linf(naive, x, eps).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_attacks_respect_eps_exactly(dtype, denoiser):
+    model = _linear(64, 4, seed=8).to(dtype)
+    x, y = _images(dtype=dtype), torch.arange(12) % 4
+    for eps in (0.1, 0.3):
+        adv, _ = pgd_linf(model, x, y, eps=eps, steps=5)
+        assert adv.dtype == dtype and bool(within_linf(adv, x, eps).all())
+        assert adv.min() >= 0 and adv.max() <= 1
+        for name in ("apgd-ce", "square"):
+            adv = autoattack(model, x, y, attack=name, eps=eps, n_iter=5, n_queries=20)
+            assert adv.dtype == dtype and bool(within_linf(adv, x, eps).all())
+
+
+# ----------------------------------------------------------------------------- attacks
+def _analytic_linear_accuracy(model, x, y, eps):
+    """Linear model, ε-ball inside [0, 1]: image i is breakable iff for some j ≠ y the margin
+    z_y − z_j at x − ε·sign(w_y − w_j) is negative (exact worst case)."""
+    W = model[1].weight.detach()
+    robust = []
+    for xi, yi in zip(x.flatten(1), y):
+        ok = True
+        for j in range(W.shape[0]):
+            if j == yi:
+                continue
+            d = W[yi] - W[j]
+            x_star = xi - eps * torch.sign(d)
+            ok &= bool((d @ x_star) > 0)
+        robust.append(ok and bool(model(xi.view(1, 1, 4, 4)).argmax() == yi))
+    return torch.tensor(robust)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pgd_and_apgd_reach_the_analytic_worst_case_on_a_linear_model(seed):
+    model = _linear(16, 5, seed=10 + seed)                     # APGD-T's DLR loss needs >= 4 classes
+    with torch.no_grad():                                      # zero-sum rows: every class occurs
+        model[1].weight.sub_(model[1].weight.mean(1, keepdim=True))
+    g = torch.Generator().manual_seed(seed)
+    x = 0.3 + 0.4 * torch.rand(60, 1, 4, 4, generator=g)       # ε-balls stay inside [0, 1]
+    y = model(x).argmax(1)                                     # clean-correct by construction
+    eps = 0.02
+    expected = _analytic_linear_accuracy(model, x, y, eps)
+    assert 0 < expected.sum() < len(x)                         # a mix: the test can fail
+    # untargeted CE attacks are sound (never beyond the analytic worst case) but can miss: the
+    # CE gradient pulls towards the most likely wrong class, not the breakable one
+    _, fooled = pgd_linf(model, x, y, eps=eps, steps=40)
+    assert not bool((fooled & expected).any())
+    adv = autoattack(model, x, y, attack="apgd-ce", eps=eps, n_iter=40)
+    with torch.no_grad():
+        assert not bool(((model(adv).argmax(1) != y) & expected).any())
+    # targeted APGD over every wrong class reaches the analytic worst case exactly
+    adv = autoattack(model, x, y, attack="apgd-t", eps=eps, n_iter=40, n_target_classes=4)
+    with torch.no_grad():
+        survived = model(adv).argmax(1) == y
+    assert torch.equal(survived, expected)
+    # and so does the worst case per image of a suite that contains it
+    res = evaluate_robustness(model, x, y, eps=[eps], attacks=["pgd:bpda", "apgd-t:bpda"],
+                              n_target_classes=4, apgd_iter=40, pgd_steps=40, unbounded=False)
+    assert torch.equal(res.worst_survival[eps_key(eps)], expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_best_iterate_breaks_at_least_as_many_as_last_iterate(seed):
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 5)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    x = _images(n=40, seed=seed)
+    y = model(x).argmax(1)
+    _, best = pgd_linf(model, x, y, eps=0.05, steps=10, step_size=0.05, best_iterate=True)
+    _, last = pgd_linf(model, x, y, eps=0.05, steps=10, step_size=0.05, best_iterate=False)
+    assert bool((best | ~last).all())                          # every last-iterate break is found
+    assert best.sum() >= last.sum()
+
+
+def test_pgd_is_seeded_and_leaves_the_global_rng_alone():
+    model = _linear(64, 4, seed=2)
+    x, y = _images(), torch.arange(12) % 4
+    state = torch.random.get_rng_state()
+    a, _ = pgd_linf(model, x, y, eps=0.1, steps=3, seed=5)
+    autoattack(model, x, y, attack="square", eps=0.1, n_queries=10, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    b, _ = pgd_linf(model, x, y, eps=0.1, steps=3, seed=5)
+    assert torch.equal(a, b)
+
+
+def test_parse_attack_rules():
+    assert parse_attack("pgd:soft") == ("pgd", "soft")
+    assert parse_attack("square") == ("square", None)
+    with pytest.raises(ValueError, match="needs a threat model"):
+        parse_attack("pgd")
+    with pytest.raises(ValueError, match="black-box"):
+        parse_attack("square:bpda")
+    with pytest.raises(ValueError, match="unknown attack 'cw'"):
+        parse_attack("cw:bpda")
+
+
+# ----------------------------------------------------------------------------- evaluation + flags
+class _Quantise(nn.Module):
+    """Rounds to 4 levels: a zero gradient almost everywhere (a classic masked defence)."""
+
+    def forward(self, x):
+        return torch.round(x * 3) / 3
+
+
+class _Constant(nn.Module):
+    """Maps every image to one fixed image: nothing the attacker does matters."""
+
+    def __init__(self, image):
+        super().__init__()
+        self.image = image
+
+    def forward(self, x):
+        return self.image.expand_as(x) + 0 * x
+
+
+def _broken_at_03_model():
+    """Linear, 4 classes, zero-sum rows: every class occurs, and ε = 0.3 breaks every image."""
+    model = _linear(16, 4, seed=21)
+    with torch.no_grad():
+        model[1].weight.sub_(model[1].weight.mean(1, keepdim=True))
+    return model
+
+
+def _data_for(model, n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 4, 4, generator=g)
+    return x, model(x).argmax(1)
+
+
+_FAST = dict(pgd_steps=20, apgd_iter=20, square_queries=100, batch_size=64)
+
+
+def test_flags_silent_on_a_plain_linear_model():
+    model = _broken_at_03_model()
+    x, y = _data_for(model)
+    res = evaluate_robustness(model, x, y, defence=nn.Identity(), eps=[0.1, 0.2, 0.3],
+                              attacks=["pgd:bpda", "pgd:exact", "square"], **_FAST)
+    assert res.flags == [], res.flags
+    assert res.bare_pgd[eps_key(0.3)] <= 0.01
+    assert res.unbounded_accuracy == 0.0
+
+
+def test_zero_gradient_masked_gradient_and_weak_attack_flags_fire():
+    model = _broken_at_03_model()
+    x, y = _data_for(model)
+    res = evaluate_robustness(model, x, y, defence=_Quantise(), eps=[0.1, 0.3],
+                              attacks=["pgd:exact", "square"], unbounded=False, **_FAST)
+    codes = {f["code"] for f in res.flags}
+    assert "zero_gradients" in codes and "masked_gradients" in codes
+    # bare model behind an input quantiser: PGD on it cannot move → "attack too weak"
+    masked = nn.Sequential(_Quantise(), model).eval()
+    res = evaluate_robustness(masked, x, y, eps=[0.3], attacks=["pgd:bpda"], unbounded=False,
+                              **_FAST)
+    assert "weak_attack" in {f["code"] for f in res.flags}
+
+
+def test_unbounded_flag_fires_when_nothing_can_move_the_prediction():
+    model = _broken_at_03_model()
+    x, _ = _data_for(model)
+    const = _Constant(x[:1])
+    y = model(const(x)).argmax(1)                             # every label = the constant's class
+    res = evaluate_robustness(model, x, y, defence=const, eps=[0.3], attacks=["pgd:exact"], **_FAST)
+    assert res.unbounded_accuracy == 1.0
+    assert "unbounded_above_chance" in {f["code"] for f in res.flags}
+
+
+def test_non_monotonic_flag_from_a_result():
+    n = 10
+    t = lambda bits: torch.tensor(bits, dtype=torch.bool)     # noqa: E731
+    res = RobustnessResult(
+        n_images=n, eps=[0.1, 0.2], clean_accuracy={"bare": 1.0, "defended": 1.0},
+        attacks={"pgd:bpda": {"0.1": 0.5, "0.2": 0.7}}, worst_case={"0.1": 0.5, "0.2": 0.5},
+        bare_pgd={"0.1": 0.0, "0.2": 0.0},
+        survival={"pgd:bpda": {"0.1": t([1] * 5 + [0] * 5), "0.2": t([1] * 7 + [0] * 3)}},
+        worst_survival={}, clean_correct={"bare": t([1] * n), "defended": t([1] * n)},
+        flags=[], seconds={}, unbounded_accuracy=None)
+    flags = compute_flags(res, model=nn.Identity(), defence=None, x=torch.zeros(n, 1, 2, 2),
+                          y=torch.zeros(n, dtype=torch.long), n_classes=10, n_channels=1)
+    assert [f["code"] for f in flags] == ["non_monotonic"]
+    assert "'pgd:bpda'" in flags[0]["message"]
+
+
+def test_worst_case_is_the_per_image_and_of_all_attacks(denoiser):
+    model = _linear(64, 4, seed=30)
+    x = _images(n=30, seed=31)
+    y = model(x).argmax(1)
+    res = evaluate_robustness(model, x, y, defence=denoiser, eps=[0.05, 0.1],
+                              attacks=["pgd:oblivious", "pgd:bpda", "pgd:soft", "square"],
+                              unbounded=False, **_FAST)
+    for k in res.worst_case:
+        alive = res.clean_correct["defended"].clone()
+        for a in res.attacks:
+            alive &= res.survival[a][k]
+        assert torch.equal(res.worst_survival[k], alive)
+        assert res.worst_case[k] == pytest.approx(alive.double().mean().item())
+        assert res.worst_case[k] <= min(acc[k] for acc in res.attacks.values())
+    # misclassified clean images count as broken
+    y_bad = y.clone()
+    y_bad[:3] = (y_bad[:3] + 1) % 4
+    res2 = evaluate_robustness(model, x, y_bad, defence=denoiser, eps=[0.05], attacks=["square"],
+                               unbounded=False, **_FAST)
+    assert not res2.worst_survival[eps_key(0.05)][:3].any()
+
+
+def test_cached_results_are_reused(tmp_path, denoiser, monkeypatch):
+    model = _linear(64, 4, seed=30)
+    x = _images(n=10, seed=31)
+    y = model(x).argmax(1)
+    kw = dict(defence=denoiser, eps=[0.1], attacks=["pgd:bpda"], unbounded=False,
+              cache_dir=tmp_path, cache_key="k", **_FAST)
+    first = evaluate_robustness(model, x, y, **kw)
+    import ddl.robustness.evaluate as ev
+
+    monkeypatch.setattr(ev, "pgd_linf", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
+    second = evaluate_robustness(model, x, y, **kw)
+    assert first.attacks == second.attacks and first.bare_pgd == second.bare_pgd
+
+
+# ----------------------------------------------------------------------------- CLI
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_cli_writes_every_field(tmp_path):
+    from ddl.data import load_sample
+
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x, y = load_sample(split)
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (x[:, 0] * 255).round().numpy())
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y.numpy())
+    out = tmp_path / "rob"
+    cmd = [sys.executable, "-m", "ddl", "robustness", "--dataset", "mnist", "--zoo", "mlp",
+           "--defence", "tuned", "--eps", "0.1", "0.3", "--n-images", "6", "--attacks", "pgd:bpda",
+           "square", "--pgd-steps", "3", "--square-queries", "5", "--data-dir", str(tmp_path / "data"),
+           "--out", str(out), "--threads", "1", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "WORST CASE" in proc.stdout
+    rec = json.loads((out / "robustness.json").read_text())
+    for field in ("dataset", "model", "defence", "n_images", "image_indices", "clean_accuracy", "eps",
+                  "attacks", "worst_case", "flags", "seconds"):
+        assert field in rec, field
+    assert rec["dataset"] == "mnist" and rec["model"] == "mlp" and rec["n_images"] == 6
+    assert rec["image_indices"] == list(range(6))
+    assert rec["defence"]["n_nonzero_coefs"] == 1 and rec["defence"]["patch_size"] == 7
+    assert set(rec["clean_accuracy"]) == {"bare", "defended"}
+    assert set(rec["attacks"]) == {"pgd:bpda", "square"}
+    assert set(rec["worst_case"]) == {"0.1", "0.3"}
+    for acc in [*rec["worst_case"].values(), *rec["clean_accuracy"].values()]:
+        assert 0 <= acc <= 1 and acc * 6 == pytest.approx(round(acc * 6))
+    assert all(set(f) == {"code", "message"} for f in rec["flags"])
+    # a second run recomputes nothing and gives the same numbers
+    proc2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc2.returncode == 0
+    rec2 = json.loads((out / "robustness.json").read_text())
+    assert rec2["attacks"] == rec["attacks"] and rec2["worst_case"] == rec["worst_case"]
+
+
+def test_cli_rejects_bad_eps(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ddl", "robustness", "--dataset", "mnist", "--zoo",
+                           "mlp", "--eps", "0.3", "0.1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "ddl robustness: error: --eps must be strictly increasing; got 0.3 0.1" in proc.stderr
+    assert "Traceback" not in proc.stderr
