@@ -422,3 +422,27 @@ def test_cli_rejects_bad_eps(tmp_path):
     assert proc.returncode == 2
     assert "ddl robustness: error: --eps must be strictly increasing; got 0.3 0.1" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_report_section_and_figure_from_saved_records(tmp_path):
+    from ddl.robustness_report import load_records, robustness_markdown, write_robustness_report
+
+    rec = {"dataset": "cifar10", "model": "resnet", "n_images": 4, "eps": [2 / 255, 8 / 255],
+           "clean_accuracy": {"bare": 1.0, "defended": 0.75},
+           "bare_pgd": {repr(2 / 255): 0.25, repr(8 / 255): 0.0},
+           "attacks": {"pgd:oblivious": {repr(2 / 255): 0.75, repr(8 / 255): 0.5},
+                       "pgd:soft": {repr(2 / 255): 0.5, repr(8 / 255): 0.0}},
+           "worst_case": {repr(2 / 255): 0.5, repr(8 / 255): 0.0},
+           "strongest_attack": {repr(2 / 255): "pgd:soft", repr(8 / 255): "pgd:soft"},
+           "flags": [{"code": "masked_gradients", "message": "m"}], "unbounded_accuracy": 0.0,
+           "params": {"pgd_steps": 3}}
+    (tmp_path / "cifar10-resnet.json").write_text(json.dumps(rec))
+    (tmp_path / "other.json").write_text(json.dumps({"not": "a record"}))
+    assert [r["model"] for r in load_records(tmp_path)] == ["resnet"]
+    md = robustness_markdown(load_records(tmp_path))
+    assert "| resnet | 2/255 | 4 | 100.0 | 75.0 | 25.0 | 75.0 | 50.0 | **50.0** | pgd:soft |" in md
+    assert "| resnet | 8/255 | 4 | 100.0 | 75.0 | 0.0 | 50.0 | 0.0 | **0.0** | pgd:soft |" in md
+    assert "- resnet: **masked_gradients** — m (accuracy at ε = 1: 0.0 %)" in md
+    write_robustness_report(tmp_path)
+    assert (tmp_path / "robustness.png").stat().st_size > 10_000
+    assert "![accuracy against eps](robustness.png)" in (tmp_path / "README.md").read_text()

@@ -3,11 +3,13 @@
 # robustness"). Resumable: every (attack, eps) result is cached under runs/robustness/; re-run
 # the same command after an interruption. Writes results/robustness/<dataset>-<model>.json.
 # Usage: tools/robustness_zoo.sh [N_IMAGES] [DATA_DIR]   (1 thread; budgets below)
+# ATTACKS="..." overrides the attack list (default: ddl robustness's default suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100}
 DATA=${2:-../shared/data}
 BUDGET=(--pgd-steps 20 --pgd-restarts 1 --apgd-iter 20 --square-queries 200)
+if [ -n "${ATTACKS:-}" ]; then read -r -a A <<< "$ATTACKS"; BUDGET+=(--attacks "${A[@]}"); fi
 mkdir -p results/robustness
 for ds in mnist cifar10; do
   if [ "$ds" = mnist ]; then EPS=(0.1 0.2 0.3); else EPS=(0.00784313725490196 0.01568627450980392 0.03137254901960784); fi

@@ -1,0 +1,154 @@
+"""The "oblivious vs adaptive" report: tables, a figure and the flags from ``robustness.json`` records.
+
+Reads only saved records (never re-runs an attack). ``write_robustness_report(folder)`` collects
+every ``*.json`` record in ``folder`` (as written by ``ddl robustness``) and writes
+``folder/README.md`` and ``folder/robustness.png``; ``robustness_markdown(records)`` is the
+section that ``ddl report`` embeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_records", "plot_robustness", "robustness_markdown", "write_robustness_report"]
+
+_MODELS = ("mlp", "convnet", "autoencoder", "resnet", "hrnn")
+_DATASETS = ("mnist", "cifar10")
+_TITLES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+
+
+def load_records(folder: str | Path) -> list[dict[str, Any]]:
+    """Every robustness record (``robustness.json`` or ``<dataset>-<model>.json``) in ``folder``."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        rec = json.loads(path.read_text())
+        if isinstance(rec, dict) and "worst_case" in rec and "attacks" in rec:
+            records.append(rec)
+    order = {(d, m): i for i, (d, m) in enumerate((d, m) for d in _DATASETS for m in _MODELS)}
+    return sorted(records, key=lambda r: order.get((r["dataset"], r["model"]), 99))
+
+
+def _eps_label(e: float, dataset: str) -> str:
+    k = e * 255
+    if dataset == "cifar10" and abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    return f"{e:g}"
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def robustness_markdown(records: list[dict[str, Any]], *, figure: str | None = None) -> str:
+    """Markdown: per data set, one row per (model, ε) — bare PGD, oblivious, each adaptive
+    attack, worst case — then the flags of each cell."""
+    if not records:
+        return ""
+    out = ["## Oblivious vs adaptive robustness", "",
+           "Accuracy (%) of the defended classifier `model(defence(x))` on the first N test images. "
+           "**bare PGD**: PGD on the undefended model (no defence). **oblivious**: PGD on the bare "
+           "model, then the image is denoised (the paper's protocol). The other columns attack "
+           "*through* the defence: `bpda` differentiates the classifier at the denoised point "
+           "(identity backward), `exact` holds OMP's support fixed, `soft` differentiates a smooth "
+           "surrogate of OMP's atom choice; `apgd-*` are AutoAttack's APGD; `square` is a black-box "
+           "attack (no gradient). **worst case**: an image counts as robust only if *every* attack "
+           "failed on it; clean images the defended model already gets wrong count as broken. "
+           "Judge the defence by the worst case, not by the oblivious column.", ""]
+    if figure:
+        out += [f"![accuracy against eps]({figure})", ""]
+    for ds in _DATASETS:
+        recs = [r for r in records if r["dataset"] == ds]
+        if not recs:
+            continue
+        attacks = []
+        for r in recs:
+            attacks += [a for a in r["attacks"] if a not in attacks]
+        adaptive = [a for a in attacks if a != "pgd:oblivious"]
+        header = ["model", "ε", "N", "clean (bare)", "clean (defended)", "bare PGD", "oblivious",
+                  *adaptive, "**worst case**", "strongest"]
+        out += [f"### {_TITLES[ds]}", "", "| " + " | ".join(header) + " |",
+                "|" + "---|" * len(header)]
+        for r in recs:
+            for e in r["eps"]:
+                k = repr(float(e))
+                row = [r["model"], _eps_label(e, ds), str(r["n_images"]),
+                       _pct(r["clean_accuracy"]["bare"]), _pct(r["clean_accuracy"]["defended"]),
+                       _pct(r["bare_pgd"].get(k)),
+                       _pct(r["attacks"].get("pgd:oblivious", {}).get(k)),
+                       *[_pct(r["attacks"].get(a, {}).get(k)) for a in adaptive],
+                       f"**{_pct(r['worst_case'][k])}**", r.get("strongest_attack", {}).get(k, "")]
+                out.append("| " + " | ".join(row) + " |")
+        out.append("")
+        budget = recs[0].get("params", {})
+        out.append(f"Budgets: PGD {budget.get('pgd_steps')} steps × {budget.get('pgd_restarts')} "
+                   f"restart(s), APGD {budget.get('apgd_iter')} iterations, APGD-T "
+                   f"{budget.get('n_target_classes')} target classes, Square "
+                   f"{budget.get('square_queries')} queries, soft-surrogate β = {budget.get('beta')}; "
+                   f"seed {budget.get('seed')}.")
+        out.append("")
+        out.append("Flags:")
+        out.append("")
+        for r in recs:
+            if r["flags"]:
+                for f in r["flags"]:
+                    out.append(f"- {r['model']}: **{f['code']}** — {f['message']}")
+            else:
+                out.append(f"- {r['model']}: none")
+            if r.get("unbounded_accuracy") is not None:
+                out[-1] += f" (accuracy at ε = 1: {_pct(r['unbounded_accuracy'])} %)"
+        out.append("")
+    return "\n".join(out)
+
+
+def plot_robustness(records: list[dict[str, Any]], path: str | Path) -> Path:
+    """Accuracy against ε per data set: bare PGD (dotted), oblivious (dashed), worst-case
+    adaptive (solid), one colour per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in _DATASETS if any(r["dataset"] == d for r in records)]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.2), squeeze=False)
+    colours = dict(zip(_MODELS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for ax, ds in zip(axes[0], datasets):
+        for r in (r for r in records if r["dataset"] == ds):
+            eps = [0.0] + [float(e) for e in r["eps"]]
+            keys = [repr(float(e)) for e in r["eps"]]
+            c = colours.get(r["model"], "k")
+            clean_b, clean_d = r["clean_accuracy"]["bare"], r["clean_accuracy"]["defended"]
+            ax.plot(eps, [clean_b] + [r["bare_pgd"][k] for k in keys], ":", color=c)
+            if "pgd:oblivious" in r["attacks"]:
+                ax.plot(eps, [clean_d] + [r["attacks"]["pgd:oblivious"][k] for k in keys], "--", color=c)
+            ax.plot(eps, [clean_d] + [r["worst_case"][k] for k in keys], "-o", color=c, ms=3,
+                    label=r["model"])
+        ax.set_title(f"{_TITLES[ds]}: dotted bare PGD, dashed oblivious, solid worst-case adaptive",
+                     fontsize=9)
+        ax.set_xlabel("ε (L∞)")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_robustness_report(folder: str | Path) -> Path:
+    """``folder/README.md`` and ``folder/robustness.png`` from the records in ``folder``."""
+    from ddl._io import atomic_write_bytes
+
+    folder = Path(folder)
+    records = load_records(folder)
+    if not records:
+        raise ValueError(f"write_robustness_report: no robustness records (*.json) in {folder}.")
+    plot_robustness(records, folder / "robustness.png")
+    text = "# Adaptive robustness of the tuned defence\n\n" + robustness_markdown(
+        records, figure="robustness.png") + "\n"
+    return atomic_write_bytes(folder / "README.md", text.encode())
