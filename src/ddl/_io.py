@@ -292,6 +292,7 @@ class RunFolderLock:
             fcntl = None
         waited = False
         while True:
+            writable = True
             try:
                 if fcntl is None:
                     fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
@@ -307,10 +308,13 @@ class RunFolderLock:
                 time.sleep(poll)
                 continue
             except OSError as exc:
-                if exc.errno in _READ_ONLY_ERRNOS and self.folder.is_dir():
+                if exc.errno not in _READ_ONLY_ERRNOS or not self.folder.is_dir():
+                    raise folder_error(exc, self.folder) from exc
+                try:  # a lock file we may not write (read-only copy, another user's): flock works
+                    fd, writable = os.open(self.path, os.O_RDONLY), False
+                except OSError:  # no lock file and none can be made: a read-only folder
                     self.read_only = True
                     return self
-                raise folder_error(exc, self.folder) from exc
             if fcntl is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -327,15 +331,17 @@ class RunFolderLock:
                     os.close(fd)
                     continue
                 previous = _read_owner(self.path)
-                if previous:  # a lock file whose owner holds no lock: it was killed
+                if previous and writable:  # a lock file whose owner holds no lock: it was killed
                     self.took_over = previous
             self._fd = fd
             break
+        self.read_only = not writable
         try:
-            os.ftruncate(self._fd, 0)
-            os.write(self._fd, self._owner_record())
-            os.fsync(self._fd)
-            self.removed = remove_stale_temp_files(self.folder)
+            if writable:
+                os.ftruncate(self._fd, 0)
+                os.write(self._fd, self._owner_record())
+                os.fsync(self._fd)
+                self.removed = remove_stale_temp_files(self.folder)
         except OSError as exc:
             self.release()
             raise folder_error(exc, self.folder) from exc

@@ -97,10 +97,8 @@ def _run(cfg: ExperimentConfig, run_dir: Path, cache: Path, *, progress: bool, s
         t = time.perf_counter()
         if denoiser is None or cfg.defence.dictionary_source == "perturbed":
             fit_on = x_train if cfg.defence.dictionary_source == "clean" else x_adv
-            den_stats: dict = {}
             den_status: dict = {}
-            denoiser, den_key = get_denoiser(cfg, fit_on, cache, stats=den_stats, status=den_status, **opts)
-        computed.update(den_stats)
+            denoiser, den_key = get_denoiser(cfg, fit_on, cache, stats=computed, status=den_status, **opts)
         stages.update(den_status)
         t_dict = time.perf_counter() - t
 
@@ -146,6 +144,11 @@ def _run(cfg: ExperimentConfig, run_dir: Path, cache: Path, *, progress: bool, s
     }
     write_results(run_dir / "results.json", results)
     return results
+
+
+def computed_something(records: list[dict]) -> bool:
+    """Whether any stage of these records was computed (or resumed) by this run."""
+    return any(s == "computing" or s.startswith("resumed") for r in records for s in r["stages"].values())
 
 
 def _stable(results: dict) -> str:

@@ -64,7 +64,7 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
                     for r in out["records"]:
                         r["files"] = {k: f"cells/{cfg.name}/{v}" for k, v in r.get("files", {}).items()}
                     (sweep if is_sweep else records).extend(out["records"])
-                    if any(s != "cached" for r in out["records"] for s in r["stages"].values()):
+                    if pipeline.computed_something(out["records"]):
                         # partial results after each cell that computed something (a run that
                         # computes nothing writes once, at the end, and only what changed)
                         _write_results(rc, run_dir, records, sweep, seconds, machine)
