@@ -22,13 +22,22 @@ all zeros usually means the graph was cut (``grad="none"``), not robustness:
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ddl.sparse.omp import _GRADS, omp_reconstruct, straight_through
+from ddl.sparse.omp import (
+    _DEPENDENT_MSG,
+    _GRADS,
+    _denoise_native,
+    _denoise_native_exact,
+    _native_lib,
+    omp_reconstruct,
+    straight_through,
+)
 from ddl.sparse.patches import (
     _check_geometry,
     _pair,
@@ -347,6 +356,24 @@ class DictionaryDenoiser(nn.Module):
         return self.transform(x)                                   # (N, C, H, W) -> same
 
     def _denoise(self, x: Tensor, dictionary: Tensor, patch, step, grad: str) -> Tensor:
+        lib = _native_lib(x)
+        if lib is not None and (grad == "none" or not (torch.is_grad_enabled()
+                                                       and (x.requires_grad
+                                                            or dictionary.requires_grad))):
+            # CPU, no graph: the fused C pipeline (cut + centre, code, add back), same numbers
+            out, n_dependent = _denoise_native(lib, x.detach(), dictionary.detach(), patch, step,
+                                               self.n_nonzero_coefs, self.tol, self.remove_mean)
+            if n_dependent:
+                warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
+            return out.clamp_(0.0, 1.0) if self.clip else out
+        if lib is not None and grad == "exact" and not dictionary.requires_grad:
+            # CPU, gradient to x only: the same C pipeline, backward with supports held fixed
+            out, n_dependent = _denoise_native_exact(lib, x, dictionary, patch, step,
+                                                     self.n_nonzero_coefs, self.tol,
+                                                     self.remove_mean, self.clip)
+            if n_dependent:
+                warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
+            return out
         if self.remove_mean:
             P, means = _centered_patches(x, patch, step)           # (N*L, F), (N*L, 1)
         else:

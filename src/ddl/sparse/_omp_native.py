@@ -217,6 +217,158 @@ int64_t omp_REAL(int64_t m, int64_t K, int64_t n, const REAL* A, int64_t lda,
     *n_dependent += dep;
     return max_steps;
 }
+
+/* Patches [p0, p1) of the images x (N, C, H, W), contiguous; patch p = (image, row, column) in
+   raster order of n_h x n_w positions, features channel-major (extract_patches' layout).
+   Writes means[p - p0] (0 without remove_mean) and, compacted, the rows that need coding:
+   P (cnt, C*ph*pw) centered, idx (cnt) = p, norms2 (cnt). A patch needs no atom when
+   |x|^2 * gmax < eps or |x|^2 <= tol (tol >= 0), as in omp. Returns cnt. */
+int64_t patches_REAL(const REAL* x, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw,
+                     int64_t sh, int64_t sw, int64_t p0, int64_t p1, int remove_mean,
+                     REAL gmax, double tol, REAL* P, int64_t* idx, REAL* norms2, REAL* means)
+{
+    const int64_t n_h = (H - ph) / sh + 1, n_w = (W - pw) / sw + 1, per = n_h * n_w;
+    const int64_t F = C * ph * pw;
+    const REAL eps = EPS;
+    int64_t cnt = 0;
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t img = p / per, pos = p % per, top = (pos / n_w) * sh, left = (pos % n_w) * sw;
+        REAL* row = P + cnt * F;
+        REAL sum = 0;
+        int64_t f = 0;
+        for (int64_t c = 0; c < C; c++) {
+            const REAL* base = x + ((img * C + c) * H + top) * W + left;
+            for (int64_t r = 0; r < ph; r++)
+                for (int64_t q = 0; q < pw; q++) {
+                    const REAL v = base[r * W + q];
+                    row[f++] = v;
+                    sum += v;
+                }
+        }
+        const REAL mean = remove_mean ? sum / (REAL)F : 0;
+        REAL n2 = 0;
+        for (f = 0; f < F; f++) {
+            const REAL v = row[f] - mean;
+            row[f] = v;
+            n2 += v * v;
+        }
+        means[p - p0] = mean;
+        if (n2 * gmax >= eps && !(tol >= 0 && n2 <= tol)) {
+            idx[cnt] = p;
+            norms2[cnt] = n2;
+            cnt++;
+        }
+    }
+    return cnt;
+}
+
+/* Adds patches [p0, p1) back into sums (N, C, H, W): patch p is means[p - p0] plus, if it was
+   coded (idx[l] = p for the compact row l of R (cnt, C*ph*pw)), that row. */
+void fold_REAL(REAL* sums, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw,
+               int64_t sh, int64_t sw, int64_t p0, int64_t p1, const REAL* R,
+               const int64_t* idx, int64_t cnt, const REAL* means)
+{
+    const int64_t n_h = (H - ph) / sh + 1, n_w = (W - pw) / sw + 1, per = n_h * n_w;
+    const int64_t F = C * ph * pw;
+    int64_t l = 0;
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t img = p / per, pos = p % per, top = (pos / n_w) * sh, left = (pos % n_w) * sw;
+        const REAL mean = means[p - p0];
+        const REAL* row = NULL;
+        if (l < cnt && idx[l] == p) row = R + (l++) * F;
+        int64_t f = 0;
+        for (int64_t c = 0; c < C; c++) {
+            REAL* base = sums + ((img * C + c) * H + top) * W + left;
+            for (int64_t r = 0; r < ph; r++) {
+                REAL* o = base + r * W;
+                if (row)
+                    for (int64_t q = 0; q < pw; q++) o[q] += mean + row[f + q];
+                else
+                    for (int64_t q = 0; q < pw; q++) o[q] += mean;
+                f += pw;
+            }
+        }
+    }
+}
+
+/* Backward of the denoiser with the supports held fixed (grad="exact"): for patches [p0, p1)
+   of the image gradient g (N, C, H, W) (already divided by the overlap counts and masked by
+   the clip), adds (C Pi_S + 11^T/F) g_p (remove_mean) or Pi_S g_p into gx at the patch's
+   place, Pi_S = D_S^T G_SS^-1 D_S the projection on the patch's atoms support[p - p0, :k]
+   (-1 = unused), C = I - 11^T/F the centering; both are symmetric, so this is the transpose
+   of the forward Jacobian. work: F + k*k + 2*k REALs. */
+void backward_REAL(const REAL* g, REAL* gx, int64_t C, int64_t H, int64_t W, int64_t ph,
+                   int64_t pw, int64_t sh, int64_t sw, int64_t p0, int64_t p1,
+                   const int64_t* support, int64_t k, const REAL* D, const REAL* G, int64_t K,
+                   int remove_mean, REAL* work)
+{
+    const int64_t n_h = (H - ph) / sh + 1, n_w = (W - pw) / sw + 1, per = n_h * n_w;
+    const int64_t F = C * ph * pw;
+    REAL* gp = work;
+    REAL* L = gp + F;
+    REAL* c = L + k * k;
+    REAL* y = c + k;
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t img = p / per, pos = p % per, top = (pos / n_w) * sh, left = (pos % n_w) * sw;
+        const int64_t* S = support + (p - p0) * k;
+        int64_t f = 0;
+        REAL gsum = 0;
+        for (int64_t ch = 0; ch < C; ch++) {
+            const REAL* base = g + ((img * C + ch) * H + top) * W + left;
+            for (int64_t r = 0; r < ph; r++)
+                for (int64_t q = 0; q < pw; q++) { REAL v = base[r * W + q]; gp[f++] = v; gsum += v; }
+        }
+        int64_t s = 0;
+        while (s < k && S[s] >= 0) s++;
+        REAL add = remove_mean ? gsum / (REAL)F : 0;
+        if (s > 0) {
+            /* rhs = D_S gp; Cholesky of G_SS; c = G_SS^-1 rhs */
+            for (int64_t l = 0; l < s; l++) {
+                const REAL* d = D + S[l] * F;
+                REAL acc = 0;
+                for (f = 0; f < F; f++) acc += d[f] * gp[f];
+                y[l] = acc;
+                for (int64_t m = 0; m <= l; m++) {
+                    REAL v = G[S[l] * K + S[m]];
+                    for (int64_t t = 0; t < m; t++) v -= L[l * k + t] * L[m * k + t];
+                    L[l * k + m] = (m == l) ? SQRT(v) : v / L[m * k + m];
+                }
+            }
+            for (int64_t l = 0; l < s; l++) {              /* L y' = y */
+                REAL v = y[l];
+                for (int64_t t = 0; t < l; t++) v -= L[l * k + t] * y[t];
+                y[l] = v / L[l * k + l];
+            }
+            for (int64_t l = s - 1; l >= 0; l--) {         /* L^T c = y' */
+                REAL v = y[l];
+                for (int64_t t = l + 1; t < s; t++) v -= L[t * k + l] * c[t];
+                c[l] = v / L[l * k + l];
+            }
+            for (f = 0; f < F; f++) gp[f] = 0;
+            REAL psum = 0;
+            for (int64_t l = 0; l < s; l++) {
+                const REAL* d = D + S[l] * F;
+                const REAL cl = c[l];
+                for (f = 0; f < F; f++) gp[f] += cl * d[f];
+            }
+            if (remove_mean) {
+                for (f = 0; f < F; f++) psum += gp[f];
+                add -= psum / (REAL)F;
+            }
+        } else {
+            for (f = 0; f < F; f++) gp[f] = 0;
+        }
+        f = 0;
+        for (int64_t ch = 0; ch < C; ch++) {
+            REAL* base = gx + ((img * C + ch) * H + top) * W + left;
+            for (int64_t r = 0; r < ph; r++) {
+                REAL* o = base + r * W;
+                for (int64_t q = 0; q < pw; q++) o[q] += gp[f + q] + add;
+                f += pw;
+            }
+        }
+    }
+}
 """
 
 _HEADER = r"""
@@ -299,6 +451,22 @@ class _Lib:
             fn.argtypes = [i64, i64, i64, ptr, i64, ptr, ptr, real, i64, dbl, cint, ptr, ptr,
                            ptr, ptr, ptr, ptr, ptr, ptr]
             self.fns[name] = fn
+        for real in ("float", "double"):
+            fn = getattr(cdll, f"patches_{real}")
+            fn.restype = i64
+            fn.argtypes = [ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, cint,
+                           ctypes.c_float if real == "float" else ctypes.c_double, dbl,
+                           ptr, ptr, ptr, ptr]
+            self.fns[f"patches_{real}"] = fn
+            fn = getattr(cdll, f"fold_{real}")
+            fn.restype = None
+            fn.argtypes = [ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, ptr, ptr, i64, ptr]
+            self.fns[f"fold_{real}"] = fn
+            fn = getattr(cdll, f"backward_{real}")
+            fn.restype = None
+            fn.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64, ptr, i64, ptr,
+                           ptr, i64, cint, ptr]
+            self.fns[f"backward_{real}"] = fn
         self.cdll = cdll
 
 
