@@ -346,3 +346,21 @@ def test_results_rewritten_only_when_more_than_timings_changed(tmp_path):
     assert json.loads(path.read_text()) == results
     changed = {**later, "records": [{"accuracy": {"clean": 0.75}, "seconds": {}, "stages": {}}]}
     assert pipeline.write_results(path, changed)
+
+
+def test_full_disk_through_the_command_line_is_one_line(one_thread, tmp_path, monkeypatch, capsys):
+    from ddl.cli import main
+
+    real_write = ddl._io._write_all
+
+    def full_disk(f, data, path):
+        if path.name.startswith("adv-"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(f, data, path)
+
+    monkeypatch.setattr(ddl._io, "_write_all", full_disk)
+    run_dir = tmp_path / "demo"
+    assert main(["demo", "--preset", "smoke", "--run-dir", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ddl demo: error: cannot write {run_dir / 'cache'}: no space left on device\n"
+    assert temp_files(run_dir) == []
