@@ -52,6 +52,16 @@ def test_quick_preset_draws_every_figure(quick_run):
     assert all((run_dir / "figures" / n).stat().st_size > 1000 for n in names)
 
 
+def test_figures_redraw_from_the_run_folder_alone(quick_run, forbid_recompute, capsys):
+    run_dir, _ = quick_run
+    before = json.loads((run_dir / "figures.json").read_text())
+    assert {p.name for p in (run_dir / "figure_arrays").iterdir()} == {
+        "tsne-mnist.pt", "atoms-mnist.pt", "cam-mnist-convnet.pt"}
+    assert main(["report", str(run_dir), "--figures"]) == 0
+    assert json.loads((run_dir / "figures.json").read_text()) == before
+    assert f"drew {len(before)} figures" in capsys.readouterr().out
+
+
 def test_second_quick_run_recomputes_nothing(quick_run, forbid_recompute):
     run_dir, first = quick_run
     from ddl.reproduce import reproduce

@@ -13,7 +13,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "ddl"
 
 #: The experiments layer and the command line; everything else in ddl is the library.
-EXPERIMENTS = {"ddl.config", "ddl.pipeline", "ddl.reproduce", "ddl.tune", "ddl.figures", "ddl.report"}
+EXPERIMENTS = {"ddl.config", "ddl.pipeline", "ddl.reproduce", "ddl.tune", "ddl.figures", "ddl.figure_data",
+               "ddl.report", "ddl.robustness_run"}
 CLI = {"ddl.cli", "ddl.__main__"}
 
 
@@ -96,3 +97,11 @@ def test_config_imports_no_application_module():
     deps = import_graph()["ddl.config"]
     assert not deps & (EXPERIMENTS | CLI), deps
 
+
+
+def test_figures_and_report_draw_from_saved_files_only():
+    """Redrawing a figure never trains a model, fits a dictionary or runs an attack."""
+    graph = import_graph()
+    for mod in ("ddl.figures", "ddl.report"):
+        assert not graph[mod] & {"ddl.pipeline", "ddl.reproduce", "ddl.tune", "ddl.figure_data", "ddl.models",
+                                 "ddl.models.train", "ddl.attacks", "ddl.defence", "ddl.sparse"}, (mod, graph[mod])

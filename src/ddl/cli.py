@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("report", help="write report.md and report.html from RUN_DIR/results.json")
     sp.add_argument("run_dir", help="a folder written by `ddl reproduce`")
+    sp.add_argument("--figures", action="store_true",
+                    help="also redraw the figures from the folder's saved arrays (nothing is recomputed)")
     sp.set_defaults(func=cmd_report)
 
     sp = add("zoo", help="the trained checkpoints shipped with ddl")
@@ -640,6 +642,11 @@ def cmd_report(args) -> int:
 
     if not (Path(args.run_dir) / "results.json").is_file():
         raise UsageError(f"{args.run_dir} has no results.json (a folder written by `ddl reproduce`)")
+    if args.figures:
+        from ddl.figures import draw_figures
+
+        figures = draw_figures(args.run_dir)
+        print(f"drew {len(figures)} figures in {Path(args.run_dir) / 'figures'}")
     md, page = write_report(args.run_dir)
     print(f"wrote {md} and {page}")
     return 0
