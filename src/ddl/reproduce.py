@@ -70,10 +70,12 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
                         _write_results(rc, run_dir, records, sweep, seconds, machine)
         results = _write_results(rc, run_dir, records, sweep, seconds, machine)
         if figures:
+            from ddl.figure_data import save_figure_arrays
             from ddl.figures import draw_figures
 
             t = time.perf_counter()
-            draw_figures(rc, results, run_dir, data_dir=data_dir, device=device)
+            save_figure_arrays(rc, results, run_dir, data_dir=data_dir, device=device)
+            draw_figures(run_dir, results)
             seconds["figures"] = time.perf_counter() - t
             results = _write_results(rc, run_dir, records, sweep, seconds, machine)
     return results
