@@ -8,6 +8,16 @@ from torch import nn
 from ddl.attacks import ATTACKS, fgsm
 
 
+
+def _toward_x(target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Hand rounding of an exact (float64) step to x's dtype: clip to [0, 1], round to nearest,
+    and where that lands outside the ε-ball (farther from x than the exact target), take the
+    neighbour on x's side: |x' − x| <= ε holds exactly."""
+    target = target.clamp(0.0, 1.0)
+    v = target.to(x.dtype)
+    over = (v.double() - x.double()).abs() > (target - x.double()).abs()
+    return torch.where(over, torch.nextafter(v, x), v)
+
 def _wrap(linear: nn.Module) -> nn.Module:
     """(N, 1, 1, F) images → (N, F) → linear; eval mode."""
     return nn.Sequential(nn.Flatten(), linear).eval()
@@ -39,12 +49,14 @@ def test_fgsm_equals_hand_computation(linear_model):
     grad = _hand_ce_grad(W, B, X.double().numpy(), y.numpy())
     # For 2 classes the gradient is ±(1 − p_y)(W_1 − W_0) = ±(1 − p_y)·[2, 2.5]: signs (+,+) for y=0.
     assert (np.sign(grad) == np.where(y.numpy()[:, None] == 0, 1.0, -1.0)).all()
-    expected = (X + eps * torch.from_numpy(np.sign(grad)).float()).clamp(0.0, 1.0)
+    expected = _toward_x(X.double() + eps * torch.from_numpy(np.sign(grad)), X)
     out = fgsm(_wrap(linear_model), X.view(4, 1, 1, 2), y, eps=eps)
     assert out.shape == (4, 1, 1, 2) and out.dtype == torch.float32
     assert torch.equal(out.view(4, 2), expected)
     # Row 1 = [0, 1], y = 1, moves by (−0.1, −0.1): the first value is clipped at 0.
-    assert out.view(4, 2)[1].tolist() == [0.0, np.float32(0.9).item()]
+    # float32(0.9) = 0.89999998 would be 0.10000002 from 1.0, beyond eps: the next float up is
+    # the closest one inside the ball
+    assert out.view(4, 2)[1].tolist() == [0.0, np.nextafter(np.float32(0.9), np.float32(1)).item()]
 
 
 def test_fgsm_three_classes_mixed_signs_by_hand():
@@ -58,14 +70,14 @@ def test_fgsm_three_classes_mixed_signs_by_hand():
     y = torch.tensor([2, 0])
     grad = _hand_ce_grad(w, b, x.double().numpy(), y.numpy())
     assert len(np.unique(np.sign(grad))) == 2           # a real mix of + and − directions
-    expected = (x + 0.05 * torch.from_numpy(np.sign(grad)).float()).clamp(0, 1)
+    expected = _toward_x(x.double() + 0.05 * torch.from_numpy(np.sign(grad)), x)
     assert torch.equal(fgsm(_wrap(lin), x.view(2, 1, 1, 3), y, eps=0.05).view(2, 3), expected)
 
 
 def test_fgsm_targeted_steps_against_the_target_gradient(linear_model):
     target = torch.tensor([1, 0, 1, 0])
     grad = _hand_ce_grad(W, B, X.double().numpy(), target.numpy())
-    expected = (X - 0.2 * torch.from_numpy(np.sign(grad)).float()).clamp(0.0, 1.0)
+    expected = _toward_x(X.double() - 0.2 * torch.from_numpy(np.sign(grad)), X)
     out = fgsm(_wrap(linear_model), X.view(4, 1, 1, 2), target, eps=0.2, targeted=True)
     assert torch.equal(out.view(4, 2), expected)
 
@@ -75,7 +87,7 @@ def test_fgsm_margin_loss_by_hand(linear_model):
     y = torch.tensor([0, 1, 0, 1])
     sign = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, 1.0], [-1.0, -1.0]])
     out = fgsm(_wrap(linear_model), X.view(4, 1, 1, 2), y, eps=0.1, loss="margin")
-    assert torch.equal(out.view(4, 2), (X + 0.1 * sign).clamp(0, 1))
+    assert torch.equal(out.view(4, 2), _toward_x(X.double() + 0.1 * sign.double(), X))
 
 
 def test_fgsm_without_labels_uses_model_predictions(linear_model):

@@ -446,3 +446,17 @@ def test_report_section_and_figure_from_saved_records(tmp_path):
     write_robustness_report(tmp_path)
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     assert "![accuracy against eps](robustness.png)" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_library_fgsm_and_pgd_respect_eps_exactly(dtype):
+    from ddl.attacks import fgsm, pgd
+
+    model = _linear(64, 4, seed=8).to(dtype)
+    g = torch.Generator().manual_seed(9)
+    x = (torch.randint(0, 256, (200, 1, 8, 8), generator=g) / 255).to(dtype)
+    y = torch.arange(200) % 4
+    for eps in (0.1, 0.3, 8 / 255):
+        for adv in (fgsm(model, x, y, eps=eps), pgd(model, x, y, eps=eps, step_size=eps / 3, steps=4)):
+            assert adv.dtype == dtype and bool(within_linf(adv, x, eps).all())
+            assert adv.min() >= 0 and adv.max() <= 1

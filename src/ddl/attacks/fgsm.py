@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddl.attacks._linf import project_linf
 from ddl.attacks._checks import (check_choice, check_clip, check_eps, check_eval_mode, check_image_batch,
                                  check_int, check_labels, n_classes_of)
 
@@ -136,7 +137,9 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, ep
     check_choice("fgsm", loss, "loss", tuple(LOSSES))
     check_int("fgsm", batch_size, "batch_size", 1)
     labels = _labels_or_predictions("fgsm", model, x, y, targeted, batch_size)
-    chunks = [_gradient_sign_step(model, x[i:i + batch_size], labels[i:i + batch_size], eps,
-                                  targeted=targeted, loss=loss).clamp_(lo, hi)
+    # project_linf: |x' − x| <= eps exactly in the dtype (x + eps alone can round past it)
+    chunks = [project_linf(_gradient_sign_step(model, x[i:i + batch_size], labels[i:i + batch_size],
+                                               eps, targeted=targeted, loss=loss),
+                           x[i:i + batch_size], eps, (lo, hi))
               for i in range(0, len(x), batch_size)]
     return torch.cat(chunks)

@@ -17,6 +17,7 @@ from torch import nn
 
 from ddl.attacks._checks import (check_choice, check_clip, check_eps, check_eval_mode, check_image_batch,
                                  check_int, check_positive)
+from ddl.attacks._linf import project_linf
 from ddl.attacks.fgsm import LOSSES, _gradient_sign_step, _labels_or_predictions
 
 __all__ = ["pgd"]
@@ -24,7 +25,7 @@ __all__ = ["pgd"]
 
 def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, lo: float, hi: float) -> torch.Tensor:
     """Projection onto {‖x' − x‖∞ ≤ eps} ∩ [lo, hi]ⁿ (both boxes, so two clamps are exact)."""
-    return torch.max(torch.min(x_adv, x + eps), x - eps).clamp_(lo, hi)
+    return project_linf(x_adv, x, eps, (lo, hi))          # exact in the dtype (see _linf)
 
 
 def _random_start(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
@@ -89,7 +90,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps
     check_int("pgd", batch_size, "batch_size", 1)
     labels = _labels_or_predictions("pgd", model, x, y, targeted, batch_size)
     x = x.detach()
-    start = (x + _random_start(x, eps, seed)).clamp_(lo, hi) if random_start else x.clone()
+    start = _project(x + _random_start(x, eps, seed), x, eps, lo, hi) if random_start else x.clone()
     chunks = []
     for i in range(0, len(x), batch_size):
         x0, x_adv, lab = x[i:i + batch_size], start[i:i + batch_size], labels[i:i + batch_size]

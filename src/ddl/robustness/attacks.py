@@ -23,36 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddl.attacks._linf import project_linf, within_linf
+
 __all__ = ["AUTOATTACKS", "autoattack", "pgd_linf", "project_linf", "within_linf"]
 
 AUTOATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
-
-
-def within_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
-    """Per-value ``|x_adv − x| ≤ eps``, the difference computed exactly (in float64 for float32
-    inputs; float64 inputs compare their float64 difference)."""
-    wide = torch.float64
-    return (x_adv.to(wide) - x.to(wide)).abs() <= eps
-
-
-def project_linf(x_adv: Tensor, x: Tensor, eps: float, clip: tuple[float, float] = (0.0, 1.0)) -> Tensor:
-    """Projection onto ``{‖x' − x‖∞ ≤ eps} ∩ clip``, exact in the dtype of ``x``.
-
-    Both sets are boxes, so clamping to the ball then to ``clip`` is the Euclidean projection
-    (``x`` itself is in both). ``x + eps`` is rounded to the dtype; where that rounding puts a
-    value outside the ball, it is moved one ulp at a time towards ``x`` until it is inside.
-    """
-    lo, hi = clip
-    out = torch.max(torch.min(x_adv.detach(), x + eps), x - eps).clamp_(lo, hi)
-    for _ in range(8):                             # one or two rounds suffice; 8 is a guard
-        bad = ~within_linf(out, x, eps)
-        if not bad.any():
-            return out
-        # move towards x by one ulp of the larger magnitude (the rounding error of x ± eps)
-        big = torch.max(x.abs(), out.abs())
-        ulp = torch.nextafter(big, torch.full_like(big, float("inf"))) - big
-        out = torch.where(bad, out - torch.sign(out - x) * ulp, out)
-    raise RuntimeError("project_linf: could not bring values within eps (a bug).")
 
 
 def _ce(logits: Tensor, y: Tensor) -> Tensor:
