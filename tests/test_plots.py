@@ -514,3 +514,17 @@ def test_plot_functions_draw_on_a_given_axes(rng):
     assert len(ax1.collections) == 2 and len(ax2.get_lines()) == 2 and len(ax3.patches) == 1 and len(ax4.get_lines()) == 2
     with pytest.raises(TypeError, match="plot_qq: ax must be a matplotlib Axes or None"):
         plots.plot_qq(np.ones(3), np.ones(3), ax="left")
+
+
+def test_pick_examples_puts_successful_attacks_in_the_grid():
+    from ddl.plots import examples as examples_mod
+
+    assert doctest.testmod(examples_mod).failed == 0
+    y = torch.arange(20) % 10
+    pred_adv = y.clone()
+    pred_adv[[11, 13, 17, 19]] = 0                       # the attack fools 4 images, none among the first 8
+    idx = plots.pick_examples(y, y, pred_adv, n=8)
+    assert idx.tolist() == [0, 1, 2, 3, 11, 13, 17, 19]
+    assert plots.pick_examples(y, y, y, n=8).tolist() == list(range(8))      # no success: the first ones
+    with pytest.raises(ValueError, match=r"pick_examples: n must be an int >= 1; got 0"):
+        plots.pick_examples(y, y, y, n=0)

@@ -70,3 +70,33 @@ def test_matched_eps_row_is_the_sweep_point_nearest_the_papers_perturbed_accurac
     rows = report.matched_eps_table(sweep, report.load_paper_tables())
     assert rows[1] == ["MNIST", "mlp", "12.8", "0.2", "12.80", "82", "70.00", "98.00"]
     assert len(rows) == 2
+
+
+def test_sample_data_reports_carry_a_not_comparable_banner():
+    quick = {**RESULTS, "config": {"name": "quick", "source": "sample"}}
+    md = report.to_markdown(report.build_report(quick))
+    assert "**Not comparable with the paper.** This run uses the bundled MNIST sample data and short " \
+           "training (5 epochs)" in md
+    demo = {**RESULTS, "config": {"name": "demo", "data": {"source": "sample"}}}
+    assert "Not comparable with the paper" in report.to_markdown(report.build_report(demo))
+    full = {**RESULTS, "config": {"name": "paper", "source": "full"}}
+    assert "Not comparable" not in report.to_markdown(report.build_report(full))
+
+
+def test_cifar_eps_reads_k_over_255():
+    assert report.format_eps("cifar10", 8 / 255) == "8/255"
+    assert report.format_eps("cifar10", 0.03) == "0.03"
+    assert report.format_eps("mnist", 0.1) == "0.1"
+    rows = report.sweep_table([_sweep_record("cifar10", "mlp", 2 / 255, 0.5, 0.6)])
+    assert rows[1][2] == "2/255"
+
+
+def test_protocol_is_stated_once_and_html_has_contents_and_full_width_tables(tmp_path):
+    records = [{**RECORD, "model": m} for m in ("mlp", "convnet", "resnet")]
+    tables = report.parameters_tables(records)
+    assert len(tables["Defence"]) == 2 and len(tables["Attacks"]) == 2 and len(tables["Classifiers"]) == 4
+    (tmp_path / "results.json").write_text(json.dumps({**RESULTS, "records": records}))
+    _, page = report.write_report(tmp_path)
+    html = page.read_text()
+    assert '<h2 id="table-1--fgsm">Table 1 — FGSM</h2>' in html and '<a href="#table-1--fgsm">' in html
+    assert "width:100%" in html

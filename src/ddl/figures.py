@@ -103,10 +103,12 @@ def _cell_figures(run_dir: Path, r: dict, name: str, classes, save) -> None:
     fig = plots.plot_density(pixels, grey_levels=255, log=True)
     save(fig, f"density-{tag}.png", f"Density of pixel values on the 1/255 grey levels ({label}; Fig. 4)")
     n = len(arrays["examples_clean"])
+    # which images the examples are (older run folders kept the first ones)
+    ex = arrays["examples_index"].long() if "examples_index" in arrays else slice(0, n)
     fig = plots.plot_examples(arrays["examples_clean"].float(), arrays["examples_perturbed"].float(),
-                              arrays["examples_denoised"].float(), y=arrays["y"][:n],
-                              pred_clean=arrays["pred_clean"][:n], pred_adv=arrays["pred_perturbed"][:n],
-                              pred_den=arrays["pred_denoised"][:n], n=min(8, n), class_names=classes)
+                              arrays["examples_denoised"].float(), y=arrays["y"][ex],
+                              pred_clean=arrays["pred_clean"][ex], pred_adv=arrays["pred_perturbed"][ex],
+                              pred_den=arrays["pred_denoised"][ex], n=min(8, n), class_names=classes)
     save(fig, f"examples-{tag}.png", f"Clean / perturbed / denoised examples with predictions ({label}; Fig. 8)")
     fig = plots.plot_metric_histograms(
         {k: arrays[f"psnr_{k}"] for k in ("perturbed", "denoised")},

@@ -450,10 +450,14 @@ def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) 
     # stored compactly (results are committed): float32 metrics, labels in the smallest int type
     label_dtype = torch.uint8 if logits["clean"].shape[1] <= 256 else torch.int64
     per_image = {k: v.float() for k, v in per_image.items()}
+    from ddl.plots.examples import pick_examples  # the figure's examples include successful attacks
+
+    ex = pick_examples(y, logits["clean"].argmax(1), logits["perturbed"].argmax(1), n=8)
     arrays = {**per_image, "y": y.to(label_dtype),
               **{f"pred_{k}": lg.argmax(1).to(label_dtype) for k, lg in logits.items()},
               "high_confidence_mask": mask,
-              **{f"examples_{k}": v[:8].to(torch.float16) for k, v in (("clean", x), ("perturbed", x_adv),
+              "examples_index": ex,
+              **{f"examples_{k}": v[ex].to(torch.float16) for k, v in (("clean", x), ("perturbed", x_adv),
                                                               ("denoised", x_den))},
               **{f"pixels_{k}": _pixel_summary(v) for k, v in (("clean", x), ("perturbed", x_adv),
                                                               ("denoised", x_den))}}

@@ -24,6 +24,22 @@ from ddl.constants import MODEL_NAMES as MODELS
 MARKS = {"meets": "✓", "misses": "✗"}
 ATTACK_TITLES = {"fgsm": "Table 1 — FGSM", "jsma": "Table 2 — JSMA"}
 
+COLUMNS = (
+    "Columns: *clean*, accuracy of the classifier on the clean test images (JSMA: the first n "
+    "images, see Attacks below); *perturbed*, on the attacked images; *denoised*, on the attacked "
+    "images after the dictionary denoiser; *denoised clean*, on the clean images after the denoiser "
+    "(what the defence costs on benign inputs, not in the paper); *high-conf. subset*, the number of "
+    "images the attack made misclassified with confidence ≥ 0.9 and the denoised accuracy on them "
+    "(the paper's \"previously misclassified with high confidence\"). Each cell reads *paper → ours*; "
+    "– : not reported or not run."
+)
+
+NOT_COMPARABLE = (
+    "**Not comparable with the paper.** This run uses {source} data and short training ({what}); "
+    "its numbers show that the pipeline works end to end, not what the defence achieves. The "
+    "paper-scale results are `ddl reproduce --preset paper` / `--preset tuned` on the full data sets."
+)
+
 THREAT_MODEL = (
     "**What this evaluation does not show.** As in the paper, every attack here is computed on the "
     "undefended classifier (an *oblivious* or *non-adaptive* threat model): the attacker does not "
@@ -39,7 +55,7 @@ THREAT_MODEL = (
 
 @dataclass
 class Block:
-    kind: str  # "h1" | "h2" | "h3" | "p" | "table" | "figure" | "code"
+    kind: str  # "h1" | "h2" | "h3" | "p" | "table" | "figure" | "code" | "toc" (contents, from the h2s)
     text: str = ""
     rows: list[list[str]] = field(default_factory=list)  # table: first row is the header
     path: str = ""  # figure: path relative to the run folder
@@ -76,6 +92,18 @@ def _pct(v) -> str:
 
 def _num(v, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
+
+
+def format_eps(dataset: str, eps: float) -> str:
+    """ε as people write it: k/255 on CIFAR-10 when it is a whole number of grey levels, else 0.1."""
+    k = eps * 255
+    if dataset == "cifar10" and abs(k - round(k)) < 1e-6 and round(k) > 0:
+        return f"{round(k)}/255"
+    return f"{eps:.4g}"
+
+
+def _params_text(dataset: str, params: dict) -> str:
+    return ", ".join(f"{k}={format_eps(dataset, v) if k == 'eps' else v}" for k, v in sorted(params.items()))
 
 
 def _paper_ours(paper_value, ours_fraction) -> str:
@@ -126,16 +154,25 @@ def quality_table(records: list[dict]) -> list[list[str]]:
     return rows
 
 
-def parameters_table(records: list[dict]) -> list[list[str]]:
-    rows = [["data set", "model", "attack", "attack parameters", "defence parameters", "classifier"]]
+def parameters_tables(records: list[dict]) -> dict[str, list[list[str]]]:
+    """The protocol once, not once per cell: the defence of each data set, the attacks, the
+    classifiers (each distinct setting one row)."""
+    defence = [["data set", "defence parameters"]]
+    attacks = [["data set", "attack", "parameters", "images"]]
+    models = [["data set", "model", "classifier", "epochs", "clean accuracy, full test set"]]
     for r in records:
-        dp = r.get("defence_params", {})
+        ds = DATASET_NAMES.get(r["dataset"], r["dataset"])
+        row = [ds, ", ".join(f"{k}={v}" for k, v in sorted(r.get("defence_params", {}).items()))]
+        if row not in defence:
+            defence.append(row)
+        row = [ds, r["attack"], _params_text(r["dataset"], r["attack_params"]), str(r["n_images"])]
+        if row not in attacks:
+            attacks.append(row)
         mi = r.get("model_info", {})
-        model_text = f"{mi.get('source', '?')}, {mi.get('epochs', '?')} epochs"
-        rows.append([DATASET_NAMES.get(r["dataset"], r["dataset"]), r["model"], r["attack"],
-                     ", ".join(f"{k}={v}" for k, v in sorted(r["attack_params"].items())),
-                     ", ".join(f"{k}={v}" for k, v in sorted(dp.items())), model_text])
-    return rows
+        row = [ds, r["model"], str(mi.get("source", "?")), str(mi.get("epochs", "?")), _pct(mi.get("test_accuracy"))]
+        if row not in models:
+            models.append(row)
+    return {"Defence": defence, "Attacks": attacks, "Classifiers": models}
 
 
 def sweep_table(sweep: list[dict]) -> list[list[str]]:
@@ -144,7 +181,7 @@ def sweep_table(sweep: list[dict]) -> list[list[str]]:
     for r in sorted(sweep, key=lambda r: (r["dataset"], r["model"], r["attack_params"]["eps"])):
         a = r["accuracy"]
         rows.append([DATASET_NAMES.get(r["dataset"], r["dataset"]), r["model"],
-                     f"{r['attack_params']['eps']:.4g}", str(r["n_images"]), _pct(a["clean"]),
+                     format_eps(r["dataset"], r["attack_params"]["eps"]), str(r["n_images"]), _pct(a["clean"]),
                      _pct(a["perturbed"]), _pct(a["denoised"]), _pct(a["denoised_clean"])])
     return rows
 
@@ -165,7 +202,7 @@ def matched_eps_table(sweep: list[dict], paper: dict) -> list[list[str]]:
                                         r["attack_params"]["eps"]))
         a = best["accuracy"]
         rows.append([DATASET_NAMES.get(dataset, dataset), model, f"{p['perturbed']:g}",
-                     f"{best['attack_params']['eps']:.4g}", _pct(a["perturbed"]), f"{p['denoised']:g}",
+                     format_eps(dataset, best["attack_params"]["eps"]), _pct(a["perturbed"]), f"{p['denoised']:g}",
                      _pct(a["denoised"]), _pct(a["denoised_clean"])])
     return rows
 
@@ -194,11 +231,20 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
     blocks = [Block("h1", f"ddl reproduction report — {name}"),
               Block("p", f"ddl {results.get('ddl_version', '?')}. Paper: {paper['source']}. "
                          "Accuracies in percent; each cell reads *paper → ours*.")]
+    source = cfg.get("source") or (cfg.get("data") or {}).get("source")
+    if source and source != "full":
+        epochs = sorted({str((r.get("model_info") or {}).get("epochs", "?")) for r in records})
+        blocks.append(Block("p", NOT_COMPARABLE.format(
+            source={"sample": "the bundled MNIST sample", "synthetic": "synthetic"}.get(source, source),
+            what=f"{', '.join(epochs)} epochs")))
+    blocks.append(Block("toc"))
     verdicts = verdict_lookup(load_verdicts(), name)
     for attack in ("fgsm", "jsma"):
         if any(r["attack"] == attack for r in records):
             blocks += [Block("h2", ATTACK_TITLES[attack]),
                        Block("table", rows=comparison_table(records, paper, attack, verdicts))]
+    if records:
+        blocks.append(Block("p", COLUMNS))
     if verdicts:
         blocks += _verdict_blocks(verdicts)
     if results.get("sweep"):
@@ -209,7 +255,9 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
                    Block("table", rows=matched_eps_table(results["sweep"], paper))]
     blocks += [Block("h2", "Reconstruction quality"), Block("table", rows=quality_table(records)),
                Block("h2", "Threat model"), Block("p", THREAT_MODEL),
-               Block("h2", "Protocol and parameters"), Block("table", rows=parameters_table(records))]
+               Block("h2", "Protocol and parameters")]
+    for title, rows in parameters_tables(records).items():
+        blocks += [Block("h3", title), Block("table", rows=rows)]
     for note in paper.get("notes", []):
         blocks.append(Block("p", f"Paper note: {note}"))
     machine = results.get("machine")
@@ -226,6 +274,12 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
                               "denoised clean test set is computed once per dictionary and shared by the "
                               "cells that use it."),
                    Block("table", rows=compute_time_table(records))]
+        unrecorded = sorted({DATASET_NAMES.get(r["dataset"], r["dataset"]) for r in records
+                             if not any(v is not None for v in (r.get("computed_seconds") or {}).values())})
+        if unrecorded:
+            blocks.append(Block("p", f"{', '.join(unrecorded)}: every stage of these cells was read from a cache "
+                                     f"written by an earlier ddl that did not record stage times; their wall "
+                                     f"time per cell is in the table of stages above."))
     if figures:
         blocks.append(Block("h2", "Figures"))
         blocks += [Block("figure", text=caption, path=path) for caption, path in figures]
@@ -236,7 +290,8 @@ def _verdict_blocks(verdicts: dict) -> list[Block]:
     """What ✓ and ✗ mean, and the measured reason of every miss (``reference/verdicts.json``)."""
     rules = load_verdicts()["rules"]
     misses = [c for c in verdicts.values() if c["status"] == "misses"]
-    text = (f"✓ / ✗: the cell meets / misses its target. Clean: {rules['clean']}. Denoised: "
+    text = (f"✓ / ✗: the cell meets / misses its target (for a JSMA row, the clean mark judges the "
+            f"full test set, not the JSMA subset shown). Clean: {rules['clean']}. Denoised: "
             f"{rules['denoised']}. {len(verdicts) - len(misses)} of {len(verdicts)} cells meet it.")
     rows = [["data set", "model", "attack", "quantity", "paper", "target", "ours", "reason"]]
     rows += [[DATASET_NAMES[c["dataset"]], c["model"], c["attack"], c["what"], f"{c['paper']:g}",
@@ -246,10 +301,23 @@ def _verdict_blocks(verdicts: dict) -> list[Block]:
 
 
 # --- rendering -----------------------------------------------------------------------------------
+def slug(text: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+
+
+def _sections(blocks: list[Block]) -> list[str]:
+    return [b.text for b in blocks if b.kind == "h2"]
+
+
 def to_markdown(blocks: list[Block]) -> str:
     out = []
     for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
+        if b.kind == "toc":
+            out.append("Contents: " + " · ".join(f"[{t}](#{slug(t)})" for t in _sections(blocks)))
+        elif b.kind in ("h1", "h2", "h3"):
             out.append("#" * int(b.kind[1]) + " " + b.text)
         elif b.kind == "p":
             out.append(b.text)
@@ -281,7 +349,12 @@ def to_html(blocks: list[Block], run_dir: Path) -> str:
     """Self-contained HTML: figures are read from ``run_dir`` and embedded as base64 PNG."""
     body = []
     for b in blocks:
-        if b.kind in ("h1", "h2", "h3"):
+        if b.kind == "toc":
+            items = "".join(f'<li><a href="#{slug(t)}">{_inline(t)}</a></li>' for t in _sections(blocks))
+            body.append(f'<nav><strong>Contents</strong><ul>{items}</ul></nav>')
+        elif b.kind == "h2":
+            body.append(f'<h2 id="{slug(b.text)}">{_inline(b.text)}</h2>')
+        elif b.kind in ("h1", "h3"):
             body.append(f"<{b.kind}>{_inline(b.text)}</{b.kind}>")
         elif b.kind == "p":
             body.append(f"<p>{_inline(b.text)}</p>")
@@ -299,8 +372,9 @@ def to_html(blocks: list[Block], run_dir: Path) -> str:
                         f"<figcaption>{_inline(b.text)}</figcaption></figure>")
         else:
             raise ValueError(f"to_html: unknown block kind {b.kind!r}")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
+    style = ("body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:0.9em;width:100%}"
+             "nav ul{columns:2;margin:0.3em 0 1em}"
              "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f3f3f3}"
              "img{max-width:100%}figure{margin:1.5em 0}figcaption{font-style:italic;color:#555}")
     title = next((b.text for b in blocks if b.kind == "h1"), "ddl report")

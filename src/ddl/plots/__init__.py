@@ -38,6 +38,7 @@ __all__ = [
     "plot_density",
     "plot_eps_curves",
     "plot_examples",
+    "pick_examples",
     "plot_metric_histograms",
     "plot_qq",
     "plot_tsne",
@@ -140,5 +141,5 @@ from ddl.plots.atoms import plot_atoms  # noqa: E402
 from ddl.plots.cam import class_activation_map, grad_cam, plot_cam, top_misclassified  # noqa: E402
 from ddl.plots.curves import plot_eps_curves, plot_metric_histograms  # noqa: E402
 from ddl.plots.distributions import grey_level_edges, plot_density, plot_qq, quantiles, sample_pixels  # noqa: E402
-from ddl.plots.examples import plot_examples  # noqa: E402
+from ddl.plots.examples import pick_examples, plot_examples  # noqa: E402
 from ddl.plots.tsne import plot_tsne, tsne  # noqa: E402

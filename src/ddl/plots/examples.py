@@ -89,6 +89,32 @@ def plot_examples(
     return fig
 
 
+def pick_examples(y: Any, pred_clean: Any, pred_adv: Any, n: int = 8) -> "torch.Tensor":
+    """Indices of ``n`` images to show: first up to ``ceil(n / 2)`` successful attacks (clean
+    prediction right, perturbed wrong), then the first other images, all in test-set order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([0, 1, 2, 3, 4, 5])
+    >>> pick_examples(y, y, torch.tensor([0, 1, 0, 3, 0, 0]), n=4).tolist()   # attacks succeed on 2, 4, 5
+    [0, 1, 2, 4]
+    """
+    import torch
+
+    y, pc, pa = (torch.as_tensor(a).long() for a in (y, pred_clean, pred_adv))
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"pick_examples: n must be an int >= 1; got {n!r}.")
+    if not (y.shape == pc.shape == pa.shape and y.ndim == 1):
+        raise ValueError(f"pick_examples: y, pred_clean and pred_adv must be 1-D of one length; got shapes "
+                         f"{tuple(y.shape)}, {tuple(pc.shape)}, {tuple(pa.shape)}.")
+    fooled = ((pc == y) & (pa != y)).nonzero().flatten()[: (n + 1) // 2]
+    rest = torch.ones(len(y), dtype=torch.bool)
+    rest[fooled] = False
+    others = rest.nonzero().flatten()[: n - len(fooled)]
+    return torch.cat([fooled, others]).sort().values
+
+
 def _names(class_names: Sequence[str] | None, *labels: np.ndarray) -> Sequence[str] | dict[int, str]:
     """Label -> display name; checks every label has a name."""
     lo = min(int(a.min()) for a in labels)
