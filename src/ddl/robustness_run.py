@@ -186,3 +186,23 @@ def format_table(record: dict[str, Any]) -> str:
     else:
         lines.append("flags: none")
     return "\n".join(lines)
+
+
+def robustness_cell(*, model, defence, x, y, dataset: str, model_name: str, eps, n_images: int,
+                    cache: Path, key_parts: dict[str, Any], budgets: dict[str, Any] | None = None,
+                    attacks=None, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """The adaptive suite on one reproduction cell (its model and defence already built): the
+    first ``n_images`` of ``x``; results cached under ``cache`` by ``key_parts`` (the cell's
+    model and defence keys). Returns the record ``ddl reproduce`` stores in results.json."""
+    from ddl.robustness import DEFAULT_ATTACKS, evaluate_robustness
+
+    n = min(n_images, len(x))
+    budgets = dict(budgets or {})
+    attacks = tuple(attacks) if attacks else DEFAULT_ATTACKS
+    key = _sha(json.dumps({**key_parts, "n": n, "seed": seed, "budgets": budgets, "attacks": attacks},
+                          sort_keys=True, default=str).encode())[:16]
+    res = evaluate_robustness(model, x[:n], y[:n], defence=defence, eps=list(eps), attacks=attacks,
+                              seed=seed, cache_dir=cache, cache_key=f"robust-{key}",
+                              progress=progress, **budgets)
+    return {"dataset": dataset, "model": model_name, "n_images": n,
+            "image_indices": list(range(n)), **res.to_dict()}
