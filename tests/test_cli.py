@@ -40,3 +40,20 @@ def test_zoo_list_shows_every_checkpoint_with_its_accuracy_target_and_the_total_
         assert fields[3] == f"{e.extra['target_percent']:.2f}"
     total = sum(e.path.stat().st_size for e in entries) / 1e6
     assert out[-1] == f"{len(entries)} checkpoints, {total:.1f} MB"
+
+
+def test_train_prints_a_line_per_epoch_and_quiet_only_the_result(tmp_path, capsys, monkeypatch):
+    import ddl.data
+    from ddl.data.synthetic import make_blobs_images
+
+    def fake_load(name, split, *, data_dir=None):
+        return make_blobs_images(64 if split == "train" else 16, shape=(1, 28, 28), seed=int(split == "test"))
+
+    monkeypatch.setattr(ddl.data, "load_dataset", fake_load)
+    out = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "mnist", "--model", "mlp", "--epochs", "2", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[:2]] == [["epoch", "1/2:"], ["epoch", "2/2:"]]
+    assert lines[-1].startswith("test accuracy ") and lines[-1].endswith(f"checkpoint {out}")
+    assert main(["train", "--dataset", "mnist", "--model", "mlp", "--epochs", "1", "--out", str(out), "-q"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("test accuracy ")

@@ -397,6 +397,11 @@ def _check_images_fit(flag: str, path: str, x, shape, what: str) -> None:
         raise UsageError(f"{flag} {path} holds images of shape {tuple(x.shape[1:])}; {what} takes {tuple(shape)}")
 
 
+def _log(line: str) -> None:
+    """One line per event (an epoch, a resume), flushed: readable in a log file, unlike a bar."""
+    print(line, flush=True)
+
+
 # --- commands ----------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from ddl import config, pipeline
@@ -425,7 +430,7 @@ def cmd_train(args) -> int:
     t = time.perf_counter()
     fit(model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         device=args.device, x_val=x_test, y_val=y_test, checkpoint_path=out.with_suffix(".resume.pt"),
-        progress=not args.quiet)
+        progress=not args.quiet and sys.stderr.isatty(), log=None if args.quiet else _log)
     seconds = time.perf_counter() - t
     model.eval()
     acc = metrics.accuracy(predict(model, x_test, device=args.device), y_test)
