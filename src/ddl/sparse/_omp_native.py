@@ -42,56 +42,47 @@ _TEMPLATE = r"""
 /* Batch-OMP per signal: a (K) correlations, Q (k_max x K) normalised Gram-Schmidt columns
    q_i = G_S L^-T e_i, L (k_max x k_max) Cholesky factor of G_SS, z = L^-1 a0_S. */
 
-static int64_t argmax_abs_REAL(const REAL* a, int64_t K)
+static REAL max_abs_REAL(const REAL* a, int64_t K)
 {
-    int64_t t = 0, best_i = 0;
-    REAL best = -1;
-#if defined(__AVX2__) && IS_FLOAT
-    if (K >= 16) {
-        const __m256 sign = _mm256_set1_ps(-0.0f);
-        __m256 vbest = _mm256_andnot_ps(sign, _mm256_loadu_ps(a));
-        __m256i vidx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        __m256i cur = vidx;
-        const __m256i eight = _mm256_set1_epi32(8);
-        for (t = 8; t + 8 <= K; t += 8) {
-            __m256 v = _mm256_andnot_ps(sign, _mm256_loadu_ps(a + t));
-            cur = _mm256_add_epi32(cur, eight);
-            __m256 gt = _mm256_cmp_ps(v, vbest, _CMP_GT_OQ);
-            vbest = _mm256_blendv_ps(vbest, v, gt);
-            vidx = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(vidx),
-                                                         _mm256_castsi256_ps(cur), gt));
-        }
-        float bv[8]; int32_t bi[8];
-        _mm256_storeu_ps(bv, vbest);
-        _mm256_storeu_si256((__m256i*)bi, vidx);
-        best = bv[0]; best_i = bi[0];
-        for (int l = 1; l < 8; l++)
-            if (bv[l] > best || (bv[l] == best && bi[l] < best_i)) { best = bv[l]; best_i = bi[l]; }
-    }
-#endif
-    for (; t < K; t++) {
-        REAL v = FABS(a[t]);
-        if (v > best) { best = v; best_i = t; }
-    }
-    return best_i;
+    REAL mx = 0;
+#pragma omp simd reduction(max:mx)
+    for (int64_t t = 0; t < K; t++) { REAL v = FABS(a[t]); mx = v > mx ? v : mx; }
+    return mx;
 }
 
-/* Codes m signals. A: (m, lda) correlations D x (row s = signal s); norms2: (m) |x|^2;
+/* First t with |a[t]| == mx (mx = max |a|, so one exists for finite a). */
+static int64_t find_abs_REAL(const REAL* a, int64_t K, REAL mx)
+{
+    int64_t t = 0;
+#if defined(__AVX2__) && IS_FLOAT
+    const __m256 sign = _mm256_set1_ps(-0.0f), vm = _mm256_set1_ps(mx);
+    for (; t + 8 <= K; t += 8) {
+        int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(a + t)),
+                                                    vm, _CMP_EQ_OQ));
+        if (mask) return t + __builtin_ctz(mask);
+    }
+#endif
+    for (; t < K; t++)
+        if (FABS(a[t]) == mx) return t;
+    return 0;
+}
+
+/* Codes m signals. A: (m, lda) correlations D x (row s = signal s), overwritten (each row is
+   that signal's working correlations, so nothing is copied); norms2: (m) |x|^2;
    G: (K, K) Gram matrix; rows: (m) output row of each signal or NULL (= s);
    outputs (each may be NULL), indexed by output row: support (., k_max) int64 (-1 unused),
    coef (., k_max), codes (., K) dense, recon (., n) = codes @ D with D (K, n).
    work: (k_max + 2) * K + k_max * k_max + 2 * k_max REALs. tol < 0: none.
    Returns the largest number of atoms used; *n_dependent counts signals stopped by
    dependent atoms. */
-int64_t omp_REAL(int64_t m, int64_t K, int64_t n, const REAL* A, int64_t lda,
+int64_t omp_REAL(int64_t m, int64_t K, int64_t n, REAL* A, int64_t lda,
                  const REAL* norms2, const REAL* G, REAL gmax, int64_t k_max, double tol,
                  int ols, const int64_t* rows, REAL* work,
                  int64_t* support, REAL* coef, REAL* codes, const REAL* D, REAL* recon,
                  int64_t* n_dependent)
 {
     const REAL eps = EPS;
-    REAL* a = work;
-    REAL* Q = a + K;
+    REAL* Q = work + K;
     REAL* s = Q + k_max * K;                 /* OLS: |P_perp d_t|^2 */
     REAL* L = s + K;
     REAL* z = L + k_max * k_max;
@@ -103,7 +94,8 @@ int64_t omp_REAL(int64_t m, int64_t K, int64_t n, const REAL* A, int64_t lda,
         REAL r2 = norms2[i];
         int64_t steps = 0;
         if (r2 * gmax >= eps && !(tol >= 0 && r2 <= tol)) {
-            memcpy(a, A + i * lda, K * sizeof(REAL));
+            REAL* a = A + i * lda;
+            REAL mx = ols ? 0 : max_abs_REAL(a, K);   /* max |a|, kept up to date below */
             if (ols)
                 for (int64_t t = 0; t < K; t++) s[t] = G[t * K + t];
             for (int64_t k = 0; k < k_max; k++) {
@@ -115,7 +107,7 @@ int64_t omp_REAL(int64_t m, int64_t K, int64_t n, const REAL* A, int64_t lda,
                         if (v > best) { best = v; j = t; }
                     }
                 } else {
-                    j = argmax_abs_REAL(a, K);
+                    j = find_abs_REAL(a, K, mx);
                 }
                 const REAL val = a[j];
                 REAL d2 = G[j * K + j];
@@ -138,12 +130,17 @@ int64_t omp_REAL(int64_t m, int64_t K, int64_t n, const REAL* A, int64_t lda,
                 REAL* q = Q + k * K;
                 const REAL* Gj = G + j * K;
                 if (k == 0) {
-#pragma omp simd
+                    REAL nm = 0;
+#pragma omp simd reduction(max:nm)
                     for (int64_t t = 0; t < K; t++) {
                         REAL v = Gj[t] * inv;
                         q[t] = v;
-                        a[t] -= zk * v;
+                        REAL na = a[t] - zk * v;
+                        a[t] = na;
+                        na = FABS(na);
+                        nm = na > nm ? na : nm;
                     }
+                    mx = nm;
                 } else {
                     memcpy(q, Gj, K * sizeof(REAL));
                     int64_t l = 0;
@@ -160,12 +157,17 @@ int64_t omp_REAL(int64_t m, int64_t K, int64_t n, const REAL* A, int64_t lda,
 #pragma omp simd
                         for (int64_t t = 0; t < K; t++) q[t] -= c * ql[t];
                     }
-#pragma omp simd
+                    REAL nm = 0;
+#pragma omp simd reduction(max:nm)
                     for (int64_t t = 0; t < K; t++) {
                         REAL v = q[t] * inv;
                         q[t] = v;
-                        a[t] -= zk * v;
+                        REAL na = a[t] - zk * v;
+                        a[t] = na;
+                        na = FABS(na);
+                        nm = na > nm ? na : nm;
                     }
+                    mx = nm;
                 }
                 if (ols) {
                     for (int64_t t = 0; t < K; t++) {

@@ -409,11 +409,14 @@ def _omp_native(lib, X, dictionary, gram, k_max, tol, chunk_size, ols, *, codes=
     if not bool(todo.all()):
         rows = todo.nonzero()[:, 0].contiguous()
         X, norms2 = X.index_select(0, rows), norms2.index_select(0, rows)
-    # Outputs: rows never coded stay zero (-1 for the support).
+    # Outputs: rows never coded stay zero (-1 for the support). The C code writes whole rows,
+    # so the dense codes are zeroed only where it never writes (one pass over them, not two).
     new = torch.empty if rows is None else torch.zeros
     out = {}
     if codes:
-        out["codes"] = new((n_samples, n_components), dtype=dtype)
+        out["codes"] = torch.empty((n_samples, n_components), dtype=dtype)
+        if rows is not None:
+            out["codes"].index_fill_(0, (~todo).nonzero()[:, 0], 0.0)
     if support:
         out["support"] = torch.full((n_samples, k_max), -1, dtype=torch.long) if rows is not None \
             else torch.empty((n_samples, k_max), dtype=torch.long)
