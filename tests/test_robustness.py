@@ -460,3 +460,17 @@ def test_library_fgsm_and_pgd_respect_eps_exactly(dtype):
         for adv in (fgsm(model, x, y, eps=eps), pgd(model, x, y, eps=eps, step_size=eps / 3, steps=4)):
             assert adv.dtype == dtype and bool(within_linf(adv, x, eps).all())
             assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_non_monotonic_flag_ignores_the_oblivious_attack():
+    n = 10
+    t = lambda bits: torch.tensor(bits, dtype=torch.bool)     # noqa: E731
+    res = RobustnessResult(
+        n_images=n, eps=[0.1, 0.2], clean_accuracy={"bare": 1.0, "defended": 1.0},
+        attacks={"pgd:oblivious": {"0.1": 0.5, "0.2": 0.7}}, worst_case={"0.1": 0.5, "0.2": 0.5},
+        bare_pgd={"0.1": 0.0, "0.2": 0.0},
+        survival={"pgd:oblivious": {"0.1": t([1] * 5 + [0] * 5), "0.2": t([1] * 7 + [0] * 3)}},
+        worst_survival={}, clean_correct={"bare": t([1] * n), "defended": t([1] * n)},
+        flags=[], seconds={}, unbounded_accuracy=None)
+    assert compute_flags(res, model=nn.Identity(), defence=None, x=torch.zeros(n, 1, 2, 2),
+                         y=torch.zeros(n, dtype=torch.long), n_classes=10, n_channels=1) == []
