@@ -315,7 +315,9 @@ def test_finished_folder_reports_from_a_read_only_location(reference, one_thread
     adv.unlink()
     ddl._io.entry_record_path(adv).unlink()
     _read_only(monkeypatch, run_dir)
-    with pytest.raises(RunFolderError, match=f"^cannot write {run_dir / 'cache'}: read-only file system$"):
+    monkeypatch.setattr(pipeline, "run_attack", lambda *a, **k: pytest.fail("computed in a read-only folder"))
+    with pytest.raises(RunFolderError, match=f"^cannot write {run_dir}: read-only file system; nothing can "
+                                             f"be computed in a folder that cannot be written$"):
         reproduce(TINY, run_dir, figures=False, progress=False)
 
 

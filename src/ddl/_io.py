@@ -272,6 +272,7 @@ class RunFolderLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.read_only = False
+        self.write_error: RunFolderError | None = None  # why the folder cannot be written
         self.took_over: dict | None = None
         self.removed: list[tuple[Path, int]] = []
         self._fd: int | None = None
@@ -310,6 +311,7 @@ class RunFolderLock:
             except OSError as exc:
                 if exc.errno not in _READ_ONLY_ERRNOS or not self.folder.is_dir():
                     raise folder_error(exc, self.folder) from exc
+                self.write_error = folder_error(exc, self.folder)
                 try:  # a lock file we may not write (read-only copy, another user's): flock works
                     fd, writable = os.open(self.path, os.O_RDONLY), False
                 except OSError:  # no lock file and none can be made: a read-only folder
@@ -373,6 +375,17 @@ class RunFolderLock:
 
 
 _HELD: list[RunFolderLock] = []
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise the ``RunFolderError`` of a held, read-only run folder that contains ``folder``
+    (before computing something that could not be stored); nothing otherwise."""
+    resolved = Path(folder).resolve()
+    for held in _HELD:
+        root = held.folder.resolve()
+        if held.read_only and held.write_error is not None and (resolved == root or root in resolved.parents):
+            raise RunFolderError(f"{held.write_error}; nothing can be computed in a folder that "
+                                 f"cannot be written")
 
 
 @contextlib.contextmanager

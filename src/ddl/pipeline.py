@@ -35,8 +35,8 @@ import torch
 
 import ddl
 from ddl import metrics
-from ddl._io import (_warn, atomic_torch_save, atomic_write_json, check_entry, folder_error,
-                     lock_run_folder, remove_entry, safe_torch_load, write_entry_record)
+from ddl._io import (_warn, atomic_torch_save, atomic_write_json, check_entry, check_writable,
+                     folder_error, lock_run_folder, remove_entry, safe_torch_load, write_entry_record)
 from ddl.config import AttackConfig, ExperimentConfig, config_key
 from ddl.errors import CacheError
 
@@ -248,6 +248,7 @@ def _cached_stage(path: Path, stage: str, stats: dict | None, load, compute, sav
             if status is not None:
                 status[stage] = "cached"
             return value, record
+    check_writable(path.parent)  # a read-only run folder: say so before computing
     epoch = resume() if resume is not None else None
     what = f"resumed from epoch {epoch}" if epoch else "computing"
     _say(progress, stage, what, path)
