@@ -16,6 +16,7 @@ import difflib
 import math
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -124,7 +125,9 @@ def load_torch_file(path: str | os.PathLike, *, where: str, what: str, map_locat
         raise BadFileError(f"{at} {path} is empty (0 bytes), e.g. a copy or download that was "
                            f"interrupted; write it again.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles before failing on them
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if zipfile.is_zipfile(path) and "weights only" in str(exc).lower():
             raise BadFileError(

@@ -1,0 +1,64 @@
+"""ddl._validate: one message style for every check (where: name must be rule; got value.)."""
+
+import pickle
+
+import pytest
+import torch
+
+from ddl._validate import (BadFileError, check_choice, check_int, check_number, check_optional_int, close_match,
+                           load_torch_file, require_keys)
+from ddl.errors import DDLError
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: check_int("f", "n", 0, 1), "f: n must be an int >= 1; got 0."),
+    (lambda: check_int("f", "n", 9, 1, 8), r"f: n must be an int in \[1, 8\]; got 9."),
+    (lambda: check_int("f", "n", True, 0), "f: n must be an int >= 0; got True."),
+    (lambda: check_int("f", "n", 2.0, 0), "f: n must be an int >= 0; got 2.0."),
+    (lambda: check_optional_int("f", "n", -1, 0), "f: n must be an int >= 0; got -1."),
+    (lambda: check_number("f", "lr", 0, 0, low_open=True), "f: lr must be a number > 0; got 0."),
+    (lambda: check_number("f", "t", 1.5, 0, 1), r"f: t must be a number in \[0, 1\]; got 1.5."),
+    (lambda: check_number("f", "t", float("nan")), "f: t must be a finite number; got nan."),
+    (lambda: check_choice("f", "model", "convnt", ("mlp", "convnet")),
+     r"f: model must be one of mlp, convnet; got 'convnt' \(did you mean 'convnet'\?\)."),
+])
+def test_checks_name_where_parameter_rule_and_value(call, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        call()
+
+
+def test_checks_return_the_value():
+    assert check_int("f", "n", 3, 1) == 3 and check_optional_int("f", "n", None, 1) is None
+    assert check_number("f", "x", 1) == 1.0 and isinstance(check_number("f", "x", 1), float)
+    assert check_choice("f", "a", "b", "abc") == "b"
+    assert close_match("resnett", ["resnet", "mlp"]) == " (did you mean 'resnet'?)" and close_match("zzz", ["mlp"]) == ""
+
+
+def test_load_torch_file_reports_each_kind_of_bad_file(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"x": torch.zeros(2)}, good)
+    assert torch.equal(load_torch_file(good, where="f", what="file")["x"], torch.zeros(2))
+    (tmp_path / "text.pt").write_text("hello\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "half.pt").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "pickle.pt").write_bytes(pickle.dumps({"x": 1}))
+    cases = {"text.pt": "is not a readable torch file (a text file, 6 bytes",
+             "empty.pt": "is empty (0 bytes)",
+             "half.pt": "is not a readable torch file (corrupt or truncated, 200 bytes",
+             "pickle.pt": "is not a readable torch file", "missing.pt": "does not exist", ".": "is not a file"}
+    for name, text in cases.items():
+        with pytest.raises(BadFileError) as info:
+            load_torch_file(tmp_path / name, where="f", what="file")
+        assert str(info.value).startswith(f"f: file {tmp_path / name} {text}"), str(info.value)
+        assert isinstance(info.value, DDLError) and isinstance(info.value, ValueError)
+        assert "weights_only=False" not in str(info.value)
+
+
+def test_require_keys_names_what_is_missing_and_what_is_there(tmp_path):
+    require_keys("f", "file", "a.pt", {"x": 1, "y": 2}, ("x", "y"))
+    with pytest.raises(BadFileError, match=r"^f: file a.pt lacks 'y' \(it holds 'x'\).$"):
+        require_keys("f", "file", "a.pt", {"x": 1}, ("x", "y"))
+    with pytest.raises(BadFileError, match=r"^--input a.pt lacks 'x' or 'x_adv' \(it holds nothing\).$"):
+        require_keys("", "--input", "a.pt", {}, ("x", "x_adv"), any_of=True)
+    with pytest.raises(BadFileError, match=r"^--input a.pt holds a list, not a dict with 'x'.$"):
+        require_keys("", "--input", "a.pt", [1], ("x",))
