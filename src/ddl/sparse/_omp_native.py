@@ -61,6 +61,13 @@ static int64_t find_abs_REAL(const REAL* a, int64_t K, REAL mx)
                                                     vm, _CMP_EQ_OQ));
         if (mask) return t + __builtin_ctz(mask);
     }
+#elif defined(__AVX2__)
+    const __m256d sign = _mm256_set1_pd(-0.0), vm = _mm256_set1_pd(mx);
+    for (; t + 4 <= K; t += 4) {
+        int mask = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_andnot_pd(sign, _mm256_loadu_pd(a + t)),
+                                                    vm, _CMP_EQ_OQ));
+        if (mask) return t + __builtin_ctz(mask);
+    }
 #endif
     for (; t < K; t++)
         if (FABS(a[t]) == mx) return t;
