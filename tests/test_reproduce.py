@@ -59,6 +59,7 @@ def test_figures_redraw_from_the_run_folder_alone(quick_run, forbid_recompute, c
         "tsne-mnist.pt", "atoms-mnist.pt", "cam-mnist-convnet.pt"}
     assert main(["report", str(run_dir), "--figures"]) == 0
     assert json.loads((run_dir / "figures.json").read_text()) == before
+    assert not any("Caution" in caption for caption, _ in before)  # random pixel samples: no strided-sample warning
     assert f"drew {len(before)} figures" in capsys.readouterr().out
 
 

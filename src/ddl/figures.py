@@ -11,6 +11,7 @@ keeps its existing PNG when there is one, and is otherwise left out.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ddl._io import atomic_write_json
@@ -98,10 +99,20 @@ def _cell_figures(run_dir: Path, r: dict, name: str, classes, save) -> None:
     arrays = load_torch_file(run_dir / r["files"]["arrays"], where="draw_figures", what="cell arrays")
     tag, label = f"{r['dataset']}-{r['model']}-{r['attack']}", f"{name}, {r['model']}, {r['attack'].upper()}"
     pixels = {k: arrays[f"pixels_{k}"].float() for k in ("clean", "perturbed", "denoised")}
+    # arrays written before random sampling (no examples_index) and not resampled since hold a
+    # strided sample, which reads only a few pixel positions per image on a large test set
+    caveat = ""
+    if "examples_index" not in arrays and "pixels_source" not in arrays:
+        size = arrays["examples_clean"][0].numel()                 # C·H·W values per image
+        stride = max(1, len(arrays["y"]) * size // 20_000)
+        seen = size // math.gcd(stride, size)
+        if seen < size:
+            caveat = (f" Caution: sample of an older ddl, every {stride}-th pixel value, which reads {seen} of "
+                      f"the {size} pixel positions of each image.")
     fig = plots.plot_qq(pixels["clean"], pixels["perturbed"], denoised=pixels["denoised"])
-    save(fig, f"qq-{tag}.png", f"QQ-plot of pixel values, clean vs perturbed and denoised ({label}; Fig. 4)")
+    save(fig, f"qq-{tag}.png", f"QQ-plot of pixel values, clean vs perturbed and denoised ({label}; Fig. 4).{caveat}")
     fig = plots.plot_density(pixels, grey_levels=255, log=True)
-    save(fig, f"density-{tag}.png", f"Density of pixel values on the 1/255 grey levels ({label}; Fig. 4)")
+    save(fig, f"density-{tag}.png", f"Density of pixel values on the 1/255 grey levels ({label}; Fig. 4).{caveat}")
     n = len(arrays["examples_clean"])
     # which images the examples are (older run folders kept the first ones)
     ex = arrays["examples_index"].long() if "examples_index" in arrays else slice(0, n)
