@@ -27,7 +27,9 @@ import time
 import numpy as np
 import torch
 
-import common as C
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                                "bench"))
+import common as C  # noqa: E402
 
 
 def main() -> int:

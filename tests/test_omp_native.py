@@ -3,6 +3,7 @@ CUDA path) against each other and against scikit-learn; omp_support; threads; th
 exact projection."""
 
 import importlib
+import os
 import warnings
 
 import numpy as np
@@ -128,9 +129,18 @@ def test_dependent_atoms_warn_with_both_kernels(kernel):
 
 
 @native_available
-def test_threads_give_the_same_result(problem):
+def test_threads_give_the_same_result(problem, monkeypatch):
     X, D = (torch.as_tensor(a, dtype=torch.float32) for a in problem)
     X = X.repeat(8, 1)
+    monkeypatch.setattr(omp_module.os, "getloadavg", lambda: (0.0, 0.0, 0.0))   # idle machine
+    used = []
+    run_workers = omp_module._run_workers
+
+    def spy(worker, n_threads):
+        used.append((n_threads, torch.get_num_threads()))
+        return run_workers(worker, n_threads)
+
+    monkeypatch.setattr(omp_module, "_run_workers", spy)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -141,6 +151,19 @@ def test_threads_give_the_same_result(problem):
     finally:
         torch.set_num_threads(before)
     torch.testing.assert_close(one, two, rtol=0, atol=0)
+    assert used == [(1, 1), (min(2, os.cpu_count() or 1), 1)]   # torch held at 1 meanwhile
+
+
+def test_busy_machine_gets_one_worker(monkeypatch):
+    monkeypatch.setattr(omp_module.os, "getloadavg", lambda: (40.0, 40.0, 40.0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert omp_module._held_threads() == 1
+        monkeypatch.setattr(omp_module.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        assert omp_module._held_threads() == min(2, os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("k", [1, 2])

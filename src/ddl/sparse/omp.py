@@ -67,8 +67,11 @@ Orientation: atoms are the ROWS of ``dictionary`` (n_components, n_features) and
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import math
+import os
 import threading
 import warnings
 from typing import Literal
@@ -447,7 +450,7 @@ def _omp_native(lib, X, dictionary, gram, k_max, tol, chunk_size, ols, *, codes=
     fn = lib.fns["omp_float" if dtype == torch.float32 else "omp_double"]
     m_max = min(_native_chunk_rows(n_components, chunk_size), n_todo)
     starts = list(range(0, n_todo, m_max))
-    n_threads = min(torch.get_num_threads(), len(starts))
+    n_threads = min(_held_threads(), len(starts))
     work_len = (k_max + 2) * n_components + k_max * k_max + 2 * k_max
     Dt = D.T
     tol_c = -1.0 if tol is None else float(tol)
@@ -491,6 +494,21 @@ def _omp_native(lib, X, dictionary, gram, k_max, tol, chunk_size, ols, *, codes=
 
 
 
+def _holds_torch_threads(func):
+    """Run ``func`` under :func:`_torch_held_at_one_thread` when its first argument lives on
+    the CPU (a NumPy array or a CPU tensor); unchanged on CUDA. The torch kernel (no compiler)
+    then runs on one thread: on 2 threads it was 25x slower than on 1 at load average 5.
+    (The wrapper is one more frame: the functions warn with ``stacklevel=3``.)"""
+    @functools.wraps(func)
+    def wrapper(X, *args, **kwargs):
+        on_cpu = isinstance(X, np.ndarray) or (isinstance(X, Tensor) and X.device.type == "cpu")
+        if not on_cpu:
+            return func(X, *args, **kwargs)
+        with _torch_held_at_one_thread():
+            return func(X, *args, **kwargs)
+    return wrapper
+
+
 def _native_chunk_rows(n_components: int, chunk_size: int) -> int:
     """Rows per GEMM chunk for the C kernel: the (m, K) correlation block stays near 512 kB,
     where the GEMM runs at its best rate (measured: 33-34 GFLOP/s at 0.5-1 MB against 13-20 at
@@ -498,8 +516,15 @@ def _native_chunk_rows(n_components: int, chunk_size: int) -> int:
     return max(64, min(chunk_size, (1 << 17) // max(1, n_components)))
 
 
+def _denoise_native(lib, x: Tensor, *args, **kwargs) -> tuple[Tensor, int]:
+    """:func:`_denoise_native_body` with torch held at one thread (see
+    :func:`_torch_held_at_one_thread`)."""
+    with _torch_held_at_one_thread():
+        return _denoise_native_body(lib, x, *args, **kwargs)
+
+
 @torch.no_grad()
-def _denoise_native(lib, x: Tensor, dictionary: Tensor, patch, step, k_max: int, tol,
+def _denoise_native_body(lib, x: Tensor, dictionary: Tensor, patch, step, k_max: int, tol,
                     remove_mean: bool, chunk_size: int = 2048, support: Tensor | None = None
                     ) -> tuple[Tensor, int]:
     """The whole patch pipeline of the denoiser for images x (N, C, H, W) on the CPU, no graph.
@@ -528,7 +553,7 @@ def _denoise_native(lib, x: Tensor, dictionary: Tensor, patch, step, k_max: int,
     m_max = _native_chunk_rows(K, chunk_size)
     sums = torch.zeros_like(x)
     tol_c = -1.0 if tol is None else float(tol)
-    n_threads = max(1, min(torch.get_num_threads(), N))
+    n_threads = max(1, min(_held_threads(), N))
     bounds = [N * w // n_threads for w in range(n_threads + 1)]     # images per thread
     work_len = (k_max + 2) * K + k_max * k_max + 2 * k_max
     dependent = [0] * n_threads
@@ -614,7 +639,7 @@ class _ExactDenoise(torch.autograd.Function):
         gram = (D @ D.T).contiguous()
         k = ctx.support.shape[1]
         fn = ctx.lib.fns["backward_float" if dtype == torch.float32 else "backward_double"]
-        n_threads = max(1, min(torch.get_num_threads(), N))
+        n_threads = max(1, min(_held_threads(), N))
         bounds = [N * w // n_threads for w in range(n_threads + 1)]
         errors = []
 
@@ -628,7 +653,8 @@ class _ExactDenoise(torch.autograd.Function):
             except BaseException as exc:                           # re-raised below
                 errors.append(exc)
 
-        _run_workers(worker, n_threads)
+        with _torch_held_at_one_thread():
+            _run_workers(worker, n_threads)
         if errors:
             raise errors[0]
         return (gx,) + (None,) * 9
@@ -647,35 +673,67 @@ _threads_lock = threading.Lock()
 _threads_state = {"active": 0, "previous": 1}
 
 
-def _run_workers(worker, n_threads: int) -> None:
-    """worker(0..n_threads-1), on Python threads with torch single-threaded meanwhile.
+@contextlib.contextmanager
+def _torch_held_at_one_thread():
+    """Hold torch at one thread for the whole call; yields the thread count ddl's own workers
+    use (torch's setting when the outermost call began).
 
-    torch's thread count is process-wide: the first of possibly concurrent calls saves it and
-    sets 1, the last one to finish restores it (a counter under a lock), so overlapping calls
-    from several user threads never leave it changed.
+    On a busy machine torch's OpenMP workers spin while the other cores are taken: measured
+    here, the torch kernel at k = 5 ran 15x slower on 2 threads than on 1 with the load
+    average at 5 on 2 cores, and even the few whole-array operations before coding (norms,
+    the finite check) cost more than the coding. ddl's workers are Python threads that block
+    instead. torch's thread count is process-wide: the first of overlapping calls saves it and
+    sets 1, the last one to finish restores it (a counter under a lock).
     """
-    if n_threads <= 1:
-        worker(0)
-        return
     with _threads_lock:
         if _threads_state["active"] == 0:
             _threads_state["previous"] = torch.get_num_threads()
-            torch.set_num_threads(1)
+            if _threads_state["previous"] != 1:
+                torch.set_num_threads(1)
         _threads_state["active"] += 1
+        n_threads = _threads_state["previous"]
     try:
-        threads = [threading.Thread(target=worker, args=(w,)) for w in range(1, n_threads)]
-        for t in threads:
-            t.start()
-        worker(0)
-        for t in threads:
-            t.join()
+        yield n_threads
     finally:
         with _threads_lock:
             _threads_state["active"] -= 1
-            if _threads_state["active"] == 0:
+            if _threads_state["active"] == 0 and _threads_state["previous"] != 1:
                 torch.set_num_threads(_threads_state["previous"])
 
 
+def _held_threads() -> int:
+    """Threads for ddl's workers: torch's count before :func:`_torch_held_at_one_thread`,
+    lowered to the cores the load average leaves free (never below 1).
+
+    Measured on a 2-core machine at load average 5: a second worker made W1 k = 5 about 10 %
+    slower than one (0.82-1.21x per round), since the other core is taken anyway; so with
+    ``ncores - loadavg`` below one spare core ddl uses one worker. An idle machine gets
+    torch's count (its default: the number of cores).
+    """
+    requested = _threads_state["previous"] if _threads_state["active"] else torch.get_num_threads()
+    if requested <= 1:
+        return 1
+    try:
+        spare = (os.cpu_count() or 1) - os.getloadavg()[0] + 1     # +1: our own share of it
+    except (AttributeError, OSError):
+        return requested
+    return max(1, min(requested, int(spare + 0.5)))
+
+
+def _run_workers(worker, n_threads: int) -> None:
+    """worker(0..n_threads-1) on Python threads (the caller holds torch at one thread)."""
+    if n_threads <= 1:
+        worker(0)
+        return
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(1, n_threads)]
+    for t in threads:
+        t.start()
+    worker(0)
+    for t in threads:
+        t.join()
+
+
+@_holds_torch_threads
 def omp(
     X,
     dictionary,
@@ -760,7 +818,7 @@ def omp(
         codes, support, n_dependent = _omp_codes(X, dictionary, gram, k_max, tol,
                                                  int(chunk_size), selection == "ols")
     if n_dependent:
-        warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=2)
+        warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
     return (codes, support) if return_support else codes
 
 
@@ -829,6 +887,7 @@ def _omp_codes(X, dictionary, gram, k_max, tol, chunk_size, ols):
     return codes, supports, counter[0]
 
 
+@_holds_torch_threads
 def omp_support(
     X,
     dictionary,
@@ -881,13 +940,14 @@ def omp_support(
             _put_rows(coef, rows, gamma)
         n_dependent = counter[0]
     if n_dependent:
-        warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=2)
+        warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
     return support, coef
 
 
 _GRADS = ("exact", "bpda", "none")
 
 
+@_holds_torch_threads
 def omp_reconstruct(
     X,
     dictionary,
@@ -966,7 +1026,7 @@ def omp_reconstruct(
         if grad == "bpda" and needs_graph and X.requires_grad:
             out = straight_through(X, out)              # forward: x̂; backward: identity
     if counter[0]:
-        warnings.warn(_DEPENDENT_MSG.format(n=counter[0]), RuntimeWarning, stacklevel=2)
+        warnings.warn(_DEPENDENT_MSG.format(n=counter[0]), RuntimeWarning, stacklevel=3)
     return out
 
 
