@@ -28,12 +28,12 @@ def test_unknown_keys_are_errors_at_every_level():
     (lambda: DataConfig(n_test=0), r"n_test must be an int >= 1; got 0"),
     (lambda: ModelConfig(name="resnet50"), r"ModelConfig: name must be one of .*got 'resnet50'"),
     (lambda: ModelConfig(epochs=0), r"epochs must be an int >= 1; got 0"),
-    (lambda: ModelConfig(lr=-1.0), r"lr must be a number > 0; got -1.0"),
+    (lambda: ModelConfig(lr=-1.0), r"lr must be a finite number > 0; got -1.0"),
     (lambda: AttackConfig(name="cw"), r"AttackConfig: name must be one of fgsm, pgd, jsma; got 'cw'"),
     (lambda: DefenceConfig(n_components=8, n_nonzero_coefs=9), r"n_nonzero_coefs must be an int in \[1, 8\]; got 9"),
     (lambda: DefenceConfig(method="lars"), r"method must be one of online, ksvd, mod; got 'lars'"),
     (lambda: ExperimentConfig(attacks=()), "at least one attack"),
-    (lambda: ExperimentConfig(high_confidence_threshold=1.5), r"high_confidence_threshold must be a number in \[0, 1\]; got 1.5"),
+    (lambda: ExperimentConfig(high_confidence_threshold=1.5), r"high_confidence_threshold must be a finite number in \[0, 1\]; got 1.5"),
 ])
 def test_bad_values_name_the_parameter_and_the_value(make, match):
     with pytest.raises(ValueError, match=match):

@@ -66,11 +66,11 @@ def check_number(where: str, name: str, value: Any, low: float | None = None, hi
     if not ok:
         lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
         if low is not None and high is not None:
-            rule = f"a number in {lo}, {high}]"
+            rule = f"a finite number in {lo}, {high}]"
         elif low is not None:
-            rule = f"a number {'>' if low_open else '>='} {low}"
+            rule = f"a finite number {'>' if low_open else '>='} {low}"
         elif high is not None:
-            rule = f"a number <= {high}"
+            rule = f"a finite number <= {high}"
         else:
             rule = "a finite number"
         raise ValueError(f"{where}: {name} must be {rule}; got {value!r}.")

@@ -11,6 +11,9 @@ import math
 import torch
 from torch import nn
 
+from ddl._validate import check_int as _check_int
+from ddl._validate import check_number
+
 
 def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -60,23 +63,19 @@ def check_image_batch(fn_name: str, x: object, clip: tuple[float, float], name: 
 
 def check_eps(fn_name: str, eps: object, name: str = "eps") -> float:
     """Return ``eps`` as a float; raise unless it is a finite number >= 0."""
-    if not _is_number(eps) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"{fn_name}: {name} must be a finite number >= 0; got {eps!r}.")
-    return float(eps)
+    return check_number(fn_name, name, eps, 0)
 
 
 def check_positive(fn_name: str, value: object, name: str) -> float:
     """Return ``value`` as a float; raise unless it is a finite number > 0."""
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{fn_name}: {name} must be a finite number > 0; got {value!r}.")
-    return float(value)
+    return check_number(fn_name, name, value, 0, low_open=True)
 
 
 def check_int(fn_name: str, value: object, name: str, minimum: int) -> int:
-    """Return ``value``; raise unless it is an int >= ``minimum`` (bool rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{fn_name}: {name} must be an int >= {minimum}; got {value!r}.")
-    return value
+    """Return ``value``; raise unless it is an int >= ``minimum`` (bool rejected).
+
+    The attacks' argument order (value before name); the rule and message are ``ddl._validate``'s."""
+    return _check_int(fn_name, name, value, minimum)
 
 
 def check_choice(fn_name: str, value: object, name: str, choices: tuple[str, ...]) -> str:
