@@ -528,3 +528,9 @@ def test_pick_examples_puts_successful_attacks_in_the_grid():
     assert plots.pick_examples(y, y, y, n=8).tolist() == list(range(8))      # no success: the first ones
     with pytest.raises(ValueError, match=r"pick_examples: n must be an int >= 1; got 0"):
         plots.pick_examples(y, y, y, n=0)
+
+
+def test_plot_eps_curves_labels_grey_levels():
+    records = [{"model": "mlp", "eps": e / 255, "perturbed": 0.5, "denoised": 0.6} for e in (2, 8)]
+    ax = plots.plot_eps_curves(records, grey_levels=True).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2/255", "8/255"]

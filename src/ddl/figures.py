@@ -86,7 +86,7 @@ def draw_figures(run_dir: str | Path, results: dict | None = None) -> list[tuple
         sweep = [{"model": r["model"], "eps": r["attack_params"]["eps"], "perturbed": r["accuracy"]["perturbed"],
                   "denoised": r["accuracy"]["denoised"]} for r in results.get("sweep", []) if r["dataset"] == dataset]
         if sweep:
-            fig = plots.plot_eps_curves(sweep, title=f"{name}: FGSM accuracy vs ε")
+            fig = plots.plot_eps_curves(sweep, title=f"{name}: FGSM accuracy vs ε", grey_levels=dataset == "cifar10")
             save(fig, f"eps-{dataset}.png", f"Accuracy against the FGSM budget ε, perturbed and denoised ({name})")
     atomic_write_json(run_dir / "figures.json", figures)
     return figures

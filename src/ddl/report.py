@@ -248,12 +248,20 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
     if verdicts:
         blocks += _verdict_blocks(verdicts)
     if results.get("sweep"):
-        blocks += [Block("h2", "FGSM ε sweep"), Block("table", rows=sweep_table(results["sweep"])),
+        blocks += [Block("h2", "FGSM ε sweep"),
+                   Block("p", "Accuracy (%) of each classifier against FGSM at several budgets ε, on the first "
+                              "*images* test images: *clean*, *perturbed*, *denoised* (the attacked images after "
+                              "the denoiser) and *denoised clean* (the clean images after the denoiser)."),
+                   Block("table", rows=sweep_table(results["sweep"])),
                    Block("p", "The paper does not give its ε. Below, each model is compared at the swept ε "
                               "whose perturbed accuracy is nearest the paper's perturbed accuracy, i.e. at "
                               "a comparable attack strength (sweep subset, see its image count above)."),
                    Block("table", rows=matched_eps_table(results["sweep"], paper))]
-    blocks += [Block("h2", "Reconstruction quality"), Block("table", rows=quality_table(records)),
+    blocks += [Block("h2", "Reconstruction quality"),
+               Block("p", "Mean PSNR (dB, images identical to the clean ones left out) and SSIM of the perturbed "
+                          "and of the denoised images against the clean ones, and the classifier's mean "
+                          "confidence in its prediction on the perturbed → denoised images."),
+               Block("table", rows=quality_table(records)),
                Block("h2", "Threat model"), Block("p", THREAT_MODEL),
                Block("h2", "Protocol and parameters")]
     for title, rows in parameters_tables(records).items():

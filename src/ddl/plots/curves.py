@@ -24,7 +24,8 @@ _RECORD_KEYS = ("model", "eps", "perturbed", "denoised")
 
 
 def plot_eps_curves(
-    records: Sequence[Mapping[str, Any]], *, ax: Axes | None = None, title: str | None = None
+    records: Sequence[Mapping[str, Any]], *, ax: Axes | None = None, title: str | None = None,
+    grey_levels: bool = False,
 ) -> Figure:
     """Accuracy of the perturbed and the denoised images against ε, one pair of lines per model.
 
@@ -38,6 +39,8 @@ def plot_eps_curves(
         Draw here; default a new 7.5×4.5-inch figure.
     title : str, optional
         Axes title; default "Accuracy against ε" (the legend tells perturbed from denoised).
+    grey_levels : bool, default False
+        Label the ε ticks in grey levels, ``k/255`` (CIFAR-10's convention), at the swept values.
 
     Returns
     -------
@@ -52,6 +55,9 @@ def plot_eps_curves(
         eps, pert, den = (np.array(v) for v in zip(*sorted(rows), strict=True))
         ax.plot(eps, pert, color=colour, linestyle="--", marker="o", markersize=4, label=f"{model}: perturbed")
         ax.plot(eps, den, color=colour, linestyle="-", marker="s", markersize=4, label=f"{model}: denoised")
+    if grey_levels:
+        ticks = sorted({e for rows in table.values() for e, _, _ in rows})
+        ax.set_xticks(ticks, [f"{e * 255:.3g}/255" for e in ticks])
     ax.set_xlabel("ε (L∞ budget, pixel scale [0, 1])")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
