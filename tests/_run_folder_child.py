@@ -5,7 +5,8 @@
 KILL is ``EVENT:PATTERN:N``: send SIGKILL to this process at the N-th write whose destination
 file name matches the glob PATTERN, at EVENT: ``mid_write`` (half of the bytes are in the
 temporary file), ``before_replace`` (the temporary file is complete, not yet renamed) or
-``after_replace`` (the file is in place, nothing after it has run). The hooks wrap ``ddl._io``'s
+``after_replace`` (the file is in place, nothing after it has run); or, with EVENT ``hold``,
+print ``holding`` there and wait (holding the run folder) until ``RUN_DIR.release`` exists. The hooks wrap ``ddl._io``'s
 write and ``os.replace``; nothing else is changed. Prints ``started`` once the run begins.
 
 Not collected by pytest (no ``test_`` prefix); ``test_run_folder.py`` imports TINY from here.
@@ -17,6 +18,7 @@ import fnmatch
 import os
 import signal
 import sys
+import time
 
 import torch
 
@@ -62,6 +64,18 @@ def _install_kill(spec: str) -> None:
             real_write(f, data, path)
 
         io._write_all = write_all
+    elif event == "hold":  # stop before the rename until RUN_DIR.release exists
+        real_replace = os.replace
+
+        def replace(src, dst, **kw):
+            if hit(str(dst)):
+                print("holding", flush=True)
+                release = f"{sys.argv[1].rstrip(os.sep)}.release"
+                while not os.path.exists(release):
+                    time.sleep(0.05)
+            real_replace(src, dst, **kw)
+
+        os.replace = replace
     elif event in ("before_replace", "after_replace"):
         real_replace = os.replace
 

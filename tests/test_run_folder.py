@@ -178,15 +178,20 @@ def test_killed_at_a_random_moment_resumes_to_identical_results(reference, one_t
 def test_two_concurrent_runs_on_one_folder(reference, tmp_path):
     run_dir = tmp_path / "run"
     seed_with_model(run_dir, reference)
-    first, second = run_child(run_dir), run_child(run_dir)
+    first = run_child(run_dir, "hold:adv-fgsm-*.pt:1")  # holds the folder half-way through its run
+    while (line := first.stdout.readline()) and line.strip() != "holding":
+        pass
+    second = run_child(run_dir)
+    while (line := second.stderr.readline()) and "waiting for it to finish" not in line:
+        pass
+    assert f"{run_dir} is in use by another ddl run (PID {first.pid} on " in line
+    Path(f"{run_dir}.release").touch()
     outs = [p.communicate(timeout=300) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
-    waited = [o for o in outs if "is in use by another ddl run (PID" in o[1]]
-    assert len(waited) == 1 and "waiting for it to finish" in waited[0][1], outs
-    # the one that waited computed nothing: it read what the other one wrote
-    status = [line.split()[1] for line in waited[0][0].splitlines() if line.startswith("  ")
+    # the second computed nothing: it read what the first one wrote
+    status = [line.split()[1] for line in outs[1][0].splitlines() if line.startswith("  ")
               and line.split()[0] in ("model", "attack", "dictionary", "denoise")]
-    assert status and set(status) == {"cached"}, waited[0][0]
+    assert status and set(status) == {"cached"}, outs[1][0]
     assert_same_numbers(run_dir, reference)
     assert not (run_dir / ".ddl.lock").exists()
 
