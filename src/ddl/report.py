@@ -241,7 +241,12 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
     verdicts = verdict_lookup(load_verdicts(), name)
     for attack in ("fgsm", "jsma"):
         if any(r["attack"] == attack for r in records):
+            settings = list(dict.fromkeys(
+                f"{DATASET_NAMES.get(r['dataset'], r['dataset'])} "
+                f"{_params_text(r['dataset'], {k: v for k, v in r['attack_params'].items() if k != 'seed'})}"
+                for d in DATASETS for r in records if r["attack"] == attack and r["dataset"] == d))
             blocks += [Block("h2", ATTACK_TITLES[attack]),
+                       Block("p", "Attack: " + "; ".join(settings) + "."),
                        Block("table", rows=comparison_table(records, paper, attack, verdicts))]
     if records:
         blocks.append(Block("p", COLUMNS))
