@@ -248,6 +248,13 @@ def test_denoise_with_the_existing_dictionary_says_so_and_keeps_the_labels(files
     assert blob["x"].shape == (12, 1, 28, 28) and blob["y"].tolist() == [i % 10 for i in range(12)]
 
 
+def test_evaluate_says_when_the_data_folder_is_not_read(files, capsys, tmp_path):
+    code, out, err = run(capsys, "evaluate", "--zoo", "mlp", "--dataset", "mnist", "--input", files / "adv.pt",
+                         "--data-dir", tmp_path)
+    assert code == 0 and err == ""
+    assert out.splitlines()[0] == f"labels from {files / 'adv.pt'} (its 'y'); --data-dir is not read"
+
+
 def test_denoise_refuses_a_dictionary_for_other_images(files, capsys, tmp_path):
     code, _, err = run(capsys, "denoise", "--input", files / "cifar_adv.pt", "--dictionary", files / "dict.pt",
                        "--out", tmp_path / "den.pt")

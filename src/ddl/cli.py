@@ -583,6 +583,8 @@ def cmd_evaluate(args) -> int:
     if args.input:
         x, y = _read_images(args.input, "--input", ("x", "x_adv"))
         _check_images_fit("--input", args.input, x, FACTS[args.dataset]["shape"], f"a {args.dataset} model")
+        if y is not None and args.data_dir:
+            print(f"labels from {args.input} (its 'y'); --data-dir is not read")
         if y is None:
             y_test = load_dataset(args.dataset, "test", data_dir=args.data_dir)[1]
             if len(x) > len(y_test):
