@@ -318,9 +318,14 @@ def _eps_text(dataset: str) -> str:
 
 
 def _tuned(dataset: str, key: str):
+    """A parameter of the shipped tuned defence, for the help text ("?" if the file is unreadable:
+    the help must not fail; `ddl denoise` itself then reports the file)."""
     from ddl.config import load_tuned
 
-    return getattr(load_tuned()[dataset], key)
+    try:
+        return getattr(load_tuned()[dataset], key)
+    except (DDLError, KeyError):
+        return "?"
 
 
 def _model_source(sp):
