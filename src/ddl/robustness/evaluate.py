@@ -28,42 +28,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ddl.robustness.attacks import AUTOATTACKS, autoattack, pgd_linf
-from ddl.robustness.threat import THREATS, defended
+from ddl.robustness._names import eps_key, parse_attack
+from ddl.robustness.attacks import autoattack, pgd_linf
+from ddl.robustness.flags import compute_flags
+from ddl.robustness.threat import defended
 
 __all__ = ["DEFAULT_ATTACKS", "RobustnessResult", "evaluate_robustness", "parse_attack"]
 
 DEFAULT_ATTACKS = ("pgd:oblivious", "pgd:bpda", "pgd:exact", "pgd:soft", "apgd-ce:soft",
                    "apgd-t:soft", "square")
-_GRADIENT_ATTACKS = ("pgd", "apgd-ce", "apgd-t", "fab-t")
-_BLACK_BOX = ("square",)
-
-
-def parse_attack(spec: str) -> tuple[str, str | None]:
-    """``"pgd:soft"`` → ``("pgd", "soft")``; ``"square"`` → ``("square", None)``; errors name the rule."""
-    if not isinstance(spec, str):
-        raise ValueError(f"evaluate_robustness: attacks must be strings like 'pgd:soft'; got {spec!r}.")
-    name, _, threat = spec.partition(":")
-    if name in _BLACK_BOX:
-        if threat:
-            raise ValueError(f"evaluate_robustness: '{name}' is black-box and takes no threat "
-                             f"model; got {spec!r} (write '{name}').")
-        return name, None
-    if name not in _GRADIENT_ATTACKS:
-        raise ValueError(f"evaluate_robustness: unknown attack {name!r} in {spec!r}; choose from "
-                         f"{_GRADIENT_ATTACKS + _BLACK_BOX}.")
-    if threat not in THREATS:
-        raise ValueError(f"evaluate_robustness: attack {spec!r} needs a threat model after ':', "
-                         f"one of {THREATS} (e.g. '{name}:soft').")
-    if threat == "oblivious" and name != "pgd":
-        raise ValueError(f"evaluate_robustness: only 'pgd:oblivious' is offered for the oblivious "
-                         f"threat; got {spec!r}.")
-    return name, threat
-
-
-def eps_key(eps: float) -> str:
-    """The JSON key of an ε: ``repr`` of the float (exact, round-trips)."""
-    return repr(float(eps))
 
 
 @dataclass
@@ -172,8 +145,6 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
     -------
     RobustnessResult
     """
-    from ddl.robustness.flags import compute_flags
-
     eps, n_classes = _check_inputs(model, x, y, eps)
     specs = [parse_attack(a) for a in attacks]
     names = [a if t is None else f"{a}:{t}" for a, t in specs]

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddl.robustness._names import eps_key, parse_attack
 from ddl.robustness.threat import defended
 
 __all__ = ["FLAG_CODES", "compute_flags", "zero_gradient_fraction"]
@@ -59,8 +60,6 @@ def compute_flags(result, *, model: nn.Module, defence: nn.Module | None, x: Ten
                   n_classes: int, n_channels: int, beta: float = 10.0,
                   batch_size: int = 200) -> list[dict[str, str]]:
     """The flags of a :class:`~ddl.robustness.evaluate.RobustnessResult` (see module docstring)."""
-    from ddl.robustness.evaluate import eps_key, parse_attack
-
     flags: list[dict[str, str]] = []
     keys = [eps_key(e) for e in result.eps]
     e_max = result.eps[-1]
