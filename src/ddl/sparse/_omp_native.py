@@ -134,48 +134,45 @@ int64_t omp_REAL(int64_t m, int64_t K, int64_t n, REAL* A, int64_t lda,
                 int done = 0;
                 if (tol >= 0) { r2 -= zk * zk; done = r2 <= tol; }
                 if (k == k_max - 1 || done) break;
+                /* q_k = (G_j - sum_l c_l q_l) / L_kk and a -= z_k q_k: the columns go 4 at a
+                   time, the last block fused with the normalisation, the update of a and
+                   the next max |a| (one pass over K per step up to k = 4). */
                 REAL* q = Q + k * K;
-                const REAL* Gj = G + j * K;
-                if (k == 0) {
-                    REAL nm = 0;
-#pragma omp simd reduction(max:nm)
-                    for (int64_t t = 0; t < K; t++) {
-                        REAL v = Gj[t] * inv;
-                        q[t] = v;
-                        REAL na = a[t] - zk * v;
-                        a[t] = na;
-                        na = FABS(na);
-                        nm = na > nm ? na : nm;
-                    }
-                    mx = nm;
-                } else {
-                    memcpy(q, Gj, K * sizeof(REAL));
-                    int64_t l = 0;
-                    for (; l + 4 <= k; l += 4) {           /* 4 columns per pass over q */
-                        const REAL c0 = Lk[l], c1 = Lk[l + 1], c2 = Lk[l + 2], c3 = Lk[l + 3];
-                        const REAL *q0 = Q + l * K, *q1 = q0 + K, *q2 = q1 + K, *q3 = q2 + K;
+                const REAL* src = G + j * K;
+                int64_t l = 0;
+                for (; l + 4 < k; l += 4) {
+                    const REAL c0 = Lk[l], c1 = Lk[l + 1], c2 = Lk[l + 2], c3 = Lk[l + 3];
+                    const REAL *q0 = Q + l * K, *q1 = q0 + K, *q2 = q1 + K, *q3 = q2 + K;
 #pragma omp simd
-                        for (int64_t t = 0; t < K; t++)
-                            q[t] -= c0 * q0[t] + c1 * q1[t] + c2 * q2[t] + c3 * q3[t];
-                    }
-                    for (; l < k; l++) {
-                        const REAL c = Lk[l];
-                        const REAL* ql = Q + l * K;
-#pragma omp simd
-                        for (int64_t t = 0; t < K; t++) q[t] -= c * ql[t];
-                    }
-                    REAL nm = 0;
-#pragma omp simd reduction(max:nm)
-                    for (int64_t t = 0; t < K; t++) {
-                        REAL v = q[t] * inv;
-                        q[t] = v;
-                        REAL na = a[t] - zk * v;
-                        a[t] = na;
-                        na = FABS(na);
-                        nm = na > nm ? na : nm;
-                    }
-                    mx = nm;
+                    for (int64_t t = 0; t < K; t++)
+                        q[t] = src[t] - (c0 * q0[t] + c1 * q1[t] + c2 * q2[t] + c3 * q3[t]);
+                    src = q;
                 }
+                const int64_t nb = k - l;                   /* 0..4 columns left */
+                const REAL c0 = nb > 0 ? Lk[l] : 0, c1 = nb > 1 ? Lk[l + 1] : 0,
+                           c2 = nb > 2 ? Lk[l + 2] : 0, c3 = nb > 3 ? Lk[l + 3] : 0;
+                const REAL* q0 = Q + l * K;
+                const REAL *q1 = q0 + K, *q2 = q1 + K, *q3 = q2 + K;
+                REAL nm = 0;
+#define DDL_FUSED(EXPR)                                                        \
+                _Pragma("omp simd reduction(max:nm)")                          \
+                for (int64_t t = 0; t < K; t++) {                              \
+                    REAL v = (EXPR) * inv;                                     \
+                    q[t] = v;                                                  \
+                    REAL na = a[t] - zk * v;                                   \
+                    a[t] = na;                                                 \
+                    na = FABS(na);                                             \
+                    nm = na > nm ? na : nm;                                    \
+                }
+                switch (nb) {
+                case 0: DDL_FUSED(src[t]) break;
+                case 1: DDL_FUSED(src[t] - c0 * q0[t]) break;
+                case 2: DDL_FUSED(src[t] - (c0 * q0[t] + c1 * q1[t])) break;
+                case 3: DDL_FUSED(src[t] - (c0 * q0[t] + c1 * q1[t] + c2 * q2[t])) break;
+                default: DDL_FUSED(src[t] - (c0 * q0[t] + c1 * q1[t] + c2 * q2[t] + c3 * q3[t])) break;
+                }
+#undef DDL_FUSED
+                mx = nm;
                 if (ols) {
                     for (int64_t t = 0; t < K; t++) {
                         REAL v = s[t] - q[t] * q[t];
