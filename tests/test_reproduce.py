@@ -37,6 +37,25 @@ def test_quick_preset_has_every_cell_and_field_the_report_reads(quick_run):
     assert (run_dir / "results.csv").read_text().count("\n") == 1 + len(results["records"]) + len(results["sweep"])
 
 
+def test_quick_preset_runs_the_adaptive_suite_and_reports_it(quick_run):
+    run_dir, results = quick_run
+    rob = results["robustness"]
+    assert [(r["dataset"], r["model"]) for r in rob] == [("mnist", m) for m in QUICK.models]
+    for r in rob:
+        assert r["n_images"] == QUICK.robustness_n_images and r["eps"] == [0.1, 0.3]
+        assert list(r["attacks"]) == list(QUICK.robustness_attacks)
+        for k, worst in r["worst_case"].items():
+            # worst case per image: never above any single attack, and it is the AND of survivals
+            assert worst <= min(acc[k] for acc in r["attacks"].values())
+            alive = [all(r["survival"][a][k][i] for a in r["attacks"]) and r["clean_correct"]["defended"][i]
+                     for i in range(r["n_images"])]
+            assert worst == pytest.approx(sum(alive) / r["n_images"])
+            assert r["worst_survival"][k] == [int(v) for v in alive]
+    md = (run_dir / "report.md").read_text()
+    assert "## Oblivious vs adaptive robustness" in md and "**worst case**" in md
+    assert (run_dir / "figures" / "robustness.png").is_file()
+
+
 def test_quick_preset_denoising_helps_against_fgsm(quick_run):
     _, results = quick_run
     for r in results["records"]:

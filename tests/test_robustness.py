@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import struct
 import subprocess
@@ -388,10 +389,13 @@ def test_cli_writes_every_field(tmp_path):
         _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (x[:, 0] * 255).round().numpy())
         _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y.numpy())
     out = tmp_path / "rob"
+    den = DictionaryDenoiser(patch_size=7, n_components=16, n_nonzero_coefs=1, remove_mean=False,
+                             max_patches=5000).fit(load_sample("train")[0][:200])
+    den.save(tmp_path / "den.pt")
     cmd = [sys.executable, "-m", "ddl", "robustness", "--dataset", "mnist", "--zoo", "mlp",
-           "--defence", "tuned", "--eps", "0.1", "0.3", "--n-images", "6", "--attacks", "pgd:bpda",
-           "square", "--pgd-steps", "3", "--square-queries", "5", "--data-dir", str(tmp_path / "data"),
-           "--out", str(out), "--threads", "1", "--quiet"]
+           "--defence", str(tmp_path / "den.pt"), "--eps", "0.1", "0.3", "--n-images", "6",
+           "--attacks", "pgd:bpda", "square", "--pgd-steps", "3", "--square-queries", "5",
+           "--data-dir", str(tmp_path / "data"), "--out", str(out), "--threads", "1", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "WORST CASE" in proc.stdout
@@ -401,7 +405,8 @@ def test_cli_writes_every_field(tmp_path):
         assert field in rec, field
     assert rec["dataset"] == "mnist" and rec["model"] == "mlp" and rec["n_images"] == 6
     assert rec["image_indices"] == list(range(6))
-    assert rec["defence"]["n_nonzero_coefs"] == 1 and rec["defence"]["patch_size"] == 7
+    assert rec["defence"]["n_nonzero_coefs"] == 1 and rec["defence"]["n_components"] == 16
+    assert rec["defence"]["dictionary_sha256"] == hashlib.sha256(den.dictionary_.numpy().tobytes()).hexdigest()
     assert set(rec["clean_accuracy"]) == {"bare", "defended"}
     assert set(rec["attacks"]) == {"pgd:bpda", "square"}
     assert set(rec["worst_case"]) == {"0.1", "0.3"}

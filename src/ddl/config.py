@@ -307,12 +307,23 @@ class ReproduceConfig:
     defence: FrozenDict = field(default_factory=lambda: _paper_defence("clean"))
     train_epochs: int = 1  # only when no zoo model matches
     high_confidence_threshold: float = 0.9
+    #: the adaptive suite of ddl.robustness on the first N test images of every cell (0: off;
+    #: skipped for a dictionary learned from the perturbed set, which depends on the attack)
+    robustness_n_images: int = 0
+    robustness_eps: FrozenDict = field(default_factory=lambda: FrozenDict({
+        "mnist": (0.1, 0.2, 0.3), "cifar10": (2 / 255, 4 / 255, 8 / 255)}))
+    robustness_attacks: tuple[str, ...] = ()  # () = ddl.robustness.DEFAULT_ATTACKS
+    robustness_budgets: FrozenDict = field(default_factory=FrozenDict)  # evaluate_robustness kwargs
 
     def __post_init__(self):
-        for name in ("datasets", "models"):
+        for name in ("datasets", "models", "robustness_attacks"):
             _set(self, name, tuple(getattr(self, name)))
-        for name in ("fgsm_eps", "jsma_params", "jsma_n_images", "eps_sweep", "defence"):
+        for name in ("fgsm_eps", "jsma_params", "jsma_n_images", "eps_sweep", "defence",
+                     "robustness_eps", "robustness_budgets"):
             _set(self, name, _freeze(getattr(self, name)))
+        check_int("ReproduceConfig", "robustness_n_images", self.robustness_n_images, 0)
+        for key in self.robustness_budgets:
+            check_choice("ReproduceConfig", "robustness_budgets key", key, ROBUSTNESS_BUDGETS)
         for d in self.datasets:
             check_choice("ReproduceConfig", "datasets", d, DATASETS)
         for m in self.models:
@@ -331,14 +342,22 @@ def _paper_defence(source: str) -> FrozenDict:
                                  max_patches=PRESET_MAX_PATCHES)})
 
 
-PAPER = ReproduceConfig(name="paper")
+#: evaluate_robustness keywords a preset may set
+ROBUSTNESS_BUDGETS = ("pgd_steps", "pgd_restarts", "apgd_iter", "square_queries", "n_target_classes", "beta")
+#: budgets of the adaptive suite in the paper/tuned presets (AutoAttack's APGD budget; Square below
+#: AutoAttack's 5,000 queries to fit a CPU)
+PAPER_ROBUSTNESS = {"pgd_steps": 50, "pgd_restarts": 1, "apgd_iter": 100, "square_queries": 1000}
+PAPER = ReproduceConfig(name="paper", robustness_n_images=500, robustness_budgets=PAPER_ROBUSTNESS)
 NOISY_DICTIONARY = dataclasses.replace(PAPER, name="noisy-dictionary", defence=_paper_defence("perturbed"))
 QUICK = ReproduceConfig(
     name="quick", datasets=("mnist",), models=("mlp", "convnet"), source="sample",
     n_train=2000, n_test=200, jsma_n_images={"mnist": 10}, sweep_n_images=100,
     eps_sweep={"mnist": (0.1, 0.3)},
     defence={"mnist": DefenceConfig(patch_size=7, n_components=64, n_nonzero_coefs=1,
-                                    remove_mean=False, max_patches=20_000)})
+                                    remove_mean=False, max_patches=20_000)},
+    robustness_n_images=20, robustness_eps={"mnist": (0.1, 0.3)},
+    robustness_attacks=("pgd:oblivious", "pgd:bpda", "pgd:soft", "square"),
+    robustness_budgets={"pgd_steps": 10, "square_queries": 30})
 REPRODUCE_PRESETS = FrozenDict({"paper": PAPER, "noisy-dictionary": NOISY_DICTIONARY, "quick": QUICK})
 #: Every name ``get_preset`` accepts.
 REPRODUCE_PRESET_NAMES = ("quick", "paper", "noisy-dictionary", "tuned")

@@ -88,6 +88,13 @@ def draw_figures(run_dir: str | Path, results: dict | None = None) -> list[tuple
         if sweep:
             fig = plots.plot_eps_curves(sweep, title=f"{name}: FGSM accuracy vs ε", grey_levels=dataset == "cifar10")
             save(fig, f"eps-{dataset}.png", f"Accuracy against the FGSM budget ε, perturbed and denoised ({name})")
+    if results.get("robustness"):
+        from ddl.robustness_report import plot_robustness
+
+        out.mkdir(parents=True, exist_ok=True)
+        plot_robustness(results["robustness"], out / "robustness.png")
+        figures.append(("Accuracy against ε: bare model under PGD (dotted), oblivious attack (dashed), "
+                        "worst case over the adaptive attacks (solid)", "figures/robustness.png"))
     atomic_write_json(run_dir / "figures.json", figures)
     return figures
 

@@ -146,6 +146,40 @@ def _run(cfg: ExperimentConfig, run_dir: Path, cache: Path, *, progress: bool, s
     return results
 
 
+def run_robustness_cell(cfg: ExperimentConfig, cache: Path, *, n_images: int, eps, attacks=(),
+                        budgets=None, progress: bool = True, strict: bool = False) -> dict:
+    """The adaptive suite (:mod:`ddl.robustness`) on the first ``n_images`` test images of one
+    cell: its cached model and its cached clean-patch dictionary, attacked through the defence.
+    Every (attack, ε) result is cached under the cell's model and dictionary keys, so an
+    interrupted run resumes. Returns the record stored under ``results["robustness"]``."""
+    from ddl.robustness_run import robustness_cell
+
+    if cfg.defence.dictionary_source != "clean":
+        raise ValueError(f"run_robustness_cell: the defence of {cfg.name} learns its dictionary from "
+                         f"the perturbed set, which depends on the attack; only 'clean' is evaluated.")
+    x_train, y_train, x_test, y_test = load_data(cfg)
+    model, model_info = get_model(cfg, x_train, y_train, x_test, y_test, cache, progress=progress,
+                                  strict=strict, status={})
+    denoiser, den_key = get_denoiser(cfg, x_train, cache, progress=progress, strict=strict, status={})
+    t = time.perf_counter()
+    record = robustness_cell(model=model, defence=denoiser, x=x_test, y=y_test,
+                             dataset=cfg.data.dataset, model_name=cfg.model.name, eps=eps,
+                             n_images=n_images, cache=cache,
+                             key_parts={"model": model_info["key"], "dictionary": den_key},
+                             budgets=dict(budgets or {}), attacks=tuple(attacks) or None,
+                             progress=progress)
+    p = cfg.defence
+    record["defence"] = {"name": f"dictionary {p.patch_size}x{p.patch_size}, {p.n_components} atoms, "
+                                 f"k={p.n_nonzero_coefs}",
+                         **_defence_params(p), "dictionary_key": den_key}
+    record["wall_seconds"] = time.perf_counter() - t
+    if progress:
+        from ddl.robustness_run import format_table
+
+        print(format_table(record))
+    return record
+
+
 def computed_something(records: list[dict]) -> bool:
     """Whether any stage of these records was computed (or resumed) by this run."""
     return any(s == "computing" or s.startswith("resumed") for r in records for s in r["stages"].values())

@@ -262,6 +262,8 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
                               "whose perturbed accuracy is nearest the paper's perturbed accuracy, i.e. at "
                               "a comparable attack strength (sweep subset, see its image count above)."),
                    Block("table", rows=matched_eps_table(results["sweep"], paper))]
+    if results.get("robustness"):
+        blocks += _robustness_blocks(results["robustness"])
     blocks += [Block("h2", "Reconstruction quality"),
                Block("p", "Mean PSNR (dB, images identical to the clean ones left out) and SSIM of the perturbed "
                           "and of the denoised images against the clean ones, and the classifier's mean "
@@ -296,6 +298,20 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
     if figures:
         blocks.append(Block("h2", "Figures"))
         blocks += [Block("figure", text=caption, path=path) for caption, path in figures]
+    return blocks
+
+
+def _robustness_blocks(records: list[dict]) -> list[Block]:
+    """The "oblivious vs adaptive" section (ddl.robustness records of results.json)."""
+    from ddl.robustness_report import INTRO, budget_text, flag_lines, robustness_rows
+
+    blocks = [Block("h2", "Oblivious vs adaptive robustness"), Block("p", INTRO)]
+    for d in DATASETS:
+        if any(r["dataset"] == d for r in records):
+            blocks += [Block("h3", DATASET_NAMES.get(d, d)),
+                       Block("table", rows=robustness_rows(records, d)),
+                       Block("p", budget_text(records, d)),
+                       Block("p", "Flags: " + "; ".join(flag_lines(records, d)) + ".")]
     return blocks
 
 

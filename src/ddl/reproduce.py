@@ -69,6 +69,20 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
                         # computes nothing writes once, at the end, and only what changed)
                         _write_results(rc, run_dir, records, sweep, seconds, machine)
         results = _write_results(rc, run_dir, records, sweep, seconds, machine)
+        robustness = []
+        if rc.robustness_n_images and all(rc.defence[d].dictionary_source == "clean" for d in rc.datasets):
+            # the adaptive suite through the defence, after the tables (an interrupted run has
+            # the paper's tables first); cached per (attack, eps), so it resumes
+            t = time.perf_counter()
+            for dataset in rc.datasets:
+                for model in rc.models:
+                    cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device, sweep=False)
+                    robustness.append(pipeline.run_robustness_cell(
+                        cfg, cache, n_images=rc.robustness_n_images, eps=rc.robustness_eps[dataset],
+                        attacks=rc.robustness_attacks, budgets=rc.robustness_budgets,
+                        progress=progress, strict=strict))
+            seconds["robustness"] = time.perf_counter() - t
+            results = _write_results(rc, run_dir, records, sweep, seconds, machine, robustness)
         if figures:
             from ddl.figure_data import save_figure_arrays
             from ddl.figures import draw_figures
@@ -77,17 +91,19 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
             save_figure_arrays(rc, results, run_dir, data_dir=data_dir, device=device)
             draw_figures(run_dir, results)
             seconds["figures"] = time.perf_counter() - t
-            results = _write_results(rc, run_dir, records, sweep, seconds, machine)
+            results = _write_results(rc, run_dir, records, sweep, seconds, machine, robustness)
     return results
 
 
-def _write_results(rc, run_dir: Path, records, sweep, seconds, machine) -> dict:
+def _write_results(rc, run_dir: Path, records, sweep, seconds, machine, robustness=()) -> dict:
     """results.json, results.csv and the report (each rewritten only when its content changed)."""
     from ddl.pipeline import write_results
     from ddl.report import write_report
 
     results = {"ddl_version": _version(), "config": {"preset": rc.name, "name": rc.name, **rc.to_dict()},
                "records": records, "sweep": sweep, "seconds": seconds, "machine": machine}
+    if robustness:
+        results["robustness"] = list(robustness)
     write_results(run_dir / "results.json", results)
     write_csv(run_dir / "results.csv", records + sweep)
     write_report(run_dir)

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_records", "plot_robustness", "robustness_markdown", "write_robustness_report"]
+__all__ = ["INTRO", "budget_text", "flag_lines", "load_records", "plot_robustness", "robustness_markdown",
+           "robustness_rows", "write_robustness_report"]
 
 _MODELS = ("mlp", "convnet", "autoencoder", "resnet", "hrnn")
 _DATASETS = ("mnist", "cifar10")
@@ -41,63 +42,75 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
+INTRO = ("Accuracy (%) of the defended classifier `model(defence(x))` on the first N test images. "
+         "**bare PGD**: PGD on the undefended model (no defence). **oblivious**: PGD on the bare "
+         "model, then the image is denoised (the paper's protocol). The other columns attack "
+         "*through* the defence: `bpda` differentiates the classifier at the denoised point "
+         "(identity backward), `exact` holds OMP's support fixed, `soft` differentiates a smooth "
+         "surrogate of OMP's atom choice; `apgd-*` are AutoAttack's APGD; `square` is a black-box "
+         "attack (no gradient). **worst case**: an image counts as robust only if *every* attack "
+         "failed on it; clean images the defended model already gets wrong count as broken. "
+         "Judge the defence by the worst case, not by the oblivious column.")
+
+
+def robustness_rows(records: list[dict[str, Any]], dataset: str) -> list[list[str]]:
+    """Header + one row per (model, ε) of ``dataset``: bare PGD, oblivious, each adaptive
+    attack, worst case, strongest attack."""
+    recs = [r for r in records if r["dataset"] == dataset]
+    attacks: list[str] = []
+    for r in recs:
+        attacks += [a for a in r["attacks"] if a not in attacks]
+    adaptive = [a for a in attacks if a != "pgd:oblivious"]
+    rows = [["model", "ε", "N", "clean (bare)", "clean (defended)", "bare PGD", "oblivious",
+             *adaptive, "**worst case**", "strongest"]]
+    for r in recs:
+        for e in r["eps"]:
+            k = repr(float(e))
+            rows.append([r["model"], _eps_label(e, dataset), str(r["n_images"]),
+                         _pct(r["clean_accuracy"]["bare"]), _pct(r["clean_accuracy"]["defended"]),
+                         _pct(r["bare_pgd"].get(k)),
+                         _pct(r["attacks"].get("pgd:oblivious", {}).get(k)),
+                         *[_pct(r["attacks"].get(a, {}).get(k)) for a in adaptive],
+                         f"**{_pct(r['worst_case'][k])}**", r.get("strongest_attack", {}).get(k, "")])
+    return rows
+
+
+def budget_text(records: list[dict[str, Any]], dataset: str) -> str:
+    budget = next((r.get("params", {}) for r in records if r["dataset"] == dataset), {})
+    return (f"Budgets: PGD {budget.get('pgd_steps')} steps × {budget.get('pgd_restarts')} "
+            f"restart(s), APGD {budget.get('apgd_iter')} iterations, APGD-T "
+            f"{budget.get('n_target_classes')} target classes, Square "
+            f"{budget.get('square_queries')} queries, soft-surrogate β = {budget.get('beta')}; "
+            f"seed {budget.get('seed')}.")
+
+
+def flag_lines(records: list[dict[str, Any]], dataset: str) -> list[str]:
+    """One line per flag of each model of ``dataset`` ("none" when it has none)."""
+    out = []
+    for r in (r for r in records if r["dataset"] == dataset):
+        lines = ([f"{r['model']}: **{f['code']}** — {f['message']}" for f in r["flags"]]
+                 or [f"{r['model']}: none"])
+        if r.get("unbounded_accuracy") is not None:
+            lines[-1] += f" (accuracy at ε = 1: {_pct(r['unbounded_accuracy'])} %)"
+        out += lines
+    return out
+
+
 def robustness_markdown(records: list[dict[str, Any]], *, figure: str | None = None) -> str:
-    """Markdown: per data set, one row per (model, ε) — bare PGD, oblivious, each adaptive
-    attack, worst case — then the flags of each cell."""
+    """Markdown: per data set, the table of :func:`robustness_rows`, the budgets, the flags."""
     if not records:
         return ""
-    out = ["## Oblivious vs adaptive robustness", "",
-           "Accuracy (%) of the defended classifier `model(defence(x))` on the first N test images. "
-           "**bare PGD**: PGD on the undefended model (no defence). **oblivious**: PGD on the bare "
-           "model, then the image is denoised (the paper's protocol). The other columns attack "
-           "*through* the defence: `bpda` differentiates the classifier at the denoised point "
-           "(identity backward), `exact` holds OMP's support fixed, `soft` differentiates a smooth "
-           "surrogate of OMP's atom choice; `apgd-*` are AutoAttack's APGD; `square` is a black-box "
-           "attack (no gradient). **worst case**: an image counts as robust only if *every* attack "
-           "failed on it; clean images the defended model already gets wrong count as broken. "
-           "Judge the defence by the worst case, not by the oblivious column.", ""]
+    out = ["## Oblivious vs adaptive robustness", "", INTRO, ""]
     if figure:
         out += [f"![accuracy against eps]({figure})", ""]
     for ds in _DATASETS:
-        recs = [r for r in records if r["dataset"] == ds]
-        if not recs:
+        if not any(r["dataset"] == ds for r in records):
             continue
-        attacks = []
-        for r in recs:
-            attacks += [a for a in r["attacks"] if a not in attacks]
-        adaptive = [a for a in attacks if a != "pgd:oblivious"]
-        header = ["model", "ε", "N", "clean (bare)", "clean (defended)", "bare PGD", "oblivious",
-                  *adaptive, "**worst case**", "strongest"]
-        out += [f"### {_TITLES[ds]}", "", "| " + " | ".join(header) + " |",
-                "|" + "---|" * len(header)]
-        for r in recs:
-            for e in r["eps"]:
-                k = repr(float(e))
-                row = [r["model"], _eps_label(e, ds), str(r["n_images"]),
-                       _pct(r["clean_accuracy"]["bare"]), _pct(r["clean_accuracy"]["defended"]),
-                       _pct(r["bare_pgd"].get(k)),
-                       _pct(r["attacks"].get("pgd:oblivious", {}).get(k)),
-                       *[_pct(r["attacks"].get(a, {}).get(k)) for a in adaptive],
-                       f"**{_pct(r['worst_case'][k])}**", r.get("strongest_attack", {}).get(k, "")]
-                out.append("| " + " | ".join(row) + " |")
-        out.append("")
-        budget = recs[0].get("params", {})
-        out.append(f"Budgets: PGD {budget.get('pgd_steps')} steps × {budget.get('pgd_restarts')} "
-                   f"restart(s), APGD {budget.get('apgd_iter')} iterations, APGD-T "
-                   f"{budget.get('n_target_classes')} target classes, Square "
-                   f"{budget.get('square_queries')} queries, soft-surrogate β = {budget.get('beta')}; "
-                   f"seed {budget.get('seed')}.")
-        out.append("")
-        out.append("Flags:")
-        out.append("")
-        for r in recs:
-            if r["flags"]:
-                for f in r["flags"]:
-                    out.append(f"- {r['model']}: **{f['code']}** — {f['message']}")
-            else:
-                out.append(f"- {r['model']}: none")
-            if r.get("unbounded_accuracy") is not None:
-                out[-1] += f" (accuracy at ε = 1: {_pct(r['unbounded_accuracy'])} %)"
+        rows = robustness_rows(records, ds)
+        out += [f"### {_TITLES[ds]}", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+        out += ["", budget_text(records, ds), "", "Flags:", ""]
+        out += [f"- {line}" for line in flag_lines(records, ds)]
         out.append("")
     return "\n".join(out)
 
