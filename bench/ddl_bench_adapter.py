@@ -84,4 +84,4 @@ def jsma(model, x, target, theta, gamma):
     """Thin wrapper over :func:`ddl.attacks.jsma` (pairwise saliency map)."""
     from ddl.attacks import jsma as _jsma
 
-    return _jsma(model, x, target, theta=theta, gamma=gamma)
+    return _jsma(model, x, target=target, theta=theta, gamma=gamma)
