@@ -68,82 +68,121 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, cache_dir: str
 
 def _run(cfg: ExperimentConfig, run_dir: Path, cache: Path, *, progress: bool, strict: bool) -> dict:
     atomic_write_json(run_dir / "config.json", cfg.to_dict())
-    timings: dict[str, float] = {}
-
-    t = time.perf_counter()
-    x_train, y_train, x_test, y_test = load_data(cfg)
-    timings["data"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    status: dict[str, str] = {}
-    model, model_info = get_model(cfg, x_train, y_train, x_test, y_test, cache, progress=progress,
-                                  strict=strict, status=status)
-    timings["model"] = time.perf_counter() - t
-    resumed = {"model": model_info["resumed_from_epoch"]} if model_info.get("resumed_from_epoch") else {}
-
-    records = []
-    denoiser = None
     opts = {"strict": strict, "progress": progress}
+    timings: dict[str, float] = {}
+    with timed(timings, "data"):
+        x_train, y_train, x_test, y_test = load_data(cfg)
+    with timed(timings, "model"):
+        model, model_info = get_model(cfg, x_train, y_train, x_test, y_test, cache, status=(status := {}), **opts)
+    dictionary = _DictionaryStage(cfg, x_train, cache)  # fitted once, or once per attack
+    records = []
     for attack in cfg.attacks:
-        n = attack.n_images or len(x_test)
-        x, y = x_test[:n], y_test[:n]
-        computed: dict[str, float | None] = {}  # seconds each stage took when it was computed
-        stages = {"model": status["model"]}
-        t = time.perf_counter()
-        x_adv = get_adversarial(cfg, attack, model, model_info["key"], x, y, cache, stats=computed,
-                                status=stages, **opts)
-        t_attack = time.perf_counter() - t
-
-        t = time.perf_counter()
-        if denoiser is None or cfg.defence.dictionary_source == "perturbed":
-            fit_on = x_train if cfg.defence.dictionary_source == "clean" else x_adv
-            den_status: dict = {}
-            denoiser, den_key = get_denoiser(cfg, fit_on, cache, stats=computed, status=den_status, **opts)
-        stages.update(den_status)
-        t_dict = time.perf_counter() - t
-
-        t = time.perf_counter()
-        x_den = get_denoised(denoiser, den_key, x_adv, cache, cfg.device, stats=computed, status=stages,
-                             **opts)
-        # the whole clean test set once per dictionary (denoising is per image), then the subset
-        clean_stats: dict[str, float | None] = {}
-        clean_status: dict[str, str] = {}
-        x_den_clean = get_denoised(denoiser, den_key, x_test, cache, cfg.device, stats=clean_stats,
-                                   status=clean_status, **opts)[:n]
-        computed["denoise_clean_test_set"] = clean_stats.get("denoise")
-        stages["denoise_clean_test_set"] = clean_status["denoise"]
-        t_denoise = time.perf_counter() - t
-
-        t = time.perf_counter()
-        record, arrays = evaluate(cfg, attack, model, x, y, x_adv, x_den, x_den_clean)
-        arrays_path = run_dir / "arrays" / f"{cfg.data.dataset}-{cfg.model.name}-{attack.label}.pt"
-        atomic_torch_save(arrays_path, arrays)
-        record["files"] = {"arrays": str(arrays_path.relative_to(run_dir))}
-        record["seconds"] = {
-            "attack": t_attack,
-            "dictionary": t_dict,
-            "denoise": t_denoise,
-            "evaluate": time.perf_counter() - t,
-        }
-        # what the cached stages cost when they were computed (None: cached by an older ddl)
-        record["computed_seconds"] = computed
-        record["model_info"] = {k: v for k, v in model_info.items() if k not in ("key", "resumed_from_epoch")}
-        record["stages"] = stages  # what this run did: "cached", "computing", "resumed from epoch N"
-        record["resumed_stages"] = resumed  # stages whose cached result was resumed: {stage: epoch}
-        records.append(record)
+        n = attack.n_images  # the first n test images (None: all)
+        x, y, log = x_test[:n], y_test[:n], _StageLog(opts, model=status["model"])
+        with log.timed("attack"):
+            x_adv = get_adversarial(cfg, attack, model, model_info["key"], x, y, cache, **log.args)
+        with log.timed("dictionary"):
+            denoiser, den_key = dictionary.for_attack(x_adv, log)
+        with log.timed("denoise"):
+            x_den = get_denoised(denoiser, den_key, x_adv, cache, cfg.device, **log.args)
+            x_den_clean = _denoise_test_set(denoiser, den_key, x_test, cache, cfg.device, log)[:n]
+        with log.timed("evaluate"):
+            record, arrays = evaluate(cfg, attack, model, x, y, x_adv, x_den, x_den_clean)
+            record["files"] = {"arrays": _save_arrays(run_dir, cfg, attack, arrays)}
+        records.append(log.finish(record, model_info))
         if progress:
             print(format_record(record))
-
-    results = {
-        "ddl_version": ddl.__version__,
-        "config": cfg.to_dict(),
-        "records": records,
-        "seconds": timings,
-        "machine": {"platform": platform.platform(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "device": cfg.device},
-    }
+    results = {"ddl_version": ddl.__version__, "config": cfg.to_dict(), "records": records,
+               "seconds": timings, "machine": _machine(cfg)}
     write_results(run_dir / "results.json", results)
     return results
+
+
+# --- what _run records about its stages ---------------------------------------------------------
+@contextlib.contextmanager
+def timed(seconds: dict, stage: str):
+    """``seconds[stage]`` = the wall time of the block (set only when the block completes)."""
+    t = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - t
+
+
+class _StageLog:
+    """One record's account of its stages: ``seconds`` (wall time of each stage in this run),
+    ``computed`` (what each stage cost when it was computed; None: cached by an older ddl) and
+    ``stages`` (what this run did: "cached", "computing", "resumed from epoch N")."""
+
+    def __init__(self, opts: dict, **stages: str):
+        self.opts = opts  # the run's strict and progress
+        self.seconds: dict[str, float] = {}
+        self.computed: dict[str, float | None] = {}
+        self.stages: dict[str, str] = dict(stages)
+
+    def timed(self, stage: str):
+        return timed(self.seconds, stage)
+
+    @property
+    def args(self) -> dict:
+        """The keyword arguments of a stage function: ``stats``/``status`` filled by this log (see
+        ``_cached_stage``), the run's ``strict`` and ``progress``."""
+        return {"stats": self.computed, "status": self.stages, **self.opts}
+
+    def finish(self, record: dict, model_info: dict) -> dict:
+        """``record`` with what this run did for each stage (DESIGN.md §7)."""
+        record["seconds"] = self.seconds
+        # what the cached stages cost when they were computed (None: cached by an older ddl)
+        record["computed_seconds"] = self.computed
+        record["model_info"] = {k: v for k, v in model_info.items() if k not in ("key", "resumed_from_epoch")}
+        record["stages"] = self.stages  # what this run did: "cached", "computing", "resumed from epoch N"
+        # stages whose cached result was resumed: {stage: epoch}
+        record["resumed_stages"] = ({"model": model_info["resumed_from_epoch"]}
+                                    if model_info.get("resumed_from_epoch") else {})
+        return record
+
+
+class _DictionaryStage:
+    """The denoiser of each attack: one dictionary learned from the clean training images, or
+    (``dictionary_source="perturbed"``) one learned from each attacked set.
+
+    A dictionary reused from an earlier attack repeats that fit's status in the record and adds
+    no computed seconds (it was not fitted for this attack)."""
+
+    def __init__(self, cfg: ExperimentConfig, x_train: torch.Tensor, cache: Path):
+        self.cfg, self.x_train, self.cache = cfg, x_train, cache
+        self.denoiser, self.key, self.status = None, None, {}
+
+    def for_attack(self, x_adv: torch.Tensor, log: _StageLog):
+        per_attack = self.cfg.defence.dictionary_source == "perturbed"
+        if self.denoiser is None or per_attack:
+            self.status = {}
+            self.denoiser, self.key = get_denoiser(self.cfg, x_adv if per_attack else self.x_train, self.cache,
+                                                   **log.opts, stats=log.computed, status=self.status)
+        log.stages.update(self.status)
+        return self.denoiser, self.key
+
+
+def _denoise_test_set(denoiser, den_key: str, x_test: torch.Tensor, cache: Path, device: str,
+                      log: _StageLog) -> torch.Tensor:
+    """The whole clean test set denoised, once per dictionary (denoising is per image; callers take
+    their subset), recorded as stage "denoise_clean_test_set"."""
+    stats: dict[str, float | None] = {}
+    status: dict[str, str] = {}
+    x_den = get_denoised(denoiser, den_key, x_test, cache, device, **log.opts, stats=stats, status=status)
+    log.computed["denoise_clean_test_set"] = stats.get("denoise")
+    log.stages["denoise_clean_test_set"] = status["denoise"]
+    return x_den
+
+
+def _save_arrays(run_dir: Path, cfg: ExperimentConfig, attack: AttackConfig, arrays: dict) -> str:
+    """Write one record's per-image arrays; returns their path relative to ``run_dir``."""
+    path = run_dir / "arrays" / f"{cfg.data.dataset}-{cfg.model.name}-{attack.label}.pt"
+    atomic_torch_save(path, arrays)
+    return str(path.relative_to(run_dir))
+
+
+def _machine(cfg: ExperimentConfig) -> dict:
+    return {"platform": platform.platform(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "device": cfg.device}
 
 
 def run_robustness_cell(cfg: ExperimentConfig, cache: Path, *, n_images: int, eps, attacks=(),
