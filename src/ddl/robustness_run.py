@@ -45,11 +45,23 @@ def _defence_config(name: str, dataset: str):
 
 def build_defence(spec: str, dataset: str, *, data_dir=None, cache: Path | None = None,
                   progress: bool = True):
-    """``"none"`` → None; ``"tuned"``/``"paper"`` → a DictionaryDenoiser fitted on the clean
-    training set with that preset's parameters (cached); a path → ``DictionaryDenoiser.load``.
+    """The defence named by ``--defence``, and its description for ``robustness.json``.
+
+    - ``"none"`` → None;
+    - ``"tuned"`` / ``"paper"`` → that preset's DictionaryDenoiser fitted on the clean training
+      set: the run folder's cached dictionary if there is one, else the zoo's fitted defence when
+      its parameters are the preset's (``ddl.zoo.load_defence``, SHA-256 checked), else fitted
+      here (and cached);
+    - ``"NAME:VALUE"`` → a baseline purifier of :mod:`ddl.defence.purifiers` with its main
+      parameter set: ``bits:4`` (bit depth), ``median:3`` (window), ``gauss:1.0`` (sigma),
+      ``jpeg:75`` (quality), ``tv:0.1`` (weight), ``wavelet:0.05`` (sigma); ``NAME`` alone uses
+      the defaults;
+    - a path → ``DictionaryDenoiser.load``.
 
     Returns ``(defence or None, description dict or None)``."""
+    from ddl import zoo
     from ddl.defence import DictionaryDenoiser
+    from ddl.defence.purifiers import PURIFIERS
 
     if spec == "none":
         return None, None
@@ -59,8 +71,11 @@ def build_defence(spec: str, dataset: str, *, data_dir=None, cache: Path | None 
                   if f.name != "dictionary_source"}
         key = _sha(json.dumps([dataset, params], sort_keys=True).encode())[:16]
         path = cache / f"dictionary-{spec}-{dataset}-{key}.pt" if cache is not None else None
+        shipped = zoo.find_defence(dataset, spec)
         if path is not None and path.is_file():
             den = DictionaryDenoiser.load(path)
+        elif shipped is not None and shipped.get("params") == params:
+            den = zoo.load_defence(dataset, spec)   # the same fit, done once by tools/fit_zoo_defences.py
         else:
             from ddl.data import load_dataset
 
@@ -71,10 +86,30 @@ def build_defence(spec: str, dataset: str, *, data_dir=None, cache: Path | None 
             if path is not None:
                 den.save(path)
         return den, {"name": spec, **params, "dictionary_sha256": _tensor_sha(den.dictionary_)}
+    name, _, value = spec.partition(":")
+    if name in PURIFIERS:
+        cls, param, kind = PURIFIERS[name]
+        try:
+            params = {} if not value else {param: kind(value)}
+        except ValueError:
+            raise ValueError(f"ddl robustness: --defence {spec}: {param} must be "
+                             f"{'an int' if kind is int else 'a number'}; got {value!r}.") from None
+        purifier = cls(**params)
+        try:
+            purifier.fit()
+        except ValueError as exc:
+            raise ValueError(f"ddl robustness: --defence {spec}: {exc}") from None
+        desc_params = purifier.get_params()
+        desc_params.pop("grad")          # the threat model, not the defence, sets the backward
+        label = f"{name}:{desc_params[param]!r}"
+        return purifier, {"name": label, "purifier": cls.__name__, **desc_params}
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"ddl robustness: --defence must be none, paper, tuned or a file written by "
-                         f"DictionaryDenoiser.save; got {spec!r} (no such file).")
+        examples = ", ".join(f"{n}:{v}" for n, v in (("bits", 4), ("median", 3), ("gauss", 1.0),
+                                                     ("jpeg", 75), ("tv", 0.1), ("wavelet", 0.05)))
+        raise ValueError(f"ddl robustness: --defence must be none, paper, tuned, a purifier "
+                         f"NAME:VALUE with NAME one of {', '.join(PURIFIERS)} (e.g. {examples}) or "
+                         f"a file written by DictionaryDenoiser.save; got {spec!r} (no such file).")
     den = DictionaryDenoiser.load(path)
     params = den.get_params()
     params["device"] = str(params["device"])
@@ -141,7 +176,10 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
         "image_indices": list(range(n_images)),
         "image_indices_rule": f"the first {n_images} images of the {dataset} test set",
         **res.to_dict(),
-        "total_seconds": time.perf_counter() - t0,
+        # wall time of this invocation (a resumed run reads cached results) and the seconds the
+        # attacks took when they were computed
+        "wall_seconds": time.perf_counter() - t0,
+        "compute_seconds": sum(res.seconds.values()),
         "threads": torch.get_num_threads(),
     }
     record["seconds"] = record.pop("seconds")
