@@ -415,7 +415,10 @@ def cmd_demo(args) -> int:
     cfg = config.PRESETS[args.preset].replace(device=args.device)
     t = time.perf_counter()
     print(f"ddl demo: run folder {args.run_dir} (cached stages are reused)")
-    pipeline.run_experiment(cfg, args.run_dir, progress=not args.quiet)
+    results = pipeline.run_experiment(cfg, args.run_dir, progress=not args.quiet)
+    if args.quiet:  # the results, without the stage lines (which print each table as it comes)
+        for record in results["records"]:
+            print(pipeline.format_record(record))
     print(f"done in {time.perf_counter() - t:.1f} s; results in {Path(args.run_dir) / 'results.json'}")
     return 0
 

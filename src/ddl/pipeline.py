@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -282,8 +283,14 @@ def _stage_rng(key: str, device: str):
 
 
 def _say(progress: bool, stage: str, what: str, path: Path) -> None:
+    """One flushed line per stage event (readable in a log file, unlike a carriage-return bar)."""
     if progress:
         print(f"  {stage:<24}{what:<24}{path.name}", flush=True)
+
+
+def _epoch_line(line: str) -> None:
+    """Model training's line per epoch (and its resume line), under the stage's line."""
+    print(f"    {line}", flush=True)
 
 
 def _cache_failure(path: Path, reason: str, strict: bool) -> None:
@@ -329,6 +336,7 @@ def _cached_stage(path: Path, stage: str, stats: dict | None, load, compute, sav
     with _stage_rng(key, device):
         value = compute()
     seconds = time.perf_counter() - t
+    _say(progress, stage, f"done in {seconds:.1f} s", path)
     save(path, value)
     record = write_entry_record(path, key=key, stage=stage, inputs=inputs, seconds=seconds,
                                 **({"resumed_from_epoch": epoch} if resume is not None else {}))
@@ -393,7 +401,9 @@ def get_model(cfg, x_train, y_train, x_test, y_test, cache: Path, *, progress=Tr
     def compute():
         model = build_model(m.name, tuple(x_train.shape[1:]), n_classes=int(y_train.max()) + 1)
         history = fit(model, x_train, y_train, epochs=m.epochs, batch_size=m.batch_size, lr=m.lr,
-                      seed=m.seed, device=cfg.device, checkpoint_path=resume_path, progress=progress)
+                      seed=m.seed, device=cfg.device, checkpoint_path=resume_path,
+                      # a bar only on a terminal; a line per epoch in any case (logs)
+                      progress=progress and sys.stderr.isatty(), log=_epoch_line if progress else None)
         round_to_float16(model.eval())  # the weights the checkpoint stores
         acc = metrics.accuracy(predict(model, x_test, device=cfg.device), y_test)
         meta = {"architecture": m.name, "dataset": d.dataset, "source": d.source,

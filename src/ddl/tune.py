@@ -50,13 +50,20 @@ def tune_defence(dataset: str, *, data_dir=None, model: str = "mlp", n_val: int 
     cfg = ExperimentConfig(name=f"tune-{dataset}", data=DataConfig(dataset=dataset, source="full", data_dir=data_dir),
                            model=ModelConfig(name=model), device=device)
     clf, info = pipeline.get_model(cfg, x_fit, y[:-n_val], x_val, y_val, Path(cache_dir), progress=progress)
+    t = time.perf_counter()
     x_adv = pipeline.run_attack(AttackConfig("fgsm", {"eps": eps}), clf, x_val, y_val)
+    if progress:  # one flushed line per stage (readable in a log file)
+        print(f"tune {dataset}: FGSM eps {eps} on {n_val} validation images in {time.perf_counter() - t:.1f} s",
+              flush=True)
     log = []
     for p, rm in ((p, rm) for p in SPACE[dataset]["patch_size"] for rm in SPACE[dataset]["remove_mean"]):
         t = time.perf_counter()
         den = DictionaryDenoiser(patch_size=p, n_components=n_components, n_nonzero_coefs=1,
                                  remove_mean=rm, max_patches=max_patches, device=device).fit(x_fit)
         fit_seconds = time.perf_counter() - t
+        if progress:
+            print(f"tune {dataset}: dictionary patch {p}, remove_mean {rm} fitted in {fit_seconds:.1f} s",
+                  flush=True)
         for k in SPACE[dataset]["n_nonzero_coefs"]:
             if k >= den.dictionary_.shape[1]:
                 continue
