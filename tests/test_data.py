@@ -461,12 +461,12 @@ def test_datasets_registry():
 
 
 def test_unknown_dataset_name(tmp_path):
-    with pytest.raises(ValueError, match=r"load_dataset: unknown data set 'fashion'; choose one of: cifar10, mnist"):
+    with pytest.raises(ValueError, match=r"^load_dataset: name must be one of cifar10, mnist; got 'fashion'\.$"):
         load_dataset("fashion", "train", data_dir=tmp_path)
 
 
 def test_unknown_split(tmp_path):
-    with pytest.raises(ValueError, match=r"load_dataset: split must be 'train' or 'test'; got 'val'"):
+    with pytest.raises(ValueError, match=r"^load_dataset: split must be one of train, test; got 'val'\.$"):
         load_dataset("mnist", "val", data_dir=tmp_path)
 
 
@@ -695,7 +695,7 @@ def test_download_existing_gz_with_wrong_checksum(tmp_path, fake_mnist_server):
 
 
 def test_download_unknown_name(tmp_path):
-    with pytest.raises(ValueError, match=r"download_dataset: unknown data set 'svhn'; choose one of: cifar10, mnist"):
+    with pytest.raises(ValueError, match=r"^download_dataset: name must be one of cifar10, mnist; got 'svhn'\.$"):
         download_dataset("svhn", tmp_path)
 
 
@@ -796,7 +796,7 @@ def test_to_float_images_errors():
         to_float_images([[1, 2]])
     with pytest.raises(ValueError, match=r"to_float_images: images must be 4-D \(NCHW\); got shape \(2, 2, 2\)"):
         to_float_images(np.zeros((2, 2, 2), np.uint8))
-    with pytest.raises(ValueError, match=r"to_float_images: layout must be 'NCHW' or 'NHWC'; got 'CHW'"):
+    with pytest.raises(ValueError, match=r"^to_float_images: layout must be one of NCHW, NHWC; got 'CHW'\.$"):
         to_float_images(np.zeros((1, 1, 2, 2), np.uint8), layout="CHW")
 
 
@@ -833,7 +833,7 @@ def test_load_sample(split, n):
 
 
 def test_load_sample_bad_split():
-    with pytest.raises(ValueError, match=r"load_sample: split must be 'train' or 'test'; got 'validation'"):
+    with pytest.raises(ValueError, match=r"^load_sample: split must be one of train, test; got 'validation'\.$"):
         load_sample("validation")
 
 

@@ -75,7 +75,7 @@ def test_high_confidence_errors_more():
 
 
 def test_high_confidence_errors():
-    with pytest.raises(ValueError, match=r"high_confidence_misclassified: threshold must be a number in \[0, 1\]; got 1.5"):
+    with pytest.raises(ValueError, match=r"high_confidence_misclassified: threshold must be a finite number in \[0, 1\]; got 1.5"):
         metrics.high_confidence_misclassified(torch.zeros(2, 3), torch.tensor([0, 1]), threshold=1.5)
     with pytest.raises(ValueError, match="mean_confidence: logits must have shape"):
         metrics.mean_confidence(torch.zeros(3))

@@ -130,7 +130,7 @@ def test_hrnn_reads_rows_as_sequences_of_pixels_with_channels_as_features():
 
 
 def test_unknown_model_name():
-    with pytest.raises(ValueError, match=r"^unknown model 'x'; choose one of: autoencoder, convnet, hrnn, mlp, resnet\.$"):
+    with pytest.raises(ValueError, match=r"^build_model: name must be one of autoencoder, convnet, hrnn, mlp, resnet; got 'x'\.$"):
         build_model("x", (1, 28, 28))
 
 

@@ -76,8 +76,8 @@ def test_tsne_reproducible_and_seeded(rng):
         ({"n_iter": 100}, ValueError, "n_iter must be an int >= 250; got 100|n_iter must be an int >= 250"),
         ({"n_components": 0}, ValueError, r"n_components must be an int in \[1, 3\]; got 0"),
         ({"learning_rate": -1.0}, ValueError, "learning_rate must be 'auto' or a positive number"),
-        ({"early_exaggeration": 0.5}, ValueError, "early_exaggeration must be a number >= 1"),
-        ({"init": "spectral"}, ValueError, "init must be 'pca' or 'random'"),
+        ({"early_exaggeration": 0.5}, ValueError, "early_exaggeration must be a finite number >= 1; got 0.5"),
+        ({"init": "spectral"}, ValueError, "init must be one of pca, random; got 'spectral'"),
         ({"random_state": None}, TypeError, "random_state must be an int"),
         ({"n_components": 4}, ValueError, r"n_components must be an int in \[1, 3\]; got 4"),
     ],
@@ -214,7 +214,7 @@ def test_plot_density_errors():
         plots.plot_density({"a": np.array([0.0, 1.0])}, value_range=1.0)
     with pytest.raises(ValueError, match="non-empty dict"):
         plots.plot_density({})
-    with pytest.raises(ValueError, match="bins must be a positive int; got 0"):
+    with pytest.raises(ValueError, match="bins must be an int >= 1; got 0"):
         plots.plot_density({"a": np.ones(3)}, bins=0)
     with pytest.raises(TypeError, match=r"arrays\['a'\] must hold floating-point"):
         plots.plot_density({"a": np.ones(3, dtype=np.uint8)})
@@ -259,7 +259,7 @@ def test_plot_atoms_limits_and_errors(rng):
         plots.plot_atoms(d, (1, 2), n_channels=2)
     with pytest.raises(ValueError, match="patch_size must be a positive int or a pair"):
         plots.plot_atoms(d, (2, 2, 1))
-    with pytest.raises(ValueError, match="max_atoms must be a positive int; got 0"):
+    with pytest.raises(ValueError, match="max_atoms must be an int >= 1; got 0"):
         plots.plot_atoms(d, 2, max_atoms=0)
 
 
@@ -380,7 +380,7 @@ def test_top_misclassified_by_confidence():
     # wrong: 1 (p 0.73), 2 (p 0.95), 3 (p 0.88), 5 (argmax 0 on a tie, p 0.5)
     np.testing.assert_array_equal(plots.top_misclassified(logits, y, 2), [2, 3])
     np.testing.assert_array_equal(plots.top_misclassified(logits.numpy(), y.numpy(), 10), [2, 3, 1, 5])
-    with pytest.raises(ValueError, match="k must be a positive int; got 0"):
+    with pytest.raises(ValueError, match="k must be an int >= 1; got 0"):
         plots.top_misclassified(logits, y, 0)
     with pytest.raises(ValueError, match=r"y must be an integer array of shape \(6,\)"):
         plots.top_misclassified(logits, y[:3], 1)

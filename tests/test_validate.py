@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from ddl._validate import (BadFileError, check_choice, check_int, check_number, check_optional_int, close_match,
+from ddl._validate import (BadFileError, check_bool, check_choice, check_int, check_number, check_optional_int, close_match,
                            load_torch_file, require_keys)
 from ddl.errors import DDLError
 
@@ -27,10 +27,17 @@ def test_checks_name_where_parameter_rule_and_value(call, message):
         call()
 
 
+@pytest.mark.parametrize("value", [1, 0, "yes", None])
+def test_check_bool_refuses_what_is_not_a_bool_with_a_type_error(value):
+    with pytest.raises(TypeError, match=f"^f: flag must be a bool; got {value!r}\\.$"):
+        check_bool("f", "flag", value)
+
+
 def test_checks_return_the_value():
     assert check_int("f", "n", 3, 1) == 3 and check_optional_int("f", "n", None, 1) is None
     assert check_number("f", "x", 1) == 1.0 and isinstance(check_number("f", "x", 1), float)
     assert check_choice("f", "a", "b", "abc") == "b"
+    assert check_bool("f", "flag", False) is False
     assert close_match("resnett", ["resnet", "mlp"]) == " (did you mean 'resnet'?)" and close_match("zzz", ["mlp"]) == ""
 
 

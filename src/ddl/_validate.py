@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 from ddl.errors import DDLError
 
-__all__ = ["BadFileError", "check_choice", "check_int", "check_number", "check_optional_int",
+__all__ = ["BadFileError", "check_bool", "check_choice", "check_int", "check_number", "check_optional_int",
            "close_match", "load_torch_file", "require_keys"]
 
 
@@ -48,6 +48,13 @@ def check_int(where: str, name: str, value: Any, low: int | None = None, high: i
         else:
             rule = "an int"
         raise ValueError(f"{where}: {name} must be {rule}; got {value!r}.")
+    return value
+
+
+def check_bool(where: str, name: str, value: Any) -> bool:
+    """``value`` if it is a bool (``TypeError`` otherwise: 1 and "yes" are not flags)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{where}: {name} must be a bool; got {value!r}.")
     return value
 
 

@@ -26,6 +26,8 @@ import math
 
 import torch
 
+from ddl._validate import check_choice, check_number
+
 __all__ = ["accuracy", "mean_confidence", "psnr", "ssim", "high_confidence_misclassified"]
 
 _REDUCTIONS = ("mean", "none")
@@ -66,11 +68,8 @@ def _check_pair(fn: str, x: torch.Tensor, x_ref: torch.Tensor, data_range: float
                          f"{tuple(x_ref.shape)}.")
     if x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"{fn}: x must be a batch of images (N, ...) with N >= 1; got shape {tuple(x.shape)}.")
-    if isinstance(data_range, bool) or not isinstance(data_range, (int, float)) \
-            or not math.isfinite(data_range) or data_range <= 0:
-        raise ValueError(f"{fn}: data_range must be a finite number > 0; got {data_range!r}.")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}; got {reduction!r}.")
+    check_number(fn, "data_range", data_range, low=0, low_open=True)
+    check_choice(fn, "reduction", reduction, _REDUCTIONS)
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> float | torch.Tensor:
@@ -164,9 +163,7 @@ def high_confidence_misclassified(logits: torch.Tensor, y: torch.Tensor, *,
     """
     _check_logits("high_confidence_misclassified", logits)
     _check_labels("high_confidence_misclassified", y, logits.shape[0])
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"high_confidence_misclassified: threshold must be a number in [0, 1]; "
-                         f"got {threshold!r}.")
+    check_number("high_confidence_misclassified", "threshold", threshold, 0, 1)
     prob = torch.softmax(logits.double(), dim=1)
     conf, pred = prob.max(dim=1)
     return (pred != y.to(pred.device)) & (conf >= threshold)
@@ -309,11 +306,9 @@ def ssim(x: torch.Tensor, x_ref: torch.Tensor, *, data_range: float = 1.0, win_s
     if win_size > min(x.shape[2], x.shape[3]):
         raise ValueError(f"ssim: win_size must not exceed the image height and width "
                          f"(H={x.shape[2]}, W={x.shape[3]}); got {win_size}.")
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"ssim: sigma must be a finite number > 0; got {sigma!r}.")
-    for name, k in (("k1", k1), ("k2", k2)):
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k < 0:
-            raise ValueError(f"ssim: {name} must be a finite number >= 0; got {k!r}.")
+    check_number("ssim", "sigma", sigma, low=0, low_open=True)
+    check_number("ssim", "k1", k1, low=0)
+    check_number("ssim", "k2", k2, low=0)
     kernel = _gaussian_kernel(win_size, float(sigma), torch.float64, x.device)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     x_ref = x_ref.to(x.device)

@@ -28,6 +28,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from ddl._validate import check_bool, check_choice
 from ddl.data.cifar10 import load_cifar10, load_cifar10_label_names
 from ddl.data.download import (
     CIFAR10_FILES,
@@ -89,10 +90,8 @@ _SAMPLE = "sample/mnist_sample.npz"
 
 
 def _check_name_split(where: str, name: object, split: object) -> None:
-    if name not in DATASETS:
-        raise ValueError(f"{where}: unknown data set {name!r}; choose one of: {', '.join(sorted(DATASETS))}.")
-    if split not in SPLITS:
-        raise ValueError(f"{where}: split must be 'train' or 'test'; got {split!r}.")
+    check_choice(where, "name", name, sorted(DATASETS))
+    check_choice(where, "split", split, SPLITS)
 
 
 def to_float_images(images: np.ndarray | torch.Tensor, *, layout: str = "NCHW") -> torch.Tensor:
@@ -123,8 +122,7 @@ def to_float_images(images: np.ndarray | torch.Tensor, *, layout: str = "NCHW") 
     >>> to_float_images(np.array([[[[0, 51], [255, 102]]]], dtype=np.uint8)).tolist()
     [[[[0.0, 0.20000000298023224], [1.0, 0.4000000059604645]]]]
     """
-    if layout not in ("NCHW", "NHWC"):
-        raise ValueError(f"to_float_images: layout must be 'NCHW' or 'NHWC'; got {layout!r}.")
+    check_choice("to_float_images", "layout", layout, ("NCHW", "NHWC"))
     if isinstance(images, torch.Tensor):
         images = images.detach().cpu().numpy()
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
@@ -178,8 +176,7 @@ def load_dataset(
         A file is truncated, corrupt or malformed (the message names the file and the fault).
     """
     _check_name_split("load_dataset", name, split)
-    if not isinstance(download, bool):
-        raise TypeError(f"load_dataset: download must be a bool; got {download!r}.")
+    check_bool("load_dataset", "download", download)
     root = resolve_data_dir(data_dir)
     folder = root / DATASETS[name]["folder"]
     missing = missing_files(name, split, folder)
@@ -208,8 +205,7 @@ def load_sample(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         N = 5,000 for train, 1,000 for test.
     y : torch.Tensor of int64, shape (N,)
     """
-    if split not in SPLITS:
-        raise ValueError(f"load_sample: split must be 'train' or 'test'; got {split!r}.")
+    check_choice("load_sample", "split", split, SPLITS)
     ref = resources.files("ddl.data").joinpath(_SAMPLE)
     if not ref.is_file():
         raise DataNotFoundError(

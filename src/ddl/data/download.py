@@ -36,6 +36,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ddl._validate import check_choice
+from ddl.constants import DATASETS
+
 __all__ = [
     "DataNotFoundError",
     "DataFormatError",
@@ -348,7 +351,6 @@ def download_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Pa
     ChecksumError
         The downloaded bytes (or an existing MNIST ``.gz``) do not match the published checksum.
     """
-    if name not in ("mnist", "cifar10"):
-        raise ValueError(f"download_dataset: unknown data set {name!r}; choose one of: cifar10, mnist.")
+    check_choice("download_dataset", "name", name, sorted(DATASETS))
     root = resolve_data_dir(data_dir)
     return _download_mnist(root) if name == "mnist" else _download_cifar10(root)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ddl._validate import check_number
+
 __all__ = ["make_blobs_images", "blob_templates"]
 
 _TEMPLATE_SEED = 20180107  # fixed: templates must not change with the sampling seed
@@ -31,8 +33,7 @@ def _check_args(n, shape, n_classes, seed, noise) -> None:
         raise ValueError(f"make_blobs_images: n_classes must be an int >= 2; got {n_classes!r}.")
     if not _is_int(seed) or seed < 0:
         raise ValueError(f"make_blobs_images: seed must be an int >= 0; got {seed!r}.")
-    if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0 <= noise < float("inf"):
-        raise ValueError(f"make_blobs_images: noise must be a finite number >= 0; got {noise!r}.")
+    check_number("make_blobs_images", "noise", noise, low=0)
 
 
 def blob_templates(shape: tuple[int, int, int] = (1, 28, 28), n_classes: int = 10) -> np.ndarray:

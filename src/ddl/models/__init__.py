@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from ddl._validate import check_choice, check_int
+
 #: Per-channel (mean, std) of the training set of each supported input shape.
 INPUT_STATS: dict[tuple[int, int, int], tuple[tuple[float, ...], tuple[float, ...]]] = {
     (1, 28, 28): ((0.1307,), (0.3081,)),
@@ -81,9 +83,7 @@ def check_input_shape(input_shape: Sequence[int], who: str) -> tuple[int, int, i
 
 def check_n_classes(n_classes: int, who: str) -> int:
     """Check that ``n_classes`` is an int >= 2."""
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-        raise ValueError(f"{who}: n_classes must be an int >= 2; got {n_classes!r}.")
-    return n_classes
+    return check_int(who, "n_classes", n_classes, 2)
 
 
 def normalisation_for(input_shape: tuple[int, int, int]) -> Normalize:
@@ -133,8 +133,7 @@ def build_model(name: str, input_shape: Sequence[int], n_classes: int = 10) -> n
     >>> model.eval()(torch.zeros(2, 1, 28, 28)).shape
     torch.Size([2, 10])
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}.")
+    check_choice("build_model", "name", name, sorted(MODELS))
     shape = check_input_shape(input_shape, f"build_model({name!r})")
     check_n_classes(n_classes, f"build_model({name!r})")
     return MODELS[name](shape, n_classes=n_classes)

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ddl._io import atomic_torch_save
+from ddl._validate import check_choice, check_int, check_number
 
 AUGMENTATIONS = ("crop_flip", "flip", "shift")
 LR_SCHEDULES = ("cosine",)
@@ -118,11 +119,9 @@ def _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, 
     if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != (x.shape[0],):
         got = f"{y.dtype} tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
         raise TypeError(f"fit: y must be an int64 tensor of shape ({x.shape[0]},) (one label per image); got {got}.")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"fit: {name} must be an int >= 1; got {value!r}.")
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"fit: lr must be a finite float > 0; got {lr!r}.")
+    check_int("fit", "epochs", epochs, 1)
+    check_int("fit", "batch_size", batch_size, 1)
+    check_number("fit", "lr", lr, low=0, low_open=True)
     if (x_val is None) != (y_val is None):
         raise ValueError("fit: x_val and y_val must be given together; got only one of them.")
     if x_val is not None and (x_val.shape[1:] != x.shape[1:] or y_val.shape != (x_val.shape[0],)):
@@ -130,10 +129,8 @@ def _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, 
             f"fit: x_val must have shape (M, {', '.join(map(str, x.shape[1:]))}) and y_val (M,); "
             f"got {tuple(x_val.shape)} and {tuple(y_val.shape)}."
         )
-    if augment is not None and augment not in AUGMENTATIONS:
-        raise ValueError(f"fit: augment must be None or one of {AUGMENTATIONS}; got {augment!r}.")
-    if lr_schedule is not None and lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"fit: lr_schedule must be None or one of {LR_SCHEDULES}; got {lr_schedule!r}.")
+    check_choice("fit", "augment", augment, (None, *AUGMENTATIONS))
+    check_choice("fit", "lr_schedule", lr_schedule, (None, *LR_SCHEDULES))
     if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and not isinstance(grad_clip, bool)
                                       and math.isfinite(grad_clip) and grad_clip > 0):
         raise ValueError(f"fit: grad_clip must be None or a finite float > 0; got {grad_clip!r}.")
@@ -399,8 +396,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device:
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.ndim != 4:
         got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"predict: x must be a float32 tensor of shape (N, C, H, W) in [0, 1]; got {got}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"predict: batch_size must be an int >= 1; got {batch_size!r}.")
+    check_int("predict", "batch_size", batch_size, 1)
     dev = torch.device(device)
     out = [model(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, x.shape[0], batch_size)]
     if not out:

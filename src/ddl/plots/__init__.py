@@ -30,6 +30,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ddl._validate import check_int
+
 __all__ = [
     "class_activation_map",
     "grad_cam",
@@ -77,8 +79,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> str:
         raise TypeError(f"save_figure: fig must be a matplotlib.figure.Figure; got {type(fig).__name__}.")
     if not str(path).lower().endswith(".png"):
         raise ValueError(f"save_figure: path must end with '.png' (figures are written as PNG); got {str(path)!r}.")
-    if not isinstance(dpi, int) or isinstance(dpi, bool) or dpi < 1:
-        raise ValueError(f"save_figure: dpi must be a positive int; got {dpi!r}.")
+    check_int("save_figure", "dpi", dpi, 1)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return str(atomic_write_bytes(path, buf.getvalue()))

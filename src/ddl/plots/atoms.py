@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ddl._validate import check_int
 from ddl.plots import _float_array
 
 _GAP_COLOUR = "#6f8fb3"  # muted blue: distinct from every grey level and from typical atom colours
@@ -58,9 +59,8 @@ def plot_atoms(
     """
     d = _float_array(dictionary, func="plot_atoms", name="dictionary", ndim=2)
     ph, pw = _check_patch_size(patch_size)
-    for name, value in (("n_cols", n_cols), ("max_atoms", max_atoms)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"plot_atoms: {name} must be a positive int; got {value!r}.")
+    check_int("plot_atoms", "n_cols", n_cols, 1)
+    check_int("plot_atoms", "max_atoms", max_atoms, 1)
     tiles = _atom_tiles(d, (ph, pw), n_channels)[:max_atoms]  # (k, p_h, p_w, 3)
     mosaic = _mosaic(tiles, n_cols)
     rows = math.ceil(len(tiles) / n_cols)

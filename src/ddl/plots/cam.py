@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.nn import functional as F
 
+from ddl._validate import check_int
 from ddl.plots import _float_array, _to_image
 
 
@@ -150,8 +151,7 @@ def top_misclassified(logits: Any, y: Any, k: int) -> np.ndarray:
             f"top_misclassified: y must be an integer array of shape ({z.shape[0]},); "
             f"got dtype {labels.dtype}, shape {tuple(labels.shape)}."
         )
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"top_misclassified: k must be a positive int; got {k!r}.")
+    check_int("top_misclassified", "k", k, 1)
     z = z.astype(np.float64)
     p = np.exp(z - z.max(1, keepdims=True))
     confidence = (p / p.sum(1, keepdims=True)).max(1)  # (N,)
@@ -202,8 +202,7 @@ def plot_cam(
             raise ValueError(f"plot_cam: {name} must lie in [0, 1]; got values in [{a.min():g}, {a.max():g}].")
     if titles is not None and len(titles) != n:
         raise ValueError(f"plot_cam: titles must have one entry per image ({n}); got {len(titles)}.")
-    if not isinstance(n_cols, int) or isinstance(n_cols, bool) or n_cols < 1:
-        raise ValueError(f"plot_cam: n_cols must be a positive int; got {n_cols!r}.")
+    check_int("plot_cam", "n_cols", n_cols, 1)
     if n == 0:
         raise ValueError("plot_cam: x must hold at least one image; got 0.")
     cols = min(n_cols, n)

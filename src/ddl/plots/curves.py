@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from ddl._validate import check_int
 from ddl.plots import _figure_and_axes, _to_numpy
 
 _RECORD_KEYS = ("model", "eps", "perturbed", "denoised")
@@ -121,8 +122,7 @@ def plot_metric_histograms(
         Two axes (PSNR, SSIM); each holds one ``StepPatch`` per condition with the counts
         (``patch.get_data()`` gives ``(counts, edges, baseline)``).
     """
-    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
-        raise ValueError(f"plot_metric_histograms: bins must be a positive int; got {bins!r}.")
+    check_int("plot_metric_histograms", "bins", bins, 1)
     fig = Figure(figsize=(10.0, 4.0), layout="constrained")
     ax_psnr, ax_ssim = fig.subplots(1, 2)
     _histograms(ax_psnr, _check_metric(psnr, "psnr", allow_inf=True), bins)

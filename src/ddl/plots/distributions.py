@@ -26,6 +26,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ddl._validate import check_int
 from ddl.plots import _figure_and_axes, _float_array
 
 
@@ -52,8 +53,7 @@ def sample_pixels(x: torch.Tensor, n: int = 20_000, *, seed: int = 0) -> torch.T
     >>> round(float(sample_pixels(x, 2000).float().mean()), 1)   # a strided sample would read 0.0
     0.5
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"sample_pixels: n must be an int >= 1; got {n!r}.")
+    check_int("sample_pixels", "n", n, 1)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"sample_pixels: x must be a torch.Tensor; got {type(x).__name__}.")
     flat = x.detach().reshape(-1).cpu()
@@ -72,8 +72,7 @@ def grey_level_edges(levels: int = 255) -> np.ndarray:
     >>> grey_level_edges(2)
     array([-0.25,  0.25,  0.75,  1.25])
     """
-    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
-        raise ValueError(f"grey_level_edges: levels must be an int >= 1; got {levels!r}.")
+    check_int("grey_level_edges", "levels", levels, 1)
     return (np.arange(levels + 2) - 0.5) / levels
 
 
@@ -97,8 +96,7 @@ def quantiles(x: Any, n: int) -> np.ndarray:
     >>> quantiles(np.array([0.0, 1.0, 2.0, 10.0]), 3)
     array([ 0. ,  1.5, 10. ])
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 2:
-        raise ValueError(f"quantiles: n must be an int >= 2; got {n!r}.")
+    check_int("quantiles", "n", n, 2)
     a = _float_array(x, func="quantiles", name="x")
     if a.size == 0:
         raise ValueError("quantiles: x must not be empty; got shape " f"{tuple(a.shape)}.")
@@ -138,8 +136,7 @@ def plot_qq(
         The axes holds the diagonal ``y = x`` first, then one line per sample (markers at the
         quantiles; data = :func:`quantiles` of each sample).
     """
-    if not isinstance(n_quantiles, int) or isinstance(n_quantiles, bool) or n_quantiles < 2:
-        raise ValueError(f"plot_qq: n_quantiles must be an int >= 2; got {n_quantiles!r}.")
+    check_int("plot_qq", "n_quantiles", n_quantiles, 2)
     q_clean = quantiles(_float_array(clean, func="plot_qq", name="clean"), n_quantiles)
     samples = {"perturbed": perturbed} if denoised is None else {"perturbed": perturbed, "denoised": denoised}
     fig, ax = _figure_and_axes(ax, func="plot_qq", figsize=(5.0, 5.0))
@@ -195,8 +192,7 @@ def plot_density(
     """
     if not isinstance(arrays, Mapping) or len(arrays) == 0:
         raise ValueError(f"plot_density: arrays must be a non-empty dict of label -> array; got {arrays!r:.80}.")
-    if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
-        raise ValueError(f"plot_density: bins must be a positive int; got {bins!r}.")
+    check_int("plot_density", "bins", bins, 1)
     data = {str(k): _float_array(v, func="plot_density", name=f"arrays[{k!r}]").ravel() for k, v in arrays.items()}
     if any(v.size == 0 for v in data.values()):
         raise ValueError("plot_density: every array must hold at least one value; got an empty one.")

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ddl._validate import check_int
 from ddl.plots import _float_array, _label_array, _to_image
 
 _RIGHT, _WRONG = "tab:green", "tab:red"
@@ -103,8 +104,7 @@ def pick_examples(y: Any, pred_clean: Any, pred_adv: Any, n: int = 8) -> "torch.
     import torch
 
     y, pc, pa = (torch.as_tensor(a).long() for a in (y, pred_clean, pred_adv))
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"pick_examples: n must be an int >= 1; got {n!r}.")
+    check_int("pick_examples", "n", n, 1)
     if not (y.shape == pc.shape == pa.shape and y.ndim == 1):
         raise ValueError(f"pick_examples: y, pred_clean and pred_adv must be 1-D of one length; got shapes "
                          f"{tuple(y.shape)}, {tuple(pc.shape)}, {tuple(pa.shape)}.")

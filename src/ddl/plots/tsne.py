@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ddl._validate import check_choice, check_int, check_number
 from ddl.plots import _figure_and_axes, _float_array, _label_array
 
 _MIN_ITER = 250  # scikit-learn's minimum (its early-exaggeration phase)
@@ -82,18 +83,14 @@ def _check_tsne_args(features, n_components, perplexity, n_iter, learning_rate, 
     n = x.shape[0]
     if n < 3:
         raise ValueError(f"tsne: features must have at least 3 rows (points); got shape {tuple(x.shape)}.")
-    if not isinstance(n_components, int) or isinstance(n_components, bool) or not 1 <= n_components <= 3:
-        raise ValueError(f"tsne: n_components must be an int in [1, 3]; got {n_components!r}.")
+    check_int("tsne", "n_components", n_components, 1, 3)
     if not isinstance(perplexity, (int, float)) or not 0 < perplexity < n - 1:
         raise ValueError(f"tsne: perplexity must be a number in (0, n_samples - 1 = {n - 1}); got {perplexity!r}.")
-    if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < _MIN_ITER:
-        raise ValueError(f"tsne: n_iter must be an int >= {_MIN_ITER}; got {n_iter!r}.")
+    check_int("tsne", "n_iter", n_iter, _MIN_ITER)
     if learning_rate != "auto" and not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
         raise ValueError(f"tsne: learning_rate must be 'auto' or a positive number; got {learning_rate!r}.")
-    if not isinstance(early_exaggeration, (int, float)) or early_exaggeration < 1:
-        raise ValueError(f"tsne: early_exaggeration must be a number >= 1; got {early_exaggeration!r}.")
-    if init not in ("pca", "random"):
-        raise ValueError(f"tsne: init must be 'pca' or 'random'; got {init!r}.")
+    check_number("tsne", "early_exaggeration", early_exaggeration, low=1)
+    check_choice("tsne", "init", init, ("pca", "random"))
     return x
 
 
