@@ -276,8 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--zoo", metavar="MODEL", help="a zoo classifier (see `ddl zoo list`)")
     src.add_argument("--checkpoint", help="a checkpoint written by `ddl train`")
     sp.add_argument("--defence", default="tuned",
-                    help="none, paper, tuned (the presets' dictionaries, fitted on the clean training "
-                         "set and cached) or a file written by DictionaryDenoiser.save")
+                    help="none, paper, tuned (the presets' dictionaries fitted on the clean training "
+                         "set, shipped in the zoo), a baseline purifier NAME:VALUE (bits:4, median:3, "
+                         "gauss:1.0, jpeg:75, tv:0.1, wavelet:0.05; use --attacks without :soft, and "
+                         "without :exact for bits, jpeg, tv, wavelet) or a file written by "
+                         "DictionaryDenoiser.save")
     sp.add_argument("--eps", nargs="+", type=float, required=True,
                     help="L-inf radii in (0, 1], increasing (MNIST: 0.1 0.2 0.3; CIFAR-10: 2/255 ... as decimals)")
     sp.add_argument("--n-images", type=_int_from(1), default=200, help="the first N test images")

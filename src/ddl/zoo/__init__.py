@@ -14,6 +14,17 @@ Examples
 >>> [(e.model, e.dataset) for e in ddl.zoo.entries()][:1]  # doctest: +SKIP
 [('autoencoder', 'cifar10')]
 >>> model = ddl.zoo.load("convnet", "mnist")  # doctest: +SKIP
+
+Fitted defences ship beside the checkpoints too: ``defence_<name>_<dataset>.pt`` holds the
+dictionary of the ``tuned`` (``ddl.config.load_tuned()``) or ``paper`` (``ddl.config.PAPER``)
+denoiser, fitted on the full clean training set (``tools/fit_zoo_defences.py``), listed under
+``"defences"`` in ``index.json`` with its parameters and SHA-256 (this module reads the
+parameters from the index, never from ``ddl.config``: the library does not import the
+experiments layer). A defended classifier is one line:
+
+>>> import torch
+>>> defended = torch.nn.Sequential(ddl.zoo.load_defence("cifar10"),
+...                                ddl.zoo.load("resnet", "cifar10"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -68,14 +79,33 @@ def _index_path() -> Path:
     return Path(ZOO_DIR) / INDEX_NAME
 
 
-def _read_index() -> list[dict[str, Any]]:
+def _read_index_file() -> dict[str, Any]:
     path = _index_path()
     if not path.is_file():
-        return []
+        return {"format_version": 1, "entries": []}
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise ValueError(f"ddl.zoo: {path} must hold {{'entries': [...]}}; got {type(data).__name__}.")
-    return data["entries"]
+    if not isinstance(data.get("defences", []), list):
+        raise ValueError(f"ddl.zoo: 'defences' in {path} must be a list; got "
+                         f"{type(data['defences']).__name__}.")
+    return data
+
+
+def _read_index() -> list[dict[str, Any]]:
+    return _read_index_file()["entries"]
+
+
+def _write_index(entries_: list[dict[str, Any]] | None = None,
+                 defences_: list[dict[str, Any]] | None = None) -> Path:
+    """Rewrite index.json atomically, replacing the lists given and keeping the others."""
+    data = _read_index_file()
+    out: dict[str, Any] = {"format_version": 1,
+                           "entries": data["entries"] if entries_ is None else entries_}
+    defences_ = data.get("defences", []) if defences_ is None else defences_
+    if defences_:
+        out["defences"] = defences_
+    return atomic_write_json(_index_path(), out)
 
 
 def _to_entry(record: dict[str, Any]) -> ZooEntry:
@@ -168,7 +198,118 @@ def update_index(record: dict[str, Any]) -> Path:
     records = [r for r in _read_index() if (r["model"], r["dataset"]) != (record["model"], record["dataset"])]
     records.append(record)
     records.sort(key=lambda r: (r["dataset"], r["model"]))
-    return atomic_write_json(_index_path(), {"format_version": 1, "entries": records})
+    return _write_index(entries_=records)
+
+
+# --- fitted defences ---------------------------------------------------------------------------
+
+#: The defences the zoo can hold: the presets' dictionary denoisers.
+DEFENCE_NAMES = ("tuned", "paper")
+_DEFENCE_FIELDS = ("name", "dataset", "path", "sha256", "params")
+
+
+def defence_file_name(dataset: str, name: str) -> str:
+    """``defence_<name>_<dataset>.pt``: the file of a fitted defence in the zoo folder."""
+    return f"defence_{name}_{dataset}.pt"
+
+
+def defence_records() -> list[dict[str, Any]]:
+    """The ``"defences"`` records of ``index.json`` (name, dataset, path, sha256, params, ...)."""
+    return list(_read_index_file().get("defences", []))
+
+
+def find_defence(dataset: str, name: str = "tuned") -> dict[str, Any] | None:
+    """The index record of a fitted defence, or None when the zoo has none."""
+    for record in defence_records():
+        if record.get("dataset") == dataset and record.get("name") == name:
+            return record
+    return None
+
+
+def _defence_path(record: dict[str, Any]) -> Path:
+    missing = [k for k in _DEFENCE_FIELDS if k not in record]
+    if missing:
+        raise ValueError(f"ddl.zoo: defence record {record!r} in {_index_path()} lacks {', '.join(missing)}.")
+    root = Path(ZOO_DIR).resolve()
+    path = (root / record["path"]).resolve()
+    if root not in path.parents:
+        raise ValueError(f"ddl.zoo: defence path {record['path']!r} points outside the zoo folder {root}.")
+    return path
+
+
+def load_defence(dataset: str, name: str = "tuned", *, device: str = "cpu", grad: str = "exact"):
+    """The fitted dictionary denoiser of a preset, as shipped in the zoo.
+
+    Parameters
+    ----------
+    dataset : str
+        "mnist" or "cifar10".
+    name : {"tuned", "paper"}, default "tuned"
+        ``tuned``: the defence chosen on a validation split (``ddl.config.load_tuned()``);
+        ``paper``: the paper's reading (``ddl.config.PAPER.defence``).
+    device : str, default "cpu"
+    grad : {"exact", "bpda", "none"}, default "exact"
+        The denoiser's backward pass (see :class:`ddl.defence.DictionaryDenoiser`).
+
+    Returns
+    -------
+    DictionaryDenoiser
+        Fitted: its dictionary is ``DictionaryDenoiser(**params).fit(x_train)`` on the full clean
+        training set, ``params`` the preset's (recorded in ``index.json``). Maps (N, C, H, W) in
+        [0, 1] to the same shape; ``nn.Sequential(load_defence(ds), load(model, ds))`` is a
+        defended classifier.
+
+    Raises
+    ------
+    LookupError
+        The zoo holds no such defence (the message lists what it holds).
+    ValueError
+        The file's SHA-256 differs from the index (tampered or corrupt; nothing is unpickled),
+        or it is not a file written by ``DictionaryDenoiser.save`` for these parameters.
+    """
+    from ddl._validate import BadFileError
+    from ddl.defence import DictionaryDenoiser
+    from ddl.models.checkpoint import sha256_file
+
+    func = "ddl.zoo.load_defence"
+    if name not in DEFENCE_NAMES:
+        raise ValueError(f"{func}: name must be one of {', '.join(DEFENCE_NAMES)}; got {name!r}.")
+    record = find_defence(dataset, name)
+    if record is None:
+        have = ", ".join(f"{r['name']}/{r['dataset']}" for r in defence_records()) or "none"
+        raise LookupError(f"{func}: no fitted {name!r} defence for {dataset!r}; the zoo holds: {have}. "
+                          f"Fit one with tools/fit_zoo_defences.py.")
+    path = _defence_path(record)
+    if not path.is_file():
+        raise BadFileError(f"{func}: {path} is listed in {_index_path()} but missing.")
+    actual = sha256_file(path)
+    if actual != record["sha256"]:
+        raise BadFileError(f"{func}: SHA-256 mismatch for {path}: expected {record['sha256']}, got "
+                           f"{actual}; the file was changed or corrupted, refusing to load it.")
+    try:
+        den = DictionaryDenoiser.load(path, device=device)       # weights-only torch.load
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is one line
+        raise BadFileError(f"{func}: {path} is not a fitted DictionaryDenoiser ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}).") from exc
+    stored = {k: v for k, v in den.get_params().items() if k in record["params"]}
+    if stored != record["params"]:
+        raise BadFileError(f"{func}: {path} holds parameters {stored} but index.json says {record['params']}.")
+    den.grad = grad
+    den._check_params(func)
+    return den
+
+
+def update_defence_index(record: dict[str, Any]) -> Path:
+    """Add or replace the ``"defences"`` record for ``(record['name'], record['dataset'])``.
+
+    ``record['path']`` is relative to the zoo folder. Used by ``tools/fit_zoo_defences.py``.
+    """
+    _defence_path(record)  # validates the record
+    key = (record["name"], record["dataset"])
+    records = [r for r in defence_records() if (r["name"], r["dataset"]) != key]
+    records.append(record)
+    records.sort(key=lambda r: (r["dataset"], r["name"]))
+    return _write_index(defences_=records)
 
 
 def entry_as_dict(entry: ZooEntry) -> dict[str, Any]:
@@ -178,4 +319,6 @@ def entry_as_dict(entry: ZooEntry) -> dict[str, Any]:
     return d
 
 
-__all__ = ["ZOO_DIR", "ZooEntry", "entries", "entry_as_dict", "find", "load", "update_index"]
+__all__ = ["DEFENCE_NAMES", "ZOO_DIR", "ZooEntry", "defence_file_name", "defence_records",
+           "entries", "entry_as_dict", "find", "find_defence", "load", "load_defence", "update_defence_index",
+           "update_index"]
