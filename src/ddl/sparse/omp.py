@@ -428,7 +428,7 @@ def _omp_native(lib, X, dictionary, gram, k_max, tol, chunk_size, ols, *, codes=
     rows = None
     if not bool(todo.all()):
         rows = todo.nonzero()[:, 0].contiguous()
-        X, norms2 = X.index_select(0, rows), norms2.index_select(0, rows)
+        norms2 = norms2.index_select(0, rows)     # the rows of X are gathered chunk by chunk
     # Outputs: rows never coded stay zero (-1 for the support). The C code writes whole rows,
     # so the dense codes are zeroed only where it never writes (one pass over them, not two).
     new = torch.empty if rows is None else torch.zeros
@@ -444,7 +444,7 @@ def _omp_native(lib, X, dictionary, gram, k_max, tol, chunk_size, ols, *, codes=
         out["coef"] = new((n_samples, k_max), dtype=dtype)
     if recon:
         out["recon"] = new((n_samples, n_features), dtype=dtype)
-    n_todo = X.shape[0]
+    n_todo = X.shape[0] if rows is None else rows.shape[0]
     if n_todo == 0:
         return out, 0
     fn = lib.fns["omp_float" if dtype == torch.float32 else "omp_double"]
@@ -467,12 +467,17 @@ def _omp_native(lib, X, dictionary, gram, k_max, tol, chunk_size, ols, *, codes=
 
     def _work(w: int) -> None:
         A = torch.empty((m_max, n_components), dtype=dtype)
+        Xbuf = None if rows is None else torch.empty((m_max, n_features), dtype=dtype)
         work = torch.empty(work_len, dtype=dtype)
         n_dep = ctypes.c_int64(0)
         for start in starts[w::n_threads]:
             m = min(m_max, n_todo - start)
             Am = A[:m]
-            torch.mm(X[start:start + m], Dt, out=Am)               # α⁰ = X Dᵀ, (m, K)
+            if rows is None:
+                Xc = X[start:start + m]
+            else:                                   # gathered into a cache-sized buffer
+                Xc = torch.index_select(X, 0, rows[start:start + m], out=Xbuf[:m])
+            torch.mm(Xc, Dt, out=Am)                                # α⁰ = X Dᵀ, (m, K)
             if rows is None:                                       # outputs at row `start`
                 ptrs = {name: t.data_ptr() + start * strides[name] * t.element_size()
                         for name, t in out.items()}
