@@ -238,6 +238,11 @@ def test_pgd_is_seeded_and_leaves_the_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), state)
     b, _ = pgd_linf(model, x, y, eps=0.1, steps=3, seed=5)
     assert torch.equal(a, b)
+    # per-image random starts: neither the batch size nor the company changes an image's result
+    c, _ = pgd_linf(model, x, y, eps=0.1, steps=3, seed=5, batch_size=5)
+    assert torch.equal(a, c)
+    d, _ = pgd_linf(model, x[4:], y[4:], eps=0.1, steps=3, seed=5, image_ids=range(4, 12))
+    assert torch.equal(a[4:], d)
 
 
 def test_parse_attack_rules():
@@ -479,3 +484,22 @@ def test_non_monotonic_flag_ignores_the_oblivious_attack():
         flags=[], seconds={}, unbounded_accuracy=None)
     assert compute_flags(res, model=nn.Identity(), defence=None, x=torch.zeros(n, 1, 2, 2),
                          y=torch.zeros(n, dtype=torch.long), n_classes=10, n_channels=1) == []
+
+
+def test_cascade_gives_the_same_worst_case_with_cumulative_columns(denoiser, tmp_path):
+    model = _linear(64, 4, seed=30)
+    x = _images(n=30, seed=31)
+    y = model(x).argmax(1)
+    kw = dict(defence=denoiser, eps=[0.03, 0.1], attacks=["pgd:bpda", "pgd:soft", "pgd:exact"],
+              unbounded=False, **_FAST)
+    full = evaluate_robustness(model, x, y, **kw)
+    casc = evaluate_robustness(model, x, y, cascade=True, cache_dir=tmp_path, cache_key="c", **kw)
+    for k in full.worst_case:
+        assert torch.equal(full.worst_survival[k], casc.worst_survival[k])
+        cumulative = [casc.attacks[a][k] for a in ("pgd:bpda", "pgd:soft", "pgd:exact")]
+        assert cumulative == sorted(cumulative, reverse=True) and cumulative[-1] == casc.worst_case[k]
+        assert casc.attacks["pgd:bpda"][k] == full.attacks["pgd:bpda"][k]      # the first is alone
+    # later attacks only saw the survivors of the earlier ones
+    blob = json.loads((tmp_path / f"c-pgd_exact-cascade-{0.1!r}.json").read_text())
+    assert blob["n_attacked"] == round(casc.attacks["pgd:soft"][eps_key(0.1)] * 30)
+    assert casc.params["cascade"] is True

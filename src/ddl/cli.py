@@ -292,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--apgd-iter", type=_int_from(1), default=100, help="APGD/FAB iterations (AutoAttack: 100)")
     sp.add_argument("--square-queries", type=_int_from(1), default=1000,
                     help="Square attack queries (AutoAttack's standard: 5000)")
+    sp.add_argument("--cascade", action="store_true",
+                    help="AutoAttack's scheme: each attack runs only on the images the earlier ones "
+                         "left standing (same worst case, much cheaper; per-attack columns become "
+                         "cumulative)")
     sp.add_argument("--out", required=True, help="folder for robustness.json and its cache")
     common(sp)
     quiet(sp)
@@ -708,7 +712,8 @@ def cmd_robustness(args) -> int:
     if sorted(args.eps) != args.eps or len(set(args.eps)) != len(args.eps):
         raise UsageError(f"--eps must be strictly increasing; got {' '.join(map(str, args.eps))}")
     budgets = {"pgd_steps": args.pgd_steps, "pgd_restarts": args.pgd_restarts,
-               "apgd_iter": args.apgd_iter, "square_queries": args.square_queries}
+               "apgd_iter": args.apgd_iter, "square_queries": args.square_queries,
+               "cascade": args.cascade}
     record = run_robustness(dataset=args.dataset, model_name=args.zoo, checkpoint=args.checkpoint,
                             defence=args.defence, eps=args.eps, n_images=args.n_images,
                             attacks=args.attacks, seed=args.seed, out=args.out,

@@ -163,7 +163,8 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
     attacks = tuple(attacks) if attacks else DEFAULT_ATTACKS
     budgets = dict(budgets or {})
     key = _sha(json.dumps({"model": model_sha, "defence": den_desc, "n": n_images, "dataset": dataset,
-                           "seed": seed, "budgets": budgets}, sort_keys=True).encode())[:16]
+                           "seed": seed, "budgets": budgets, "rng": "per-image-v2"},
+                          sort_keys=True).encode())[:16]
     t0 = time.perf_counter()
     res = evaluate_robustness(model, x, y, defence=den, eps=list(eps), attacks=attacks, seed=seed,
                               cache_dir=cache, cache_key=key, progress=progress, **budgets)
@@ -237,7 +238,8 @@ def robustness_cell(*, model, defence, x, y, dataset: str, model_name: str, eps,
     n = min(n_images, len(x))
     budgets = dict(budgets or {})
     attacks = tuple(attacks) if attacks else DEFAULT_ATTACKS
-    key = _sha(json.dumps({**key_parts, "n": n, "seed": seed, "budgets": budgets, "attacks": attacks},
+    key = _sha(json.dumps({**key_parts, "n": n, "seed": seed, "budgets": budgets, "attacks": attacks,
+                           "rng": "per-image-v2"},
                           sort_keys=True, default=str).encode())[:16]
     res = evaluate_robustness(model, x[:n], y[:n], defence=defence, eps=list(eps), attacks=attacks,
                               seed=seed, cache_dir=cache, cache_key=f"robust-{key}",

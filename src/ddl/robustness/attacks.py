@@ -30,6 +30,16 @@ __all__ = ["AUTOATTACKS", "autoattack", "pgd_linf", "project_linf", "within_linf
 AUTOATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
+def _per_image_noise(shape, ids: Tensor, seed: int, restart: int, dtype) -> Tensor:
+    """U(−1, 1) noise of ``shape`` (B, ...), row b from a generator seeded by (seed, restart, ids[b])."""
+    out = torch.empty(shape, dtype=dtype)
+    gen = torch.Generator()
+    for b, i in enumerate(ids.tolist()):
+        gen.manual_seed((seed * 1_000_003 + restart) * 1_000_033 + int(i))
+        out[b] = torch.rand(shape[1:], generator=gen, dtype=dtype)
+    return out * 2 - 1
+
+
 def _ce(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits, y, reduction="sum")
 
@@ -37,7 +47,7 @@ def _ce(logits: Tensor, y: Tensor) -> Tensor:
 def pgd_linf(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int = 50,
              restarts: int = 1, step_size: float | None = None, seed: int = 0,
              clip: tuple[float, float] = (0.0, 1.0), best_iterate: bool = True,
-             batch_size: int = 256, callback=None) -> tuple[Tensor, Tensor]:
+             batch_size: int = 256, callback=None, image_ids=None) -> tuple[Tensor, Tensor]:
     """Untargeted L∞ PGD on the cross-entropy, random starts, cosine step decay.
 
     Parameters
@@ -51,7 +61,9 @@ def pgd_linf(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int =
     steps : int >= 1
         Gradient steps per restart.
     restarts : int >= 1
-        Random starts (restart ``r`` draws its start from a generator seeded ``seed + r``).
+        Random starts. Image ``i``'s start in restart ``r`` comes from its own generator, seeded
+        from ``(seed, r, image_ids[i])``, so results depend neither on ``batch_size`` nor on
+        which other images are attacked with it.
     step_size : float or None
         First step α₀; ``None`` → ``max(eps / 4, 2.5 eps / steps)``. Step t uses
         ``α₀ (1 + cos(π t / steps)) / 2``.
@@ -60,6 +72,8 @@ def pgd_linf(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int =
         last iterate of the last restart, judged at the end (for comparison).
     callback : callable(n_done) or None
         Called after each batch with the number of images finished (for progress bars).
+    image_ids : sequence of int or None
+        Stable identities of the images (default ``range(N)``), for the random starts.
 
     Returns
     -------
@@ -70,6 +84,7 @@ def pgd_linf(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int =
     if step_size is None:
         step_size = max(eps / 4, 2.5 * eps / steps)
     x = x.detach()
+    ids = torch.arange(len(x)) if image_ids is None else torch.as_tensor(image_ids).cpu()
     out, fooled_all = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for i in range(0, len(x), batch_size):
         x0, lab = x[i:i + batch_size], y[i:i + batch_size]
@@ -77,8 +92,7 @@ def pgd_linf(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int =
         with torch.no_grad():
             fooled |= model(x0).argmax(1) != lab
         for r in range(restarts):
-            gen = torch.Generator().manual_seed(seed + r)
-            noise = (torch.rand(x0.shape, generator=gen, dtype=x0.dtype) * 2 - 1).mul_(eps)
+            noise = _per_image_noise(x0.shape, ids[i:i + batch_size], seed, r, x0.dtype).mul_(eps)
             active = ~fooled if best_iterate else torch.ones_like(fooled)
             cur = project_linf(x0 + noise.to(x0.device), x0, eps, clip)
             for t in range(steps + 1):

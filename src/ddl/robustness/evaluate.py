@@ -113,8 +113,9 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
                         eps, attacks=DEFAULT_ATTACKS, seed: int = 0, beta: float = 10.0,
                         eot_samples: int = 1, pgd_steps: int = 50, pgd_restarts: int = 1,
                         apgd_iter: int = 100, square_queries: int = 1000, n_target_classes: int = 3,
-                        unbounded: bool = True, batch_size: int = 200, cache_dir=None,
-                        cache_key: str | None = None, progress: bool = False) -> RobustnessResult:
+                        unbounded: bool = True, cascade: bool = False, batch_size: int = 200,
+                        cache_dir=None, cache_key: str | None = None,
+                        progress: bool = False) -> RobustnessResult:
     """Attack ``model(defence(x))`` with every attack at every ε; worst case per image; flags.
 
     Parameters
@@ -135,6 +136,14 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
     apgd_iter, square_queries, n_target_classes : AutoAttack budgets (its standard: 100, 5000, 9)
     unbounded : bool, default True
         Also run PGD at ε = 1 through the strongest gradient threat (a sanity flag).
+    cascade : bool, default False
+        AutoAttack's scheme: each attack runs only on the images that every earlier attack (in
+        the order of ``attacks``) left standing at that ε. The worst case is the same as without
+        cascade (an image is robust only if every attack fails on it) and much cheaper, but then
+        ``attacks[a][ε]`` is the robust accuracy *after* attacks up to ``a`` (cumulative, as
+        AutoAttack prints it), not ``a``'s accuracy alone, and ``survival[a]`` is cumulative too.
+        Put the black-box attack last so that the masked-gradient flag compares it with every
+        gradient attack.
     cache_dir, cache_key : folder and key (a string naming model, defence, images and seed)
         When both are given, each (attack, ε) result is stored as a small JSON file and reused,
         so an interrupted evaluation resumes where it stopped.
@@ -159,19 +168,27 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
 
     cache = Path(cache_dir) if cache_dir is not None else None
 
-    def run(name: str, e: float, compute) -> tuple[Tensor, float]:
-        path = cache / f"{cache_key}-{name.replace(':', '_')}-{e!r}.json" if cache else None
+    tag = "-cascade" if cascade else ""
+
+    def run(name: str, e: float, compute, sub: Tensor | None = None) -> tuple[Tensor, float]:
+        """Survival (N,) of the attack ``compute(sub)`` on the images ``sub`` (None: all);
+        images outside ``sub`` count as not surviving (cascade: an earlier attack broke them)."""
+        path = (cache / f"{cache_key}-{name.replace(':', '_')}{tag}-{e!r}.json" if cache else None)
         if path is not None and path.is_file():
             blob = json.loads(path.read_text())
             if blob.get("n_images") == len(x):
                 return torch.tensor(blob["survival"], dtype=torch.bool), float(blob["seconds"])
         t0 = time.perf_counter()
-        x_adv = compute()
-        survive = (_predict(real, x_adv, batch_size) == y) & clean_def
+        survive = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        idx = torch.arange(len(x), device=x.device) if sub is None else sub.to(x.device)
+        if len(idx):
+            x_adv = compute(idx)
+            survive[idx] = (_predict(real, x_adv, batch_size) == y[idx]) & clean_def[idx]
         seconds = time.perf_counter() - t0
         if path is not None:
             from ddl._io import atomic_write_json
-            atomic_write_json(path, {"attack": name, "eps": e, "n_images": len(x),
+            atomic_write_json(path, {"attack": name, "eps": e, "n_images": len(x), "cascade": cascade,
+                                     "n_attacked": int(len(idx)),
                                      "survival": [int(v) for v in survive.tolist()],
                                      "seconds": seconds})
         return survive.cpu(), seconds
@@ -183,17 +200,21 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         return tqdm(total=len(x), desc=desc, unit="img", leave=False)
 
     def attack_fn(name, threat, e, which_seed):
-        def compute():
+        def compute(idx):
+            xs, ys = x[idx], y[idx]
             pb = bar(f"{name}{':' + threat if threat else ''} eps={e:.4g}")
+            if pb is not None:
+                pb.total = len(idx)
             cb = pb.update if pb is not None else None
             try:
                 if name == "pgd":
                     target = defended(model, defence, threat, beta=beta, eot_samples=eot_samples)
-                    return pgd_linf(target, x, y, eps=e, steps=pgd_steps, restarts=pgd_restarts,
-                                    seed=which_seed, batch_size=batch_size, callback=cb)[0]
+                    return pgd_linf(target, xs, ys, eps=e, steps=pgd_steps, restarts=pgd_restarts,
+                                    seed=which_seed, batch_size=batch_size, callback=cb,
+                                    image_ids=idx.cpu())[0]
                 target = defended(model, defence, threat or "bpda", beta=beta,
                                   eot_samples=eot_samples)
-                return autoattack(target, x, y, attack=name, eps=e, seed=which_seed,
+                return autoattack(target, xs, ys, attack=name, eps=e, seed=which_seed,
                                   n_iter=apgd_iter, n_queries=square_queries,
                                   n_target_classes=n_target_classes, batch_size=batch_size,
                                   callback=cb)
@@ -204,10 +225,13 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
 
     survival: dict[str, dict[str, Tensor]] = {n: {} for n in names}
     seconds = {n: 0.0 for n in names}
+    alive = {eps_key(e): clean_def.cpu().clone() for e in eps}
     for (name, threat), full in zip(specs, names):
         for e in eps:
-            s, sec = run(full, e, attack_fn(name, threat, e, seed))
+            sub = alive[eps_key(e)].nonzero().squeeze(1) if cascade else None
+            s, sec = run(full, e, attack_fn(name, threat, e, seed), sub)
             survival[full][eps_key(e)], seconds[full] = s, seconds[full] + sec
+            alive[eps_key(e)] &= s
 
     bare_pgd = _bare_pgd(model, x, y, eps, pgd_steps, pgd_restarts, seed, batch_size, clean_bare,
                          cache, cache_key)
@@ -242,7 +266,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         params={"seed": seed, "beta": beta, "eot_samples": eot_samples, "pgd_steps": pgd_steps,
                 "pgd_restarts": pgd_restarts, "apgd_iter": apgd_iter,
                 "square_queries": square_queries, "n_target_classes": n_target_classes,
-                "attacks": names, "n_classes": n_classes,
+                "attacks": names, "n_classes": n_classes, "cascade": cascade,
                 "misclassified_clean_count_as_broken": True})
     result.flags = compute_flags(result, model=model, defence=defence, x=x, y=y,
                                  n_classes=n_classes, n_channels=x.shape[1], beta=beta,
