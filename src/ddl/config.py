@@ -355,9 +355,9 @@ QUICK = ReproduceConfig(
     eps_sweep={"mnist": (0.1, 0.3)},
     defence={"mnist": DefenceConfig(patch_size=7, n_components=64, n_nonzero_coefs=1,
                                     remove_mean=False, max_patches=20_000)},
-    robustness_n_images=20, robustness_eps={"mnist": (0.1, 0.3)},
-    robustness_attacks=("pgd:oblivious", "pgd:bpda", "pgd:soft", "square"),
-    robustness_budgets={"pgd_steps": 10, "square_queries": 30})
+    robustness_n_images=12, robustness_eps={"mnist": (0.1, 0.3)},
+    robustness_attacks=("pgd:oblivious", "pgd:soft", "square"),
+    robustness_budgets={"pgd_steps": 5, "square_queries": 20})
 REPRODUCE_PRESETS = FrozenDict({"paper": PAPER, "noisy-dictionary": NOISY_DICTIONARY, "quick": QUICK})
 #: Every name ``get_preset`` accepts.
 REPRODUCE_PRESET_NAMES = ("quick", "paper", "noisy-dictionary", "tuned")
