@@ -31,7 +31,8 @@ def load_records(folder: str | Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: order.get((r["dataset"], r["model"]), 99))
 
 
-def _eps_label(e: float, dataset: str) -> str:
+def eps_label(e: float, dataset: str) -> str:
+    """ε as the field writes it: k/255 on CIFAR-10 when it is one, else the decimal."""
     k = e * 255
     if dataset == "cifar10" and abs(k - round(k)) < 1e-6:
         return f"{round(k)}/255"
@@ -66,7 +67,7 @@ def robustness_rows(records: list[dict[str, Any]], dataset: str) -> list[list[st
     for r in recs:
         for e in r["eps"]:
             k = repr(float(e))
-            rows.append([r["model"], _eps_label(e, dataset), str(r["n_images"]),
+            rows.append([r["model"], eps_label(e, dataset), str(r["n_images"]),
                          _pct(r["clean_accuracy"]["bare"]), _pct(r["clean_accuracy"]["defended"]),
                          _pct(r["bare_pgd"].get(k)),
                          _pct(r["attacks"].get("pgd:oblivious", {}).get(k)),

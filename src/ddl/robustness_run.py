@@ -193,16 +193,10 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:5.1f}"
 
 
-def eps_label(e: float, dataset: str) -> str:
-    """ε as the field writes it: k/255 on CIFAR-10 when it is one, else the decimal."""
-    k = e * 255
-    if dataset == "cifar10" and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return f"{e:g}"
-
-
 def format_table(record: dict[str, Any]) -> str:
     """The terminal table: accuracy (%) per attack and ε, the worst case, the flags."""
+    from ddl.robustness_report import eps_label
+
     keys = [repr(float(e)) for e in record["eps"]]
     labels = [eps_label(e, record["dataset"]) for e in record["eps"]]
     width = max(12, *(len(a) for a in record["attacks"]))

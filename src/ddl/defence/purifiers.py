@@ -52,20 +52,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ddl.sparse.omp import straight_through
+
 __all__ = ["PURIFIERS", "BitDepthReduction", "GaussianBlur", "JPEGCompression", "MedianSmoothing",
            "TotalVariation", "WaveletShrinkage"]
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward ``value``; backward the incoming gradient to ``x`` unchanged (BPDA identity)."""
-
-    @staticmethod
-    def forward(ctx, x, value):
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        return grad_out, None
 
 
 def _is_number(v) -> bool:
@@ -124,7 +114,7 @@ class _Purifier(nn.Module):
         with torch.no_grad():
             out = self._purify(x.detach())
         if self.grad == "bpda" and needs_grad:
-            return _StraightThrough.apply(x, out)
+            return straight_through(x, out)
         return out
 
     def forward(self, x: Tensor) -> Tensor:

@@ -44,6 +44,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from ddl.sparse.omp import straight_through
+
 __all__ = ["THREATS", "DefendedModel", "defended", "soft_surrogate"]
 
 THREATS = ("oblivious", "bpda", "exact", "soft")
@@ -100,18 +102,6 @@ def soft_surrogate(denoiser: nn.Module, x: Tensor, beta: float) -> Tensor:
     return reconstruct_from_patches(R, x.shape, patch, step=step)     # (N, C, H, W)
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward ``value``; backward: the incoming gradient goes to ``x`` unchanged."""
-
-    @staticmethod
-    def forward(ctx, x, value):
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        return grad_out, None
-
-
 class DefendedModel(nn.Module):
     """``model(defence(x))`` whose backward follows a threat model (see the module docstring).
 
@@ -164,7 +154,7 @@ class DefendedModel(nn.Module):
         with torch.no_grad():
             value = self._twins[0](x)
         if self.threat == "bpda":
-            return _StraightThrough.apply(x, value)
+            return straight_through(x, value)
         # soft: the forward is the real defence bit for bit (value + exactly 0), the backward is
         # the surrogate's
         if hasattr(self.defence, "soft_surrogate"):
