@@ -74,3 +74,25 @@ def forbid_recompute(monkeypatch):
     monkeypatch.setattr(train, "fit", boom)
     monkeypatch.setattr(DictionaryDenoiser, "fit", boom)
     monkeypatch.setattr(pipeline, "run_attack", boom)
+
+
+@pytest.fixture
+def sample_data_dir(tmp_path):
+    """A data folder holding the bundled MNIST sample as the standard IDX ``.gz`` files (for the
+    commands that take ``--data-dir``); returns the folder."""
+    import gzip
+    import struct
+
+    from ddl.data import load_sample
+
+    def write_idx(path: Path, array: np.ndarray) -> None:
+        header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+        path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x, y = load_sample(split)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (x[:, 0] * 255).round().numpy())
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y.numpy())
+    return tmp_path / "data"

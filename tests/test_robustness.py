@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -379,20 +377,9 @@ def test_cached_results_are_reused(tmp_path, denoiser, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- CLI
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
-def test_cli_writes_every_field(tmp_path):
+def test_cli_writes_every_field(tmp_path, sample_data_dir):
     from ddl.data import load_sample
 
-    folder = tmp_path / "data" / "mnist"
-    folder.mkdir(parents=True)
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        x, y = load_sample(split)
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (x[:, 0] * 255).round().numpy())
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y.numpy())
     out = tmp_path / "rob"
     den = DictionaryDenoiser(patch_size=7, n_components=16, n_nonzero_coefs=1, remove_mean=False,
                              max_patches=5000).fit(load_sample("train")[0][:200])
@@ -400,7 +387,7 @@ def test_cli_writes_every_field(tmp_path):
     cmd = [sys.executable, "-m", "ddl", "robustness", "--dataset", "mnist", "--zoo", "mlp",
            "--defence", str(tmp_path / "den.pt"), "--eps", "0.1", "0.3", "--n-images", "6",
            "--attacks", "pgd:bpda", "square", "--pgd-steps", "3", "--square-queries", "5",
-           "--data-dir", str(tmp_path / "data"), "--out", str(out), "--threads", "1", "--quiet"]
+           "--data-dir", str(sample_data_dir), "--out", str(out), "--threads", "1", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "WORST CASE" in proc.stdout

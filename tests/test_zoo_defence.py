@@ -2,10 +2,8 @@
 ``ddl robustness --defence`` builds (ddl.robustness_run.build_defence): presets, purifier specs."""
 
 import dataclasses
-import gzip
 import json
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -220,22 +218,11 @@ def test_build_defence_none_and_types():
     assert isinstance(build_defence("gauss:0.5", "cifar10")[0], GaussianBlur)
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
-def test_cli_robustness_with_a_purifier(tmp_path):
-    folder = tmp_path / "data" / "mnist"
-    folder.mkdir(parents=True)
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        x, y = load_sample(split)
-        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (x[:, 0] * 255).round().numpy())
-        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y.numpy())
+def test_cli_robustness_with_a_purifier(tmp_path, sample_data_dir):
     out = tmp_path / "rob"
     cmd = [sys.executable, "-m", "ddl", "robustness", "--dataset", "mnist", "--zoo", "mlp",
            "--defence", "median:3", "--eps", "0.1", "--n-images", "4", "--attacks", "pgd:bpda", "pgd:exact",
-           "--pgd-steps", "2", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--threads", "1", "--quiet"]
+           "--pgd-steps", "2", "--data-dir", str(sample_data_dir), "--out", str(out), "--threads", "1", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "defence: median:3" in proc.stdout
