@@ -27,19 +27,32 @@ def test_version(capsys):
     assert "ddl 0.1.0" in capsys.readouterr().out
 
 
-def test_zoo_list_shows_every_checkpoint_with_its_accuracy_target_and_the_total_size(capsys):
+def test_zoo_list_shows_every_checkpoint_with_its_variant_accuracy_target_and_the_defences(capsys):
     from ddl import zoo
 
     entries = zoo.entries()
+    defences = zoo.defence_records()
     assert main(["zoo", "list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == len(entries) + 2  # header, one line per checkpoint, total
-    for e, line in zip(entries, out[1:]):
+    rows = out[2:2 + len(entries)]  # after a caption and the header
+    for e, line in zip(entries, rows):
         fields = line.split()
-        assert fields[:3] == [e.model, e.dataset, f"{100 * e.accuracy:.2f}%"]
-        assert fields[3] == f"{e.extra['target_percent']:.2f}"
+        assert fields[:4] == [e.model, e.dataset, e.variant, f"{100 * e.accuracy:.2f}%"]
+        if e.variant == "denoised":  # accuracy behind the defence it was trained with, and its name
+            assert fields[4:6] == [f"{100 * e.extra['denoised_clean_accuracy']:.2f}%", f"({e.defence['name']})"]
+            assert fields[6] == f"{e.extra['target_percent']:.2f}"
+        else:
+            assert fields[4:6] == ["–", f"{e.extra['target_percent']:.2f}"]
+        assert fields[-1] == e.path.name
     total = sum(e.path.stat().st_size for e in entries) / 1e6
-    assert out[-1] == f"{len(entries)} checkpoints, {total:.1f} MB"
+    assert out[2 + len(entries)] == f"{len(entries)} checkpoints, {total:.1f} MB, in {zoo.ZOO_DIR}"
+    defence_rows = out[-len(defences):]
+    for r, line in zip(defences, defence_rows):
+        q = r["params"]
+        assert line.split() == [r["name"], r["dataset"], str(q["patch_size"]), str(q["n_components"]),
+                                str(q["n_nonzero_coefs"]), "yes" if q["remove_mean"] else "no",
+                                f"{r['size_bytes'] / 1e6:.2f}", r["path"]]
+    assert len(defences) == 4  # tuned and paper, for both data sets
 
 
 def test_train_prints_a_line_per_epoch_and_quiet_only_the_result(tmp_path, capsys, monkeypatch):
@@ -57,6 +70,43 @@ def test_train_prints_a_line_per_epoch_and_quiet_only_the_result(tmp_path, capsy
     assert lines[-1].startswith("test accuracy ") and lines[-1].endswith(f"checkpoint {out}")
     assert main(["train", "--dataset", "mnist", "--model", "mlp", "--epochs", "1", "--out", str(out), "-q"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("test accuracy ")
+
+
+def test_train_behind_the_tuned_defence_records_it_and_reports_both_accuracies(tmp_path, capsys, monkeypatch):
+    """`ddl train --defence tuned`: every training batch is reconstructed by the zoo's tuned
+    dictionary (counted), the checkpoint records the variant and the dictionary's SHA-256, and the
+    printed accuracy behind the defence is that of the saved model on the reconstructed test set."""
+    import torch
+
+    import ddl.data
+    import ddl.zoo
+    from ddl.data.synthetic import make_blobs_images
+    from ddl.defence import DictionaryDenoiser
+    from ddl.models.checkpoint import load_checkpoint
+    from ddl.models.train import predict
+
+    def fake_load(name, split, *, data_dir=None):
+        return make_blobs_images(40 if split == "train" else 12, shape=(1, 28, 28), seed=int(split == "test"))
+
+    monkeypatch.setattr(ddl.data, "load_dataset", fake_load)
+    calls = []
+    forward = DictionaryDenoiser.forward
+    monkeypatch.setattr(DictionaryDenoiser, "forward", lambda self, x: (calls.append(len(x)), forward(self, x))[1])
+    out = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "mnist", "--model", "mlp", "--epochs", "1", "--batch-size", "16",
+                 "--defence", "tuned", "--out", str(out), "-q"]) == 0
+    assert calls[:3] == [16, 16, 8]  # the training batches, then the monitored and the final test set
+    line = capsys.readouterr().out.strip()
+    model, meta = load_checkpoint(out)
+    record = ddl.zoo.find_defence("mnist", "tuned")
+    assert meta["variant"] == "denoised"
+    assert meta["defence"] == {"name": "tuned", "sha256": record["sha256"], "params": record["params"]}
+    x_test, y_test = fake_load("mnist", "test")
+    with torch.no_grad():
+        behind = (predict(model, ddl.zoo.load_defence("mnist")(x_test)).argmax(1) == y_test).double().mean().item()
+    assert meta["denoised_clean_accuracy"] == pytest.approx(behind, abs=1 / 12 + 1e-9)  # float16 weights
+    assert line == (f"test accuracy {meta['test_accuracy'] * 100:.2f} % on 12 images, "
+                    f"{meta['denoised_clean_accuracy'] * 100:.2f} % behind the defence; checkpoint {out}")
 
 
 def test_demo_in_a_log_prints_a_line_per_stage_and_quiet_none(tmp_path):

@@ -331,3 +331,24 @@ def test_subprocess_offline_download_is_one_line_and_leaves_no_file(tmp_path):
                                f"train-images-idx3-ubyte.gz into {tmp_path / 'mnist'}; tried: ")
     assert "If this machine is offline, copy the file there by hand" in p.stderr
     assert not [f for f in tmp_path.rglob("*") if f.is_file()]  # no partial download left behind
+
+
+# --- zoo variants and denoiser-aware training ---------------------------------------------------
+def test_variant_with_a_checkpoint_is_refused(capsys, files):
+    code, _, err = run(capsys, "evaluate", "--dataset", "cifar10", "--checkpoint", files / "cifar.pt",
+                       "--variant", "denoised")
+    assert code == 2
+    assert_one_line_error(err, "evaluate", "--variant selects a zoo model; it cannot be used with --checkpoint "
+                                           "(got --variant denoised)")
+
+
+def test_train_defence_must_be_a_name_or_a_dictionary_file(capsys, tmp_path, files):
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--model", "mlp", "--defence", "tunde",
+                       "--data-dir", tmp_path)
+    assert code == 2
+    assert_one_line_error(err, "train", "--defence must be none, tuned, paper or a file written by "
+                                        "DictionaryDenoiser.save; got 'tunde' (no such file)")
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--model", "mlp", "--defence", files / "text.pt",
+                       "--data-dir", tmp_path)
+    assert code == 2 and "Traceback" not in err and err.startswith(f"ddl train: error: --defence {files / 'text.pt'}")
+

@@ -181,7 +181,7 @@ def test_zoo_index_errors(tmp_path, monkeypatch):
 def test_zoo_load_checks_the_file_holds_the_listed_pair(zoo):
     record = json.loads((zoo / "index.json").read_text())["entries"][1]  # convnet/mnist
     ddl.zoo.update_index({**record, "model": "mlp", "dataset": "mnist"})
-    with pytest.raises(ValueError, match=r"convnet_mnist\.pt holds 'convnet'/'mnist', not 'mlp'/'mnist'"):
+    with pytest.raises(ValueError, match=r"convnet_mnist\.pt holds 'convnet'/'mnist' \(standard\), not 'mlp'/'mnist' \(standard\)"):
         ddl.zoo.load("mlp", "mnist")
 
 
@@ -208,8 +208,46 @@ def test_zoo_accuracies_reproduce_on_the_full_test_set(shared_data_dir):
         x, y = load_dataset(dataset, "test", data_dir=shared_data_dir)
         assert x.shape[0] == 10_000
         for e in (e for e in entries if e.dataset == dataset):
-            acc = (predict(ddl.zoo.load(e.model, e.dataset), x).argmax(1) == y).double().mean().item()
+            acc = (predict(ddl.zoo.load(e.model, e.dataset, variant=e.variant), x).argmax(1) == y).double().mean().item()
             # Same float16 weights and same test set; allow 2 images for CPU-kernel rounding differences.
             assert abs(acc - e.accuracy) <= 2e-4, f"{e.model}/{e.dataset}: {acc} vs stored {e.accuracy}"
             if e.extra.get("reached_target"):
                 assert 100 * e.accuracy >= e.extra["target_percent"]
+
+
+# --- variants -------------------------------------------------------------------------------------
+
+
+def test_a_denoised_variant_round_trips_beside_the_standard_model_with_its_defence(zoo):
+    torch.manual_seed(5)
+    tuned = build_model("convnet", (1, 28, 28)).eval()
+    defence = {"name": "tuned", "sha256": "ab" * 32, "params": {"patch_size": 7, "n_nonzero_coefs": 1}}
+    path = save_checkpoint(zoo / "convnet_mnist_denoised.pt", tuned,
+                           {**META, "variant": "denoised", "defence": defence})
+    ddl.zoo.update_index({"model": "convnet", "dataset": "mnist", "accuracy": 0.5, "path": path.name,
+                          "epochs": 4, "seconds": 20.0, "sha256": sha256_file(path), "variant": "denoised",
+                          "defence": defence, "denoised_clean_accuracy": 0.45})
+    standard, denoised = ddl.zoo.find("convnet", "mnist"), ddl.zoo.find("convnet", "mnist", "denoised")
+    assert (standard.variant, standard.defence, standard.accuracy) == ("standard", None, 0.25)
+    assert (denoised.variant, denoised.defence, denoised.accuracy) == ("denoised", defence, 0.5)
+    assert [(e.model, e.dataset, e.variant) for e in ddl.zoo.entries()] == [
+        ("mlp", "cifar10", "standard"), ("convnet", "mnist", "standard"), ("convnet", "mnist", "denoised")]
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(predict(ddl.zoo.load("convnet", "mnist", variant="denoised"), x),
+                       predict(round_to_float16(tuned), x))
+    assert not torch.equal(predict(ddl.zoo.load("convnet", "mnist"), x), predict(round_to_float16(tuned), x))
+    _, meta = load_checkpoint(path)
+    assert meta["variant"] == "denoised" and meta["defence"] == defence
+    # a checkpoint listed under the wrong variant is refused
+    record = json.loads((zoo / "index.json").read_text())["entries"][1]  # the standard convnet/mnist
+    ddl.zoo.update_index({**record, "path": path.name, "sha256": sha256_file(path)})
+    with pytest.raises(ValueError, match=r"holds 'convnet'/'mnist' \(denoised\), not 'convnet'/'mnist' \(standard\)"):
+        ddl.zoo.load("convnet", "mnist")
+
+
+def test_a_missing_variant_and_an_unknown_variant(zoo):
+    with pytest.raises(LookupError, match=r"ddl.zoo.load: no 'denoised' variant of 'convnet' for 'mnist'; "
+                                          r"the zoo holds \(denoised\): nothing yet"):
+        ddl.zoo.load("convnet", "mnist", variant="denoised")
+    with pytest.raises(ValueError, match=r"ddl.zoo.find: variant must be one of standard, denoised; got 'noisy'"):
+        ddl.zoo.load("convnet", "mnist", variant="noisy")

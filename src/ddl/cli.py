@@ -27,7 +27,8 @@ from pathlib import Path
 
 from ddl._validate import BadFileError, close_match
 from ddl.config import REPRODUCE_PRESET_NAMES, TUNED_FILE
-from ddl.constants import ATTACK_NAMES, DATASET_TITLES, DATASETS, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA
+from ddl.constants import (ATTACK_NAMES, DATASET_TITLES, DATASETS, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA,
+                           ZOO_VARIANTS)
 from ddl.errors import DDLError
 
 #: What ``main`` reports as one line (exit 2): ddl's user-facing errors, the ValueErrors with
@@ -181,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=_int_from(1), default=32, help="images per step")
     sp.add_argument("--lr", type=_positive, default=1e-3, help="Adam learning rate")
     sp.add_argument("--out", default=None, help="checkpoint path (default: runs/train/MODEL-DATASET.pt)")
+    sp.add_argument("--defence", default="none",
+                    help="denoiser-aware training: none, tuned or paper (the zoo's fitted defence for "
+                         "--dataset) or a file written by DictionaryDenoiser.save; every augmented "
+                         "training batch is reconstructed by it before the model sees it")
+    sp.add_argument("--init-zoo", action="store_true",
+                    help="fine-tune the standard zoo checkpoint of --model/--dataset instead of "
+                         "starting from random weights")
     common(sp)
     quiet(sp)
     sp.set_defaults(func=cmd_train)
@@ -275,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     src = sp.add_mutually_exclusive_group(required=True)
     src.add_argument("--zoo", metavar="MODEL", help="a zoo classifier (see `ddl zoo list`)")
     src.add_argument("--checkpoint", help="a checkpoint written by `ddl train`")
+    _variant(sp)
     sp.add_argument("--defence", default="tuned",
                     help="none, paper, tuned (the presets' dictionaries fitted on the clean training "
                          "set, shipped in the zoo), a baseline purifier NAME:VALUE (bits:4, median:3, "
@@ -340,6 +349,22 @@ def _model_source(sp):
     g.add_argument("--checkpoint", help="a checkpoint written by `ddl train`")
     g.add_argument("--zoo", metavar="MODEL", type=_name("zoo model", MODEL_NAMES),
                    help=f"a model from the zoo for --dataset: {', '.join(MODEL_NAMES)} (see `ddl zoo list`)")
+    _variant(sp)
+
+
+def _variant(sp):
+    sp.add_argument("--variant", default=None, choices=ZOO_VARIANTS,
+                    help="with --zoo: standard (trained on clean images) or denoised (fine-tuned on the "
+                         "reconstructions of the tuned defence; use it behind that defence) "
+                         "(default: standard)")
+
+
+def _zoo_variant(args) -> str:
+    """--variant, refused without --zoo (it would be silently ignored for a --checkpoint)."""
+    if args.variant is not None and not getattr(args, "zoo", None):
+        raise UsageError(f"--variant selects a zoo model; it cannot be used with --checkpoint "
+                         f"(got --variant {args.variant})")
+    return args.variant or "standard"
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -360,6 +385,7 @@ def _load_model(args):
     """The model of --checkpoint or --zoo, checked against --dataset (data set and input shape)."""
     from ddl.data import DATASETS as FACTS
 
+    variant = _zoo_variant(args)
     if args.checkpoint:
         from ddl.models.checkpoint import load_checkpoint
 
@@ -376,7 +402,7 @@ def _load_model(args):
     from ddl import zoo
 
     try:
-        return zoo.load(args.zoo, args.dataset, device=args.device)
+        return zoo.load(args.zoo, args.dataset, variant=variant, device=args.device)
     except LookupError as e:  # no such (model, data set) in the zoo index
         raise UsageError(str(e)) from None
 
@@ -438,24 +464,72 @@ def cmd_train(args) -> int:
     from ddl.models.train import fit, predict
 
     _setup(args)
-    out = Path(args.out or f"runs/train/{args.model}-{args.dataset}.pt")
+    suffix = "" if args.defence == "none" else "-denoised"
+    out = Path(args.out or f"runs/train/{args.model}-{args.dataset}{suffix}.pt")
+    denoiser, defence = _training_defence(args)
     x, y = load_dataset(args.dataset, "train", data_dir=args.data_dir)
     x_test, y_test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
-    model = build_model(args.model, tuple(x.shape[1:]), n_classes=10)
+    if denoiser is not None and denoiser.dictionary_.shape[1] != x.shape[1] * denoiser.patch_size ** 2:
+        raise UsageError(f"--defence {args.defence}: its dictionary has atoms of {denoiser.dictionary_.shape[1]} "
+                         f"values, not {x.shape[1]} channels x {denoiser.patch_size}x{denoiser.patch_size} "
+                         f"patches; it was fitted on another data set than --dataset {args.dataset}")
+    if args.init_zoo:
+        from ddl import zoo
+
+        try:
+            model = zoo.load(args.model, args.dataset, device=args.device)
+        except LookupError as e:
+            raise UsageError(str(e)) from None
+    else:
+        model = build_model(args.model, tuple(x.shape[1:]), n_classes=10)
     t = time.perf_counter()
     fit(model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         device=args.device, x_val=x_test, y_val=y_test, checkpoint_path=out.with_suffix(".resume.pt"),
-        progress=not args.quiet and sys.stderr.isatty(), log=None if args.quiet else _log)
+        transform=denoiser, progress=not args.quiet and sys.stderr.isatty(), log=None if args.quiet else _log)
     seconds = time.perf_counter() - t
     model.eval()
     acc = metrics.accuracy(predict(model, x_test, device=args.device), y_test)
-    save_checkpoint(out, model, {"architecture": args.model, "dataset": args.dataset,
-                                 "input_shape": list(x.shape[1:]), "n_classes": 10,
-                                 "epochs": args.epochs, "seconds": seconds, "test_accuracy": acc,
-                                 "ddl_version": __version__})
+    meta = {"architecture": args.model, "dataset": args.dataset, "input_shape": list(x.shape[1:]),
+            "n_classes": 10, "epochs": args.epochs, "seconds": seconds, "test_accuracy": acc,
+            "ddl_version": __version__, "variant": "standard" if denoiser is None else "denoised"}
+    line = f"test accuracy {acc * 100:.2f} % on {len(x_test)} images"
+    if denoiser is not None:
+        import torch
+
+        with torch.no_grad():
+            xd = torch.cat([denoiser(x_test[i:i + 1000].to(args.device)).cpu() for i in range(0, len(x_test), 1000)])
+        meta["denoised_clean_accuracy"] = metrics.accuracy(predict(model, xd, device=args.device), y_test)
+        meta["defence"] = defence
+        line += f", {meta['denoised_clean_accuracy'] * 100:.2f} % behind the defence"
+    if args.init_zoo:
+        meta["init"] = "zoo"
+    save_checkpoint(out, model, meta)
     out.with_suffix(".resume.pt").unlink(missing_ok=True)
-    print(f"test accuracy {acc * 100:.2f} % on {len(x_test)} images; checkpoint {out}")
+    print(f"{line}; checkpoint {out}")
     return 0
+
+
+def _training_defence(args):
+    """(denoiser or None, its record) for ``ddl train --defence``."""
+    if args.defence == "none":
+        return None, None
+    from ddl import zoo
+
+    if args.defence in zoo.DEFENCE_NAMES:
+        try:
+            den = zoo.load_defence(args.dataset, args.defence, device=args.device)
+        except LookupError as e:
+            raise UsageError(str(e)) from None
+        record = zoo.find_defence(args.dataset, args.defence)
+        return den, {"name": args.defence, "sha256": record["sha256"], "params": record["params"]}
+    path = Path(args.defence)
+    if not path.is_file():
+        raise UsageError(f"--defence must be none, {', '.join(zoo.DEFENCE_NAMES)} or a file written by "
+                         f"DictionaryDenoiser.save; got {args.defence!r} (no such file)")
+    from ddl.models.checkpoint import sha256_file
+
+    den = _read_dictionary(str(path), args.device, flag="--defence")
+    return den, {"name": str(path), "sha256": sha256_file(path), "params": den.get_params()}
 
 
 #: Options of ``ddl attack`` and the attacks that read them.
@@ -571,20 +645,20 @@ def cmd_denoise(args) -> int:
     return 0
 
 
-def _read_dictionary(path: str, device: str):
+def _read_dictionary(path: str, device: str, flag: str = "--dictionary"):
     """A saved DictionaryDenoiser; every way the file can be wrong is one BadFileError."""
     from ddl._validate import load_torch_file, require_keys
     from ddl.defence import DictionaryDenoiser
 
-    blob = load_torch_file(path, where="", what="--dictionary")
-    require_keys("", "--dictionary", path, blob, ("format", "params", "dictionary", "n_channels"))
+    blob = load_torch_file(path, where="", what=flag)
+    require_keys("", flag, path, blob, ("format", "params", "dictionary", "n_channels"))
     if blob["format"] != "ddl.DictionaryDenoiser":
-        raise BadFileError(f"--dictionary {path} is not a file written by `ddl denoise` or "
+        raise BadFileError(f"{flag} {path} is not a file written by `ddl denoise` or "
                            f"DictionaryDenoiser.save (format {blob['format']!r})")
     try:
         return DictionaryDenoiser.load(path, device=device)
     except (KeyError, TypeError, ValueError) as e:
-        raise BadFileError(f"--dictionary {path} is damaged: {type(e).__name__}: {e}") from None
+        raise BadFileError(f"{flag} {path} is damaged: {type(e).__name__}: {e}") from None
 
 
 def cmd_evaluate(args) -> int:
@@ -681,15 +755,29 @@ def cmd_zoo(args) -> int:
     if not entries:
         print("the zoo is empty")
         return 0
-    print(f"{'model':<12}{'dataset':<9}{'accuracy':>10}{'paper':>8}{'epochs':>8}{'train s':>9}{'MB':>6}  path")
+    print("classifiers (accuracy: clean test set; behind defence: its reconstructions of the clean test set)")
+    print(f"{'model':<12}{'dataset':<9}{'variant':<10}{'accuracy':>9}{'behind defence':>16}{'paper':>7}"
+          f"{'epochs':>7}{'train s':>8}{'MB':>6}  path")
     for e in entries:
         target = e.extra.get("target_percent")
         paper = "–" if target is None else f"{target:.2f}"
         size = e.path.stat().st_size / 1e6 if e.path.is_file() else float("nan")
-        print(f"{e.model:<12}{e.dataset:<9}{e.accuracy * 100:>9.2f}%{paper:>8}{e.epochs:>8}{e.seconds:>9.0f}"
-              f"{size:>6.2f}  {e.path}")
+        behind = e.extra.get("denoised_clean_accuracy")
+        behind = "–" if behind is None else f"{behind * 100:.2f}% ({e.defence['name']})"
+        print(f"{e.model:<12}{e.dataset:<9}{e.variant:<10}{e.accuracy * 100:>8.2f}%{behind:>16}{paper:>7}"
+              f"{e.epochs:>7}{e.seconds:>8.0f}{size:>6.2f}  {e.path.name}")
     total = sum(e.path.stat().st_size for e in entries if e.path.is_file())
-    print(f"{len(entries)} checkpoints, {total / 1e6:.1f} MB")
+    print(f"{len(entries)} checkpoints, {total / 1e6:.1f} MB, in {zoo.ZOO_DIR}")
+    defences = zoo.defence_records()
+    if defences:
+        print()
+        print("fitted defences (ddl.zoo.load_defence(dataset, name); dictionaries fitted on the clean training set)")
+        print(f"{'name':<8}{'dataset':<9}{'patch':>6}{'atoms':>6}{'k':>4}{'mean':>6}{'MB':>6}  path")
+        for r in defences:
+            q = r["params"]
+            size = r.get("size_bytes", 0) / 1e6
+            print(f"{r['name']:<8}{r['dataset']:<9}{q['patch_size']:>6}{q['n_components']:>6}"
+                  f"{q['n_nonzero_coefs']:>4}{'yes' if q['remove_mean'] else 'no':>6}{size:>6.2f}  {r['path']}")
     return 0
 
 
@@ -715,6 +803,7 @@ def cmd_robustness(args) -> int:
                "apgd_iter": args.apgd_iter, "square_queries": args.square_queries,
                "cascade": args.cascade}
     record = run_robustness(dataset=args.dataset, model_name=args.zoo, checkpoint=args.checkpoint,
+                            variant=_zoo_variant(args),
                             defence=args.defence, eps=args.eps, n_images=args.n_images,
                             attacks=args.attacks, seed=args.seed, out=args.out,
                             data_dir=args.data_dir, budgets=budgets, progress=not args.quiet)

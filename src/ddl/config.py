@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ddl._validate import BadFileError, check_choice, check_int, check_number, check_optional_int
-from ddl.constants import ATTACK_NAMES, DATASETS, MAX_PATCHES, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA
+from ddl.constants import (ATTACK_NAMES, DATASETS, MAX_PATCHES, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA,
+                           ZOO_VARIANTS)
 
 SOURCES = ("sample", "full", "synthetic")
 DICTIONARY_METHODS = ("online", "ksvd", "mod")
@@ -130,9 +131,16 @@ class ModelConfig:
     lr: float = 1e-3
     seed: int = 0
     use_zoo: bool = True
+    #: zoo variant: "standard", or "denoised" (fine-tuned on the tuned defence's reconstructions;
+    #: only from the zoo, never trained by the pipeline)
+    variant: str = "standard"
 
     def __post_init__(self):
         check_choice("ModelConfig", "name", self.name, MODEL_NAMES)
+        check_choice("ModelConfig", "variant", self.variant, ZOO_VARIANTS)
+        if self.variant != "standard" and not self.use_zoo:
+            raise ValueError(f"ModelConfig: variant={self.variant!r} models come from the zoo only; "
+                             f"got use_zoo=False.")
         check_int("ModelConfig", "epochs", self.epochs, 1)
         check_int("ModelConfig", "batch_size", self.batch_size, 1)
         check_number("ModelConfig", "lr", self.lr, 0, low_open=True)
@@ -314,8 +322,11 @@ class ReproduceConfig:
         "mnist": (0.1, 0.2, 0.3), "cifar10": (2 / 255, 4 / 255, 8 / 255)}))
     robustness_attacks: tuple[str, ...] = ()  # () = ddl.robustness.DEFAULT_ATTACKS
     robustness_budgets: FrozenDict = field(default_factory=FrozenDict)  # evaluate_robustness kwargs
+    #: the zoo variant of every classifier ("denoised": fine-tuned behind the tuned defence)
+    variant: str = "standard"
 
     def __post_init__(self):
+        check_choice("ReproduceConfig", "variant", self.variant, ZOO_VARIANTS)
         for name in ("datasets", "models", "robustness_attacks"):
             _set(self, name, tuple(getattr(self, name)))
         for name in ("fgsm_eps", "jsma_params", "jsma_n_images", "eps_sweep", "defence",
@@ -360,7 +371,15 @@ QUICK = ReproduceConfig(
     robustness_budgets={"pgd_steps": 5, "square_queries": 20})
 REPRODUCE_PRESETS = FrozenDict({"paper": PAPER, "noisy-dictionary": NOISY_DICTIONARY, "quick": QUICK})
 #: Every name ``get_preset`` accepts.
-REPRODUCE_PRESET_NAMES = ("quick", "paper", "noisy-dictionary", "tuned")
+REPRODUCE_PRESET_NAMES = ("quick", "paper", "noisy-dictionary", "tuned", "denoised-training")
+
+#: The adaptive suite of the ``denoised-training`` preset: that of results/robustness/ (the tuned
+#: defence in front of the standard models: 50 images, PGD 20 steps, APGD 20 iterations, Square
+#: 200 queries), so the two tables compare like with like.
+DENOISED_TRAINING_ROBUSTNESS = {
+    "n_images": 50,
+    "attacks": ("pgd:oblivious", "pgd:bpda", "pgd:soft", "apgd-ce:soft", "square"),
+    "budgets": {"pgd_steps": 20, "apgd_iter": 20, "square_queries": 200}}
 
 #: The tuned defence shipped with ddl (written by ``ddl tune`` on the maintainers' machine).
 TUNED_FILE = "tuned_defence.json"
@@ -394,11 +413,24 @@ def tuned_preset(path: str | Path | None = None) -> ReproduceConfig:
                                defence={**PAPER.defence, **tuned})
 
 
+def denoised_training_preset(path: str | Path | None = None) -> ReproduceConfig:
+    """The ``denoised-training`` ReproduceConfig: the ``tuned`` preset (same defence, the paper's
+    protocol: attack the classifier, then denoise) on the zoo's ``denoised`` variants, the
+    classifiers fine-tuned on that defence's reconstructions, with the adaptive suite of
+    :data:`DENOISED_TRAINING_ROBUSTNESS`."""
+    r = DENOISED_TRAINING_ROBUSTNESS
+    return dataclasses.replace(tuned_preset(path), name="denoised-training", variant="denoised",
+                               robustness_n_images=r["n_images"], robustness_attacks=r["attacks"],
+                               robustness_budgets=r["budgets"])
+
+
 def get_preset(name: str, *, tuned_file: str | Path | None = None) -> ReproduceConfig:
-    """A reproduction preset by name; ``tuned`` reads the tuned defence (``tuned_file``, default
-    the one shipped with ddl)."""
+    """A reproduction preset by name; ``tuned`` and ``denoised-training`` read the tuned defence
+    (``tuned_file``, default the one shipped with ddl)."""
     if name == "tuned":
         return tuned_preset(tuned_file)
+    if name == "denoised-training":
+        return denoised_training_preset(tuned_file)
     if name not in REPRODUCE_PRESETS:
         raise ValueError(f"get_preset: unknown preset {name!r}; choose one of: "
                          f"{', '.join(sorted(REPRODUCE_PRESET_NAMES))}")
@@ -420,6 +452,6 @@ def cell_config(rc: ReproduceConfig, dataset: str, model: str, *, data_dir=None,
         name=f"{rc.name}-{dataset}-{model}" + ("-sweep" if sweep else ""),
         data=DataConfig(dataset=dataset, source=rc.source, data_dir=data_dir,
                         n_train=rc.n_train, n_test=rc.n_test),
-        model=ModelConfig(name=model, epochs=rc.train_epochs, use_zoo=True),
+        model=ModelConfig(name=model, epochs=rc.train_epochs, use_zoo=True, variant=rc.variant),
         attacks=attacks, defence=rc.defence[dataset], device=device,
         high_confidence_threshold=rc.high_confidence_threshold)

@@ -17,6 +17,10 @@ DATASET_TITLES = MappingProxyType({"mnist": "MNIST", "cifar10": "CIFAR-10"})
 #: The five classifiers of Mitro et al. 2018, in the paper's order.
 MODEL_NAMES: tuple[str, ...] = ("mlp", "convnet", "autoencoder", "resnet", "hrnn")
 
+#: Variants of a zoo model: trained on clean images, or fine-tuned on the reconstructions of the
+#: zoo's fitted tuned defence (``ddl.zoo.load(..., variant="denoised")``).
+ZOO_VARIANTS: tuple[str, ...] = ("standard", "denoised")
+
 #: Attacks the pipeline and the CLI run.
 ATTACK_NAMES: tuple[str, ...] = ("fgsm", "pgd", "jsma")
 
@@ -31,4 +35,4 @@ PAPER_JSMA = MappingProxyType({"theta": 1.0, "gamma": 0.1})
 MAX_PATCHES: int = 200_000
 
 __all__ = ["ATTACK_NAMES", "DATASETS", "DATASET_TITLES", "MAX_PATCHES", "MODEL_NAMES", "PAPER_FGSM_EPS",
-           "PAPER_JSMA"]
+           "PAPER_JSMA", "ZOO_VARIANTS"]

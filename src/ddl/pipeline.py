@@ -362,16 +362,25 @@ def get_model(cfg, x_train, y_train, x_test, y_test, cache: Path, *, progress=Tr
     from ddl.models.train import fit, predict
 
     m, d = cfg.model, cfg.data
+    variant = getattr(m, "variant", "standard")
     if m.use_zoo and d.source == "full":
         from ddl import zoo
 
-        entry = zoo.find(m.name, d.dataset)
+        entry = zoo.find(m.name, d.dataset, variant)
         if entry is not None:
-            model = zoo.load(m.name, d.dataset, device=cfg.device)
+            model = zoo.load(m.name, d.dataset, variant=variant, device=cfg.device)
             if status is not None:
                 status["model"] = "zoo"
-            return model, {"source": "zoo", "key": entry.sha256, "path": str(entry.path),
-                           "epochs": entry.epochs, "test_accuracy": entry.accuracy}
+            info = {"source": "zoo", "key": entry.sha256, "path": str(entry.path),
+                    "epochs": entry.epochs, "test_accuracy": entry.accuracy}
+            if variant != "standard":
+                info.update(variant=variant, trained_behind=entry.defence,
+                            denoised_clean_accuracy=entry.extra.get("denoised_clean_accuracy"))
+            return model, info
+    if variant != "standard":
+        raise LookupError(f"get_model: no {variant!r} variant of {m.name!r} for {d.dataset!r} "
+                          f"({d.source} data) in the zoo; the pipeline trains only standard models "
+                          f"(fine-tune one with tools/train_zoo.py --variant {variant}).")
     key = config_key("model", m.name, m.epochs, m.batch_size, m.lr, m.seed, d.dataset, d.source,
                      d.n_train, _tensor_fingerprint(x_train), _tensor_fingerprint(y_train),
                      _tensor_fingerprint(x_test), _tensor_fingerprint(y_test), ddl.__version__)

@@ -119,8 +119,11 @@ def build_defence(spec: str, dataset: str, *, data_dir=None, cache: Path | None 
 def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: str | None = None,
                    defence: str = "tuned", eps, n_images: int = 200, attacks=None, seed: int = 0,
                    out: str | Path, data_dir=None, budgets: dict[str, Any] | None = None,
-                   progress: bool = True) -> dict[str, Any]:
-    """Evaluate one (data set, model, defence); write and return the ``robustness.json`` record."""
+                   progress: bool = True, variant: str = "standard") -> dict[str, Any]:
+    """Evaluate one (data set, model, defence); write and return the ``robustness.json`` record.
+
+    ``variant`` picks the zoo model's variant (``"denoised"``: fine-tuned on the tuned defence's
+    reconstructions); only with ``model_name``."""
     from ddl import zoo
     from ddl._io import atomic_write_json
     from ddl.data import load_dataset
@@ -132,19 +135,23 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
         raise ValueError(f"ddl robustness: --n-images must be an int >= 1; got {n_images!r}.")
     out = Path(out)
     cache = out / "cache"
+    if variant != "standard" and model_name is None:
+        raise ValueError(f"ddl robustness: --variant selects a zoo model; got --variant {variant} with --checkpoint.")
     if model_name is not None:
-        entry = zoo.find(model_name, dataset)
+        entry = zoo.find(model_name, dataset, variant)
         if entry is None:
             import difflib
 
-            names = sorted({e.model for e in zoo.entries()})
+            names = sorted({e.model for e in zoo.entries() if e.variant == variant and e.dataset == dataset})
             close = difflib.get_close_matches(model_name, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"ddl robustness: --zoo must be one of {names} for {dataset}; got "
+            raise ValueError(f"ddl robustness: --zoo must be one of {names} for {dataset} ({variant}); got "
                              f"{model_name!r}{hint}.")
-        model = zoo.load(model_name, dataset)
+        model = zoo.load(model_name, dataset, variant=variant)
         model_file = entry.path
-        model_desc = {"source": "zoo", "name": model_name, "test_accuracy": entry.accuracy}
+        model_desc = {"source": "zoo", "name": model_name, "variant": variant, "test_accuracy": entry.accuracy}
+        if entry.defence is not None:
+            model_desc["trained_behind"] = entry.defence
     else:
         from ddl.models.checkpoint import load_checkpoint
 

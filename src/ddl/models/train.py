@@ -136,6 +136,30 @@ def _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, 
         raise ValueError(f"fit: grad_clip must be None or a finite float > 0; got {grad_clip!r}.")
 
 
+def transform_fingerprint(transform: Callable[[torch.Tensor], torch.Tensor] | None) -> str | None:
+    """A stable description of a training transform, for resume fingerprints and records.
+
+    An ``nn.Module`` is described by its class, its ``get_params()`` (when it has them, as the
+    denoisers do) and the SHA-256 of its state dict and buffers (for a ``DictionaryDenoiser``:
+    its dictionary), so a resume state written with one dictionary is refused with another. Any
+    other callable by its qualified name. None for no transform.
+    """
+    if transform is None:
+        return None
+    h = hashlib.sha256()
+    h.update(f"{type(transform).__module__}.{type(transform).__qualname__}".encode())
+    if isinstance(transform, nn.Module):
+        params = transform.get_params() if hasattr(transform, "get_params") else {}
+        h.update(json.dumps(params, sort_keys=True, default=str).encode())
+        for name, t in sorted(transform.state_dict().items()):  # a denoiser's dictionary is a buffer
+            t = t.detach().cpu().float().contiguous()
+            h.update(f"{name}:{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+    else:
+        h.update(getattr(transform, "__qualname__", repr(transform)).encode())
+    return h.hexdigest()
+
+
 def _fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict[str, Any]) -> str:
     """Hash of what a resume state must match: model structure, data, and training settings."""
     h = hashlib.sha256()
@@ -171,10 +195,14 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode; restores the previous mode."""
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device,
+              transform=None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode (on ``transform(x)`` when given);
+    restores the previous mode."""
     was_training = model.training
     model.eval()
+    if transform is not None:
+        x = _apply_transform(transform, x, max(batch_size, 512), device).cpu()
     logits = predict(model, x, batch_size=max(batch_size, 512), device=device)
     model.train(was_training)
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).double().mean().item()
@@ -196,6 +224,7 @@ def fit(
     augment: str | None = None,
     lr_schedule: str | None = None,
     grad_clip: float | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> History:
@@ -238,6 +267,18 @@ def fit(
         None: constant ``lr``. "cosine": ``lr · ½(1 + cos(π t / T))`` over all T steps, per step.
     grad_clip : float > 0, optional
         Clip the global gradient norm to this value before each step (for recurrent models).
+    transform : callable, optional
+        Applied without gradients to every training batch **after** augmentation and before the
+        model, e.g. a fitted :class:`ddl.defence.DictionaryDenoiser`: the model is trained on
+        reconstructions (denoiser-aware training, "the dictionary can be embedded in any
+        supervised learning algorithm", Mitro et al. 2018). Because it runs on the augmented
+        batch, every epoch sees a fresh reconstruction of a fresh crop/flip rather than one cached
+        reconstruction per image (measured cost of the tuned denoiser on one 2-core-machine
+        thread: ~1,800 MNIST / ~1,100 CIFAR-10 images/s, i.e. 30-50 s per epoch). ``x_val`` is
+        transformed too, so the monitored accuracy is that of the defended classifier. The
+        transform's identity (class, parameters, dictionary bytes; see
+        :func:`transform_fingerprint`) is part of the resume fingerprint. It must map (B, C, H, W)
+        to the same shape and be deterministic for resumes to be exact.
     progress : bool, default True
         tqdm bar per epoch with the running loss and accuracy.
     log : callable(str), optional
@@ -255,6 +296,11 @@ def fit(
               "lr_schedule": lr_schedule, "epochs": epochs if lr_schedule is not None else None}
     if grad_clip is not None:  # only when used, so resume states written without it still match
         config["grad_clip"] = float(grad_clip)
+    if transform is not None:
+        if not callable(transform):
+            raise TypeError(f"fit: transform must be None or a callable mapping (B, C, H, W) images to the "
+                            f"same shape; got {type(transform).__name__}.")
+        config["transform"] = transform_fingerprint(transform)
     fingerprint = _fingerprint(model, x, y, config)
     steps_per_epoch = math.ceil(x.shape[0] / batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -270,12 +316,12 @@ def fit(
         t0 = time.perf_counter()
         history.lr.append(optimizer.param_groups[0]["lr"])
         loss, acc = _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_size, seed,
-                                     augment, dev, progress, grad_clip)
+                                     augment, dev, progress, grad_clip, transform)
         history.seconds.append(time.perf_counter() - t0)
         history.loss.append(loss)
         history.accuracy.append(acc)
         if x_val is not None:
-            val_loss, val_acc = _evaluate(model, x_val, y_val, batch_size, dev)
+            val_loss, val_acc = _evaluate(model, x_val, y_val, batch_size, dev, transform)
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_acc)
         if checkpoint_path is not None:
@@ -286,8 +332,20 @@ def fit(
     return history
 
 
+def _apply_transform(transform, xb: torch.Tensor, batch_size: int, dev) -> torch.Tensor:
+    """``transform`` on ``xb`` (moved to ``dev``) without gradients, in chunks of ``batch_size``;
+    refuses a result of another shape."""
+    with torch.no_grad():
+        out = torch.cat([transform(xb[i:i + batch_size].to(dev)) for i in range(0, xb.shape[0], batch_size)])
+    if not isinstance(out, torch.Tensor) or out.shape != xb.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"fit: transform must return images of the shape it was given, {tuple(xb.shape)}; "
+                         f"got {got}.")
+    return out
+
+
 def _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_size, seed, augment, dev,
-                     progress, grad_clip=None) -> tuple[float, float]:
+                     progress, grad_clip=None, transform=None) -> tuple[float, float]:
     """One pass over a seeded permutation of the data; returns (mean loss, accuracy) in train mode."""
     from tqdm.auto import tqdm
 
@@ -308,6 +366,8 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_siz
         elif augment == "shift":
             xb = augment_crop_flip(xb, aug_gen, pad=2, flip=False)
         xb, yb = xb.to(dev, non_blocking=True), y[idx].to(dev, non_blocking=True)
+        if transform is not None:
+            xb = _apply_transform(transform, xb, xb.shape[0], dev)
         logits = model(xb)  # (B, n_classes)
         loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)

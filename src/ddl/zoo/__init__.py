@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddl._io import atomic_write_json
+from ddl._io import atomic_write_json, lock_run_folder
+from ddl.constants import ZOO_VARIANTS
 
 #: Folder holding index.json and the checkpoints (tests monkeypatch this).
 ZOO_DIR = Path(__file__).resolve().parent
@@ -73,6 +74,23 @@ class ZooEntry:
     seconds: float
     sha256: str
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def variant(self) -> str:
+        """``"standard"`` (trained on clean images) or ``"denoised"`` (trained on reconstructions
+        by a fitted defence of the zoo, see :attr:`defence`)."""
+        return self.extra.get("variant", "standard")
+
+    @property
+    def defence(self) -> dict[str, Any] | None:
+        """For a ``denoised`` variant: the defence it was trained behind (``name``, ``sha256`` of
+        its dictionary file, ``params``); None for a standard model."""
+        return self.extra.get("defence")
+
+
+#: The variants a zoo model comes in: trained on clean images, or on the reconstructions of the
+#: zoo's fitted defence (``ddl.models.train.fit(..., transform=load_defence(dataset))``).
+VARIANTS = ZOO_VARIANTS
 
 
 def _index_path() -> Path:
@@ -131,18 +149,25 @@ def entries() -> list[ZooEntry]:
     list of ZooEntry
         Empty when there is no index yet.
     """
-    return sorted((_to_entry(r) for r in _read_index()), key=lambda e: (e.dataset, e.model))
+    return sorted((_to_entry(r) for r in _read_index()),
+                  key=lambda e: (e.dataset, e.model, VARIANTS.index(e.variant) if e.variant in VARIANTS else 9))
 
 
-def find(model: str, dataset: str) -> ZooEntry | None:
-    """The zoo entry for ``(model, dataset)``, or None when there is none."""
+def _check_variant(func: str, variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"{func}: variant must be one of {', '.join(VARIANTS)}; got {variant!r}.")
+
+
+def find(model: str, dataset: str, variant: str = "standard") -> ZooEntry | None:
+    """The zoo entry for ``(model, dataset, variant)``, or None when there is none."""
+    _check_variant("ddl.zoo.find", variant)
     for entry in entries():
-        if entry.model == model and entry.dataset == dataset:
+        if entry.model == model and entry.dataset == dataset and entry.variant == variant:
             return entry
     return None
 
 
-def load(model: str, dataset: str, *, device: str = "cpu"):
+def load(model: str, dataset: str, *, variant: str = "standard", device: str = "cpu"):
     """Load a pretrained model from the zoo, in eval mode, after checking its SHA-256.
 
     Parameters
@@ -151,6 +176,10 @@ def load(model: str, dataset: str, *, device: str = "cpu"):
         "autoencoder", "convnet", "hrnn", "mlp" or "resnet".
     dataset : str
         "mnist" or "cifar10".
+    variant : {"standard", "denoised"}, default "standard"
+        ``denoised``: the model fine-tuned on the reconstructions of the zoo's tuned defence;
+        use it behind that defence, ``nn.Sequential(load_defence(dataset), load(model, dataset,
+        variant="denoised"))`` (the entry's ``defence`` names the dictionary it was trained with).
     device : str, default "cpu"
 
     Returns
@@ -168,37 +197,47 @@ def load(model: str, dataset: str, *, device: str = "cpu"):
     """
     from ddl.models.checkpoint import load_checkpoint
 
-    entry = find(model, dataset)
+    entry = find(model, dataset, variant)
     if entry is None:
         from ddl._validate import close_match
 
-        held = entries()
+        held = [e for e in entries() if e.variant == variant]
         have = ", ".join(f"{e.model}/{e.dataset}" for e in held) or "nothing yet"
         hint = close_match(model, sorted({e.model for e in held} - {model}))
+        what = "pretrained" if variant == "standard" else f"{variant!r} variant of"
         raise LookupError(
-            f"ddl.zoo.load: no pretrained {model!r} for {dataset!r}; the zoo holds: {have}{hint}. "
-            f"Train one with `ddl train --model {model} --dataset {dataset}` and load it with "
+            f"ddl.zoo.load: no {what} {model!r} for {dataset!r}; the zoo holds"
+            f"{'' if variant == 'standard' else ' (' + variant + ')'}: {have}{hint}. "
+            f"Train one with `ddl train --model {model} --dataset {dataset}"
+            f"{'' if variant == 'standard' else ' --defence tuned'}` and load it with "
             f"ddl.models.checkpoint.load_checkpoint."
         )
     net, meta = load_checkpoint(entry.path, device=device, sha256=entry.sha256)
-    if meta.get("architecture") != model or meta.get("dataset") != dataset:
+    stored_variant = meta.get("variant", "standard")
+    if meta.get("architecture") != model or meta.get("dataset") != dataset or stored_variant != variant:
         raise ValueError(
-            f"ddl.zoo.load: {entry.path} holds {meta.get('architecture')!r}/{meta.get('dataset')!r}, "
-            f"not {model!r}/{dataset!r} as index.json says."
+            f"ddl.zoo.load: {entry.path} holds {meta.get('architecture')!r}/{meta.get('dataset')!r} "
+            f"({stored_variant}), not {model!r}/{dataset!r} ({variant}) as index.json says."
         )
     return net
 
 
+def _entry_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    return record["model"], record["dataset"], record.get("variant", "standard")
+
+
 def update_index(record: dict[str, Any]) -> Path:
-    """Add or replace the index record for ``(record['model'], record['dataset'])``, atomically.
+    """Add or replace the index record for ``(model, dataset, variant)`` of ``record``, atomically.
 
     ``record['path']`` is relative to the zoo folder. Used by ``tools/train_zoo.py``.
     """
-    _to_entry(record)  # validates the record
-    records = [r for r in _read_index() if (r["model"], r["dataset"]) != (record["model"], record["dataset"])]
-    records.append(record)
-    records.sort(key=lambda r: (r["dataset"], r["model"]))
-    return _write_index(entries_=records)
+    entry = _to_entry(record)  # validates the record
+    _check_variant("ddl.zoo.update_index", entry.variant)
+    with lock_run_folder(ZOO_DIR):  # two trainings publishing at once must not lose an entry
+        records = [r for r in _read_index() if _entry_key(r) != _entry_key(record)]
+        records.append(record)
+        records.sort(key=lambda r: (r["dataset"], r["model"], r.get("variant", "standard") != "standard"))
+        return _write_index(entries_=records)
 
 
 # --- fitted defences ---------------------------------------------------------------------------
@@ -306,10 +345,11 @@ def update_defence_index(record: dict[str, Any]) -> Path:
     """
     _defence_path(record)  # validates the record
     key = (record["name"], record["dataset"])
-    records = [r for r in defence_records() if (r["name"], r["dataset"]) != key]
-    records.append(record)
-    records.sort(key=lambda r: (r["dataset"], r["name"]))
-    return _write_index(defences_=records)
+    with lock_run_folder(ZOO_DIR):
+        records = [r for r in defence_records() if (r["name"], r["dataset"]) != key]
+        records.append(record)
+        records.sort(key=lambda r: (r["dataset"], r["name"]))
+        return _write_index(defences_=records)
 
 
 def entry_as_dict(entry: ZooEntry) -> dict[str, Any]:
@@ -319,6 +359,6 @@ def entry_as_dict(entry: ZooEntry) -> dict[str, Any]:
     return d
 
 
-__all__ = ["DEFENCE_NAMES", "ZOO_DIR", "ZooEntry", "defence_file_name", "defence_records",
+__all__ = ["DEFENCE_NAMES", "VARIANTS", "ZOO_DIR", "ZooEntry", "defence_file_name", "defence_records",
            "entries", "entry_as_dict", "find", "find_defence", "load", "load_defence", "update_defence_index",
            "update_index"]
