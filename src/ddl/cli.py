@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="attack the first N test images (default: all)")
     sp.add_argument("--out", required=True, help="output file (.pt with x_adv, y)")
     common(sp)
+    quiet(sp)
     sp.set_defaults(func=cmd_attack)
 
     sp = add("denoise", help="denoise saved images with a dictionary (learned and saved if needed)")
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                     + tuned.format(", ".join(f"{DATASET_TITLES[d]} {_tuned(d, 'max_patches')}" for d in DATASETS)))
     sp.add_argument("--out", required=True, help="output file (.pt with x)")
     common(sp)
+    quiet(sp)
     sp.set_defaults(func=cmd_denoise)
 
     sp = add("evaluate", help="accuracy of a model on the test set or on saved images")
@@ -435,6 +437,11 @@ def _check_images_fit(flag: str, path: str, x, shape, what: str) -> None:
         raise UsageError(f"{flag} {path} holds images of shape {tuple(x.shape[1:])}; {what} takes {tuple(shape)}")
 
 
+def _bars(args) -> bool:
+    """Progress bars: on a terminal, unless --quiet."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
 def _log(line: str) -> None:
     """One line per event (an epoch, a resume), flushed: readable in a log file, unlike a bar."""
     print(line, flush=True)
@@ -572,7 +579,7 @@ def cmd_attack(args) -> int:
         x, y = x[: args.n_images], y[: args.n_images]
     attack = AttackConfig(name=args.attack, params=params)
     t = time.perf_counter()
-    x_adv = run_attack(attack, model, x.to(args.device), y.to(args.device)).cpu()
+    x_adv = run_attack(attack, model, x.to(args.device), y.to(args.device), progress=_bars(args)).cpu()
     seconds = time.perf_counter() - t
     atomic_torch_save(args.out, {"x_adv": x_adv, "y": y, "attack": args.attack, "params": params})
     clean = metrics.accuracy(predict(model, x, device=args.device), y)
@@ -630,7 +637,7 @@ def cmd_denoise(args) -> int:
         tuned = load_tuned()[args.fit_dataset]
         params = {**{k: getattr(tuned, k) for k in _DEFENCE_OPTIONS}, **given}
         x_train, _ = load_dataset(args.fit_dataset, "train", data_dir=args.data_dir)
-        den = DictionaryDenoiser(**params, random_state=args.seed, device=args.device).fit(x_train)
+        den = DictionaryDenoiser(**params, random_state=args.seed, device=args.device).fit(x_train, progress=_bars(args))
         if args.dictionary:
             den.save(args.dictionary)
     if den.n_channels_ != x.shape[1]:
@@ -638,7 +645,7 @@ def cmd_denoise(args) -> int:
                          f"--input {args.input} has {x.shape[1]} channels")
     t = time.perf_counter()
     with torch.no_grad():
-        x_den = den.transform(x.to(args.device)).cpu()
+        x_den = den.transform(x.to(args.device), progress=_bars(args)).cpu()
     out = {"x": x_den} if y is None else {"x": x_den, "y": y}
     atomic_torch_save(args.out, out)
     print(f"denoised {len(x)} images in {time.perf_counter() - t:.1f} s; saved {args.out}")

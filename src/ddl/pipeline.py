@@ -451,7 +451,7 @@ def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, pro
     den, _ = _cached_stage(
         cache / f"dictionary-{key}.pt", "dictionary", stats,
         load=lambda path: DictionaryDenoiser.load(path).to(cfg.device),
-        compute=lambda: DictionaryDenoiser(**_defence_params(p), device=cfg.device).fit(x_fit),
+        compute=lambda: DictionaryDenoiser(**_defence_params(p), device=cfg.device).fit(x_fit, progress=_bars(progress)),
         save=lambda path, d: d.save(path), key=key, inputs={"images": data_id}, device=cfg.device,
         strict=strict, status=status, progress=progress)
     return den, key
@@ -465,7 +465,7 @@ def get_denoised(denoiser, den_key: str, x: torch.Tensor, cache: Path, device: s
     ``stats``/``status``, when given, receive ``["denoise"]`` (see ``_cached_stage``)."""
     def compute():
         with torch.no_grad():
-            return denoiser.transform(x.to(device)).cpu()
+            return denoiser.transform(x.to(device), progress=_bars(progress)).cpu()
 
     images = _tensor_fingerprint(x)
     key = config_key(den_key, images)
@@ -496,7 +496,7 @@ def get_adversarial(cfg, attack: AttackConfig, model, model_key: str, x, y, cach
     value, _ = _cached_stage(
         cache / f"adv-{attack.name}-{key}.pt", "attack", stats,
         load=lambda path: safe_torch_load(path)["x_adv"],
-        compute=lambda: run_attack(attack, model, x.to(cfg.device), y.to(cfg.device)).cpu(),
+        compute=lambda: run_attack(attack, model, x.to(cfg.device), y.to(cfg.device), progress=_bars(progress)).cpu(),
         save=lambda path, v: atomic_torch_save(path, {"x_adv": v, "attack": attack.name,
                                                       "params": dict(attack.params)}),
         key=key, inputs={"model": model_key, "images": images, "labels": labels}, device=cfg.device,
@@ -504,12 +504,19 @@ def get_adversarial(cfg, attack: AttackConfig, model, model_key: str, x, y, cach
     return value
 
 
-def run_attack(attack: AttackConfig, model, x, y):
+def run_attack(attack: AttackConfig, model, x, y, *, progress: bool = False):
     """Call ``ddl.attacks.ATTACKS[name](model, x, y, **params)`` (JSMA draws a random wrong
-    class of ``y`` as each image's target)."""
+    class of ``y`` as each image's target). ``progress``: a bar for the iterative attacks (PGD,
+    JSMA); FGSM is one gradient step and has none."""
     from ddl.attacks import ATTACKS
 
-    return ATTACKS[attack.name](model, x, y, **attack.params)
+    extra = {"progress": True} if progress and attack.name in ("pgd", "jsma") else {}
+    return ATTACKS[attack.name](model, x, y, **attack.params, **extra)
+
+
+def _bars(progress: bool) -> bool:
+    """Progress bars only on a terminal; a log file gets the stage lines of ``_say`` instead."""
+    return bool(progress) and sys.stderr.isatty()
 
 
 def _tensor_fingerprint(x: torch.Tensor) -> str:

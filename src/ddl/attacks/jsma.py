@@ -75,6 +75,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ddl._progress import bar
 from ddl.attacks._checks import (check_choice, check_clip, check_eval_mode, check_image_batch, check_int,
                                  check_labels, check_positive, n_classes_of)
 
@@ -311,7 +312,7 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
          clip: tuple[float, float] = (0.0, 1.0), selection: str = "pairwise", iterations: str = "floor",
          domain_below: float | None = None, seed: int = 0,
          batch_size: int = 256, memory_budget_mb: float = 256,
-         return_info: bool = False) -> torch.Tensor | tuple[torch.Tensor, JSMAInfo]:
+         return_info: bool = False, progress: bool = False) -> torch.Tensor | tuple[torch.Tensor, JSMAInfo]:
     """Targeted Jacobian-based Saliency Map Attack (Papernot et al. 2016, Algorithm 3, eq. (10)).
 
     Parameters
@@ -397,9 +398,12 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     n_features = x[0].numel()
     half = gamma * n_features / 2
     max_iter = math.floor(half + 1e-9) if iterations == "floor" else math.ceil(half - 1e-9)  # 0.58·100/2 = 28.999…
-    parts = [_jsma_chunk(model, x[i:i + batch_size], target[i:i + batch_size], float(theta), lo, hi,
-                         max_iter, selection, int(budget * 2**20), domain_hi)
-             for i in range(0, len(x), batch_size)]
+    parts = []
+    with bar(len(x), "jsma", progress) as b:
+        for i in range(0, len(x), batch_size):
+            parts.append(_jsma_chunk(model, x[i:i + batch_size], target[i:i + batch_size], float(theta), lo, hi,
+                                     max_iter, selection, int(budget * 2**20), domain_hi))
+            b.update(len(parts[-1][0]))
     x_adv = torch.cat([p[0] for p in parts])
     if not return_info:
         return x_adv

@@ -17,6 +17,7 @@ from torch import nn
 
 from ddl.attacks._checks import (check_choice, check_clip, check_eps, check_eval_mode, check_image_batch,
                                  check_int, check_positive)
+from ddl._progress import bar
 from ddl.attacks._linf import project_linf
 from ddl.attacks.fgsm import LOSSES, _gradient_sign_step, _labels_or_predictions
 
@@ -37,7 +38,7 @@ def _random_start(x: torch.Tensor, eps: float, seed: int) -> torch.Tensor:
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps: float, step_size: float,
         steps: int, random_start: bool = True, clip: tuple[float, float] = (0.0, 1.0), targeted: bool = False,
-        seed: int = 0, loss: str = "ce", batch_size: int = 512) -> torch.Tensor:
+        seed: int = 0, loss: str = "ce", batch_size: int = 512, progress: bool = False) -> torch.Tensor:
     """L∞ Projected Gradient Descent (Madry et al. 2018).
 
     Parameters
@@ -92,10 +93,12 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps
     x = x.detach()
     start = _project(x + _random_start(x, eps, seed), x, eps, lo, hi) if random_start else x.clone()
     chunks = []
-    for i in range(0, len(x), batch_size):
-        x0, x_adv, lab = x[i:i + batch_size], start[i:i + batch_size], labels[i:i + batch_size]
-        for _ in range(steps):
-            x_adv = _project(_gradient_sign_step(model, x_adv, lab, step_size, targeted=targeted, loss=loss),
-                             x0, eps, lo, hi)
-        chunks.append(x_adv)
+    with bar(len(x) * steps, "pgd", progress, unit="img-step") as b:
+        for i in range(0, len(x), batch_size):
+            x0, x_adv, lab = x[i:i + batch_size], start[i:i + batch_size], labels[i:i + batch_size]
+            for _ in range(steps):
+                x_adv = _project(_gradient_sign_step(model, x_adv, lab, step_size, targeted=targeted, loss=loss),
+                                 x0, eps, lo, hi)
+                b.update(len(x0))
+            chunks.append(x_adv)
     return torch.cat(chunks)

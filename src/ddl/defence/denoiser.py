@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddl._progress import bar
 from ddl.sparse.omp import (
     _DEPENDENT_MSG,
     _GRADS,
@@ -206,13 +207,15 @@ class DictionaryDenoiser(nn.Module):
             raise ValueError(f"{func}: x must have shape (N, C, H, W); got {tuple(x.shape)}.")
 
     # ------------------------------------------------------------------ fit
-    def fit(self, x_clean: Tensor, y=None) -> DictionaryDenoiser:
+    def fit(self, x_clean: Tensor, y=None, *, progress: bool = False) -> DictionaryDenoiser:
         """Learn ``dictionary_`` from (centered) patches of clean images.
 
         Parameters
         ----------
         x_clean : Tensor of shape (N, C, H, W), float in [0, 1]
         y : ignored
+        progress : bool, default False
+            A tqdm bar over the dictionary-learning steps (on a terminal).
 
         Returns
         -------
@@ -234,7 +237,7 @@ class DictionaryDenoiser(nn.Module):
         dictionary = learn_dictionary(
             X, self.n_components, method=self.method, n_nonzero_coefs=self.n_nonzero_coefs,
             n_epochs=self.n_epochs, batch_size=self.batch_size, random_state=self.random_state,
-            device=self.device)
+            device=self.device, progress=progress)
         self.dictionary_ = dictionary.to(device=self.device, dtype=x_clean.dtype)
         self.n_channels_ = int(x_clean.shape[1])
         self.n_training_patches_ = int(X.shape[0])
@@ -303,12 +306,14 @@ class DictionaryDenoiser(nn.Module):
                 f"DictionaryDenoiser is not fitted yet; call fit(x_clean) before {func}()."
             )
 
-    def transform(self, x: Tensor) -> Tensor:
+    def transform(self, x: Tensor, *, progress: bool = False) -> Tensor:
         """Denoise a batch of images.
 
         Parameters
         ----------
         x : Tensor of shape (N, C, H, W), floating point, on the dictionary's device
+        progress : bool, default False
+            A tqdm bar over the images (on a terminal; for a whole data set).
 
         Returns
         -------
@@ -340,16 +345,22 @@ class DictionaryDenoiser(nn.Module):
         dictionary = self.dictionary_.to(x.dtype)
         per_chunk = max(1, _PATCHES_PER_CHUNK // (n_h * n_w))
         if self.grad in ("none", "bpda"):
-            with torch.no_grad():
-                out = torch.cat([self._denoise(x[i:i + per_chunk].detach(), dictionary, patch,
-                                               step, "none")
-                                 for i in range(0, len(x), per_chunk)])
+            parts = []
+            with torch.no_grad(), bar(len(x), "denoise", progress) as b:
+                for i in range(0, len(x), per_chunk):
+                    parts.append(self._denoise(x[i:i + per_chunk].detach(), dictionary, patch, step, "none"))
+                    b.update(len(parts[-1]))
+            out = torch.cat(parts)
             # BPDA: forward is the denoiser, backward is the identity (Athalye et al. 2018)
             if self.grad == "bpda" and torch.is_grad_enabled() and x.requires_grad:
                 return straight_through(x, out)
             return out
-        return torch.cat([self._denoise(x[i:i + per_chunk], dictionary, patch, step, self.grad)
-                          for i in range(0, len(x), per_chunk)])
+        parts = []
+        with bar(len(x), "denoise", progress) as b:
+            for i in range(0, len(x), per_chunk):
+                parts.append(self._denoise(x[i:i + per_chunk], dictionary, patch, step, self.grad))
+                b.update(len(parts[-1]))
+        return torch.cat(parts)
 
     def forward(self, x: Tensor) -> Tensor:
         """Same as :meth:`transform` (so the module composes with ``nn.Sequential``)."""
