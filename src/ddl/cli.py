@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("reproduce", help="the paper's grid, ε sweep, figures and report in one run folder")
     sp.add_argument("--preset", default="quick", choices=REPRODUCE_PRESET_NAMES,
                     help="quick: bundled sample, ~2 minutes; paper, noisy-dictionary, tuned: real data "
-                         "(--data-dir), hours on a CPU")
+                         "(--data-dir), hours on a CPU; denoised-training: tuned on the zoo's denoised "
+                         "variants (classifiers fine-tuned behind the tuned defence)")
     sp.add_argument("--run-dir", default=None, help="results and cache folder (default: runs/PRESET)")
     sp.add_argument("--datasets", nargs="+", default=None, choices=DATASETS,
                     help="only these data sets (default: the preset's)")
