@@ -267,7 +267,7 @@ def test_near_ties_are_resolved_exactly(rng):
         ({}, ValueError, r"omp: give n_nonzero_coefs, tol or both; got neither"),
         ({"tol": -1.0}, ValueError, r"tol must be a finite number >= 0 .* got -1.0"),
         ({"tol": float("nan")}, ValueError, r"tol must be a finite number >= 0 .* got nan"),
-        ({"n_nonzero_coefs": 2, "selection": "lars"}, ValueError, r"selection must be 'omp' or 'ols'; got 'lars'"),
+        ({"n_nonzero_coefs": 2, "selection": "lars"}, ValueError, r"omp: selection must be one of omp, ols; got 'lars'\."),
         ({"n_nonzero_coefs": 2, "chunk_size": 0}, ValueError, r"chunk_size must be an int >= 1; got 0"),
         ({"n_nonzero_coefs": 2, "precompute_gram": np.eye(3)}, ValueError, r"precompute_gram must be .* \(24, 24\)"),
     ],

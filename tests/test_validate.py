@@ -69,3 +69,16 @@ def test_require_keys_names_what_is_missing_and_what_is_there(tmp_path):
         require_keys("", "--input", "a.pt", {}, ("x", "x_adv"), any_of=True)
     with pytest.raises(BadFileError, match=r"^--input a.pt holds a list, not a dict with 'x'.$"):
         require_keys("", "--input", "a.pt", [1], ("x",))
+
+
+def test_numpy_scalars_are_numbers_and_numpy_bools_are_not():
+    import numpy as np
+
+    from ddl._validate import check_int, check_number
+
+    assert check_int("f", "n", np.int64(3), 1) == 3
+    assert check_number("f", "x", np.float32(0.5), 0, 1) == 0.5
+    with pytest.raises(ValueError, match=r"f: n must be an int >= 1; got np.True_\.|f: n must be an int >= 1; got True\."):
+        check_int("f", "n", np.bool_(True), 1)
+    with pytest.raises(ValueError, match=r"f: x must be a finite number >= 0; got"):
+        check_number("f", "x", np.bool_(False), 0)

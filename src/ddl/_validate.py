@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 import os
 import pickle
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Iterable
+
+import numpy as np
 
 from ddl.errors import DDLError
 
@@ -32,7 +35,8 @@ class BadFileError(DDLError, ValueError):
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An int or a NumPy integer (``numbers.Integral``), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def check_int(where: str, name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
@@ -68,7 +72,7 @@ def check_number(where: str, name: str, value: Any, low: float | None = None, hi
                  *, low_open: bool = False) -> float:
     """``float(value)`` if it is a finite real number in ``[low, high]`` (``(low, high]`` with
     ``low_open``); bools and NaN are refused."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
     ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
     if not ok:
         lo = "" if low is None else ("(" if low_open else "[") + f"{low}"

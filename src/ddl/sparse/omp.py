@@ -71,15 +71,17 @@ import contextlib
 import ctypes
 import functools
 import math
+import numbers
 import os
 import threading
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ddl._validate import _is_int, check_choice, check_int
 from ddl.sparse import _omp_native as _native
 
 __all__ = ["omp", "omp_reconstruct", "omp_support", "straight_through"]
@@ -135,8 +137,7 @@ def _check_inputs(func, X, dictionary, n_nonzero_coefs, tol, precompute_gram=Non
     if n_nonzero_coefs is None and tol is None:
         raise ValueError(f"{func}: give n_nonzero_coefs, tol or both; got neither.")
     if n_nonzero_coefs is not None:
-        if isinstance(n_nonzero_coefs, bool) or not isinstance(n_nonzero_coefs, (int, np.integer)) \
-                or not 1 <= n_nonzero_coefs <= n_components:
+        if not _is_int(n_nonzero_coefs) or not 1 <= n_nonzero_coefs <= n_components:
             raise ValueError(
                 f"{func}: n_nonzero_coefs must be an int in [1, n_components={n_components}]; "
                 f"got {n_nonzero_coefs!r}."
@@ -145,8 +146,7 @@ def _check_inputs(func, X, dictionary, n_nonzero_coefs, tol, precompute_gram=Non
     else:
         k_max = min(n_features, n_components)
     if tol is not None:
-        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)) \
-                or not math.isfinite(tol) or tol < 0:
+        if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
             raise ValueError(f"{func}: tol must be a finite number >= 0 (squared residual norm); got {tol!r}.")
     gram = precompute_gram
     if gram is not None:
@@ -738,6 +738,12 @@ def _run_workers(worker, n_threads: int) -> None:
         t.join()
 
 
+def _check_options(func: str, selection: Any, chunk_size: Any) -> None:
+    """The options the three OMP entry points share."""
+    check_choice(func, "selection", selection, ("omp", "ols"))
+    check_int(func, "chunk_size", chunk_size, 1)
+
+
 @_holds_torch_threads
 def omp(
     X,
@@ -810,10 +816,7 @@ def omp(
     """
     X, dictionary, gram, k_max = _check_inputs("omp", X, dictionary, n_nonzero_coefs, tol,
                                                 precompute_gram)
-    if selection not in ("omp", "ols"):
-        raise ValueError(f"omp: selection must be 'omp' or 'ols'; got {selection!r}.")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"omp: chunk_size must be an int >= 1; got {chunk_size!r}.")
+    _check_options("omp", selection, chunk_size)
     lib = _native_lib(X)
     if lib is not None:
         out, n_dependent = _omp_native(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
@@ -926,10 +929,7 @@ def omp_support(
     """
     X, dictionary, gram, k_max = _check_inputs("omp_support", X, dictionary, n_nonzero_coefs,
                                                 tol, precompute_gram)
-    if selection not in ("omp", "ols"):
-        raise ValueError(f"omp_support: selection must be 'omp' or 'ols'; got {selection!r}.")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"omp_support: chunk_size must be an int >= 1; got {chunk_size!r}.")
+    _check_options("omp_support", selection, chunk_size)
     lib = _native_lib(X)
     if lib is not None:
         out, n_dependent = _omp_native(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
@@ -998,13 +998,9 @@ def omp_reconstruct(
     tensor([[0.8400, 1.1200]], dtype=torch.float64)
     """
     func = "omp_reconstruct"
-    if grad not in _GRADS:
-        raise ValueError(f"{func}: grad must be one of {_GRADS}; got {grad!r}.")
+    check_choice(func, "grad", grad, _GRADS)
     X, dictionary, gram, k_max = _check_inputs(func, X, dictionary, n_nonzero_coefs, tol)
-    if selection not in ("omp", "ols"):
-        raise ValueError(f"{func}: selection must be 'omp' or 'ols'; got {selection!r}.")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"{func}: chunk_size must be an int >= 1; got {chunk_size!r}.")
+    _check_options(func, selection, chunk_size)
     needs_graph = torch.is_grad_enabled() and (X.requires_grad or dictionary.requires_grad)
     counter = [0]
     lib = _native_lib(X)
