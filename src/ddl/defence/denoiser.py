@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddl._progress import bar
+from ddl.constants import MAX_PATCHES
 from ddl.sparse.omp import (
     _DEPENDENT_MSG,
     _GRADS,
@@ -98,7 +99,7 @@ class DictionaryDenoiser(nn.Module):
         Code each patch without its mean (DC) and add it back afterwards.
     method, n_epochs, batch_size
         Passed to :func:`ddl.sparse.learn_dictionary` (``"online"``, ``"ksvd"``, ``"mod"``...).
-    max_patches : int, default 200_000
+    max_patches : int, default ddl.constants.MAX_PATCHES (200,000)
         ``fit`` draws this many patch positions uniformly with replacement (seeded by
         ``random_state``) when the images have more patches, and uses all of them otherwise.
         Flat patches (``‖p − mean‖² <= 1e-6``, e.g. MNIST background) are then discarded, as
@@ -136,7 +137,7 @@ class DictionaryDenoiser(nn.Module):
     def __init__(self, patch_size=7, n_components: int = 256, n_nonzero_coefs: int = 5,
                  tol: float | None = None, step=1, remove_mean: bool = True,
                  method: str = "online", n_epochs: int = 1, batch_size: int = 256,
-                 max_patches: int = 200_000, grad: str = "exact", random_state: int = 0,
+                 max_patches: int = MAX_PATCHES, grad: str = "exact", random_state: int = 0,
                  device="cpu", clip: bool = True):
         super().__init__()
         self.patch_size = patch_size
