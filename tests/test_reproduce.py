@@ -98,8 +98,49 @@ def test_paper_preset_reads_the_paper_sparsity():
         assert [a.name for a in cfg.attacks] == ["fgsm", "jsma"]
         assert cfg.defence.dictionary_source == "clean"
     assert get_preset("noisy-dictionary").defence["mnist"].dictionary_source == "perturbed"
-    with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of: noisy-dictionary, paper, quick, tuned"):
+    with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of: denoised-training, noisy-dictionary, "
+                                         "paper, quick, tuned"):
         get_preset("fast")
+
+
+def test_denoised_training_preset_is_tuned_on_the_denoised_variants():
+    from ddl.config import DENOISED_TRAINING_ROBUSTNESS
+
+    tuned, dt = get_preset("tuned"), get_preset("denoised-training")
+    assert (dt.name, dt.variant, tuned.variant) == ("denoised-training", "denoised", "standard")
+    assert dt.defence == tuned.defence and dt.datasets == tuned.datasets and dt.models == tuned.models
+    assert dt.fgsm_eps == tuned.fgsm_eps and dt.jsma_params == tuned.jsma_params
+    assert dt.robustness_n_images == DENOISED_TRAINING_ROBUSTNESS["n_images"] == 50
+    cfg = cell_config(dt, "cifar10", "resnet")
+    assert cfg.model.variant == "denoised" and cfg.defence == tuned.defence["cifar10"]
+    # the zoo defence the variants were trained behind has exactly the preset's parameters
+    import dataclasses
+
+    import ddl.zoo
+
+    for dataset in dt.datasets:
+        record = ddl.zoo.find_defence(dataset, "tuned")
+        cfg = dt.defence[dataset]
+        assert record["params"] == {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+                                    if f.name != "dictionary_source"}
+
+
+def test_a_missing_variant_is_an_error_not_a_silently_trained_standard_model(tmp_path, monkeypatch):
+    import ddl.zoo
+    from ddl import pipeline
+    from ddl.config import DataConfig, ExperimentConfig, ModelConfig
+    from ddl.data import make_blobs_images
+
+    monkeypatch.setattr(ddl.zoo, "ZOO_DIR", tmp_path)  # an empty zoo
+    x, y = make_blobs_images(16, (1, 28, 28), seed=0)
+    cfg = ExperimentConfig(data=DataConfig(source="full"), model=ModelConfig(name="mlp", variant="denoised"))
+    with pytest.raises(LookupError, match=r"get_model: no 'denoised' variant of 'mlp' for 'mnist' \(full data\) "
+                                          r"in the zoo; the pipeline trains only standard models"):
+        pipeline.get_model(cfg, x, y, x, y, tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"ModelConfig: variant='denoised' models come from the zoo only"):
+        ModelConfig(variant="denoised", use_zoo=False)
+    with pytest.raises(ValueError, match=r"ModelConfig: variant must be one of standard, denoised; got 'noisy'"):
+        ModelConfig(variant="noisy")
 
 
 def _paper_cells() -> list[tuple[str, str, str]]:
