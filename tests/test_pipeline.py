@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from ddl import pipeline
 from ddl.config import SMOKE, AttackConfig, DataConfig
@@ -61,3 +62,47 @@ def test_attack_subset_is_the_first_images(tmp_path):
     cfg = SMOKE.replace(attacks=(AttackConfig(name="fgsm", params={"eps": 0.2}, n_images=10),))
     (r,) = pipeline.run_experiment(cfg, tmp_path, progress=False)["records"]
     assert r["n_images"] == 10 and r["attack_params"] == {"eps": 0.2}
+
+
+def test_a_denoised_variant_is_evaluated_behind_the_shipped_dictionary_it_was_trained_with(tmp_path, monkeypatch):
+    """get_denoiser takes the zoo's dictionary (SHA-256 checked) for a denoised variant whose
+    recorded defence has the cell's parameters, instead of re-fitting one; with other parameters
+    it fits as usual."""
+    import ddl.zoo
+    from ddl import pipeline
+    from ddl.config import DataConfig, DefenceConfig, ExperimentConfig, ModelConfig
+    from ddl.data import make_blobs_images
+    from ddl.defence import DictionaryDenoiser
+    from ddl.models import build_model
+    from ddl.models.checkpoint import save_checkpoint, sha256_file
+
+    zoo_dir = tmp_path / "zoo"
+    zoo_dir.mkdir()
+    monkeypatch.setattr(ddl.zoo, "ZOO_DIR", zoo_dir)
+    d = DefenceConfig(patch_size=4, n_components=8, n_nonzero_coefs=1, remove_mean=False, max_patches=500)
+    params = pipeline._defence_params(d)
+    x_zoo, _ = make_blobs_images(20, (1, 28, 28), seed=1)
+    shipped = DictionaryDenoiser(**params).fit(x_zoo)
+    shipped.save(zoo_dir / "defence_tuned_mnist.pt")
+    sha = sha256_file(zoo_dir / "defence_tuned_mnist.pt")
+    ddl.zoo.update_defence_index({"name": "tuned", "dataset": "mnist", "path": "defence_tuned_mnist.pt",
+                                  "sha256": sha, "params": params})
+    path = save_checkpoint(zoo_dir / "mlp_mnist_denoised.pt", build_model("mlp", (1, 28, 28)),
+                           {"architecture": "mlp", "input_shape": [1, 28, 28], "n_classes": 10, "dataset": "mnist",
+                            "variant": "denoised"})
+    ddl.zoo.update_index({"model": "mlp", "dataset": "mnist", "accuracy": 0.5, "path": path.name, "epochs": 1,
+                          "seconds": 1.0, "sha256": sha256_file(path), "variant": "denoised",
+                          "defence": {"name": "tuned", "sha256": sha, "params": params}})
+    x_fit, _ = make_blobs_images(20, (1, 28, 28), seed=2)  # other images: a re-fit would differ
+    cfg = ExperimentConfig(data=DataConfig(source="full"), model=ModelConfig(name="mlp", variant="denoised"),
+                           defence=d)
+    status = {}
+    den, key = pipeline.get_denoiser(cfg, x_fit, tmp_path / "cache", progress=False, status=status)
+    assert status == {"dictionary": "zoo"} and torch.equal(den.dictionary_, shipped.dictionary_)
+    assert not (tmp_path / "cache").exists()  # nothing fitted, nothing written
+    other = cfg.replace(defence=DefenceConfig(**{**params, "n_components": 6}))
+    den2, key2 = pipeline.get_denoiser(other, x_fit, tmp_path / "cache", progress=False, status=status)
+    assert status == {"dictionary": "computing"} and den2.dictionary_.shape[0] == 6 and key2 != key
+    standard = cfg.replace(model=ModelConfig(name="mlp"))
+    den3, _ = pipeline.get_denoiser(standard, x_fit, tmp_path / "cache", progress=False, status=status)
+    assert status == {"dictionary": "computing"} and not torch.equal(den3.dictionary_, shipped.dictionary_)

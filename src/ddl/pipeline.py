@@ -446,6 +446,15 @@ def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, pro
     from ddl.defence import DictionaryDenoiser
 
     p = cfg.defence
+    shipped = _trained_behind(cfg)
+    if shipped is not None:  # the very dictionary the classifier was fine-tuned behind
+        from ddl import zoo
+
+        den = zoo.load_defence(cfg.data.dataset, shipped["name"], device=cfg.device)
+        if status is not None:
+            status["dictionary"] = "zoo"
+        _say(progress, "dictionary", "zoo", Path(zoo.defence_file_name(cfg.data.dataset, shipped["name"])))
+        return den, config_key("dictionary", _defence_params(p), "zoo", shipped["sha256"])
     data_id = _tensor_fingerprint(x_fit)
     key = config_key("dictionary", _defence_params(p), data_id, ddl.__version__)
     den, _ = _cached_stage(
@@ -455,6 +464,27 @@ def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, pro
         save=lambda path, d: d.save(path), key=key, inputs={"images": data_id}, device=cfg.device,
         strict=strict, status=status, progress=progress)
     return den, key
+
+
+def _trained_behind(cfg: ExperimentConfig) -> dict | None:
+    """For a zoo ``denoised`` variant evaluated behind the defence it was trained with (same
+    parameters, clean dictionary): that defence's zoo record (``name``, ``sha256``), so the
+    pipeline uses the shipped dictionary rather than a re-fit, which online dictionary learning
+    need not reproduce bit for bit. None otherwise (the dictionary is fitted as usual)."""
+    variant = getattr(cfg.model, "variant", "standard")
+    if variant == "standard" or not cfg.model.use_zoo or cfg.data.source != "full" \
+            or cfg.defence.dictionary_source != "clean":
+        return None
+    from ddl import zoo
+
+    entry = zoo.find(cfg.model.name, cfg.data.dataset, variant)
+    behind = entry.defence if entry is not None else None
+    if not behind:
+        return None
+    record = zoo.find_defence(cfg.data.dataset, behind["name"])
+    if record is None or record["sha256"] != behind["sha256"] or record["params"] != _defence_params(cfg.defence):
+        return None
+    return {"name": behind["name"], "sha256": behind["sha256"]}
 
 
 def get_denoised(denoiser, den_key: str, x: torch.Tensor, cache: Path, device: str, *,
