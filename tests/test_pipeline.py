@@ -106,3 +106,33 @@ def test_a_denoised_variant_is_evaluated_behind_the_shipped_dictionary_it_was_tr
     standard = cfg.replace(model=ModelConfig(name="mlp"))
     den3, _ = pipeline.get_denoiser(standard, x_fit, tmp_path / "cache", progress=False, status=status)
     assert status == {"dictionary": "computing"} and not torch.equal(den3.dictionary_, shipped.dictionary_)
+
+
+def test_the_dictionary_cache_key_names_the_omp_kernel(tmp_path, monkeypatch):
+    """A dictionary fitted with the C kernel and one fitted with the torch kernel are different
+    fits (online learning amplifies rounding), so they never share a cache entry."""
+    from ddl import pipeline
+    from ddl.config import DataConfig, DefenceConfig, ExperimentConfig
+    from ddl.data import make_blobs_images
+    import importlib
+
+    from ddl.sparse import _omp_native
+
+    omp_module = importlib.import_module("ddl.sparse.omp")  # the module (ddl.sparse.omp is also a function)
+
+    x, _ = make_blobs_images(12, (1, 28, 28), seed=0)
+    cfg = ExperimentConfig(data=DataConfig(source="synthetic"),
+                           defence=DefenceConfig(patch_size=4, n_components=8, n_nonzero_coefs=1, max_patches=300))
+    monkeypatch.setattr(omp_module, "_NATIVE_ENABLED", False)
+    assert omp_module.kernel_name() == "torch"
+    _, torch_key = pipeline.get_denoiser(cfg, x, tmp_path, progress=False)
+    record = json.loads(next(tmp_path.glob("dictionary-*.entry.json")).read_text())
+    assert record["inputs"]["omp_kernel"] == "torch"
+    monkeypatch.setattr(omp_module, "_NATIVE_ENABLED", True)
+    if _omp_native.load() is None:  # no C compiler here: only the torch kernel exists
+        assert omp_module.kernel_name() == "torch"
+        return
+    assert omp_module.kernel_name() == "native" and omp_module.kernel_name("meta") == "torch"
+    status = {}
+    _, native_key = pipeline.get_denoiser(cfg, x, tmp_path, progress=False, status=status)
+    assert native_key != torch_key and status == {"dictionary": "computing"}

@@ -456,14 +456,30 @@ def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, pro
         _say(progress, "dictionary", "zoo", Path(zoo.defence_file_name(cfg.data.dataset, shipped["name"])))
         return den, config_key("dictionary", _defence_params(p), "zoo", shipped["sha256"])
     data_id = _tensor_fingerprint(x_fit)
-    key = config_key("dictionary", _defence_params(p), data_id, ddl.__version__)
+    # the OMP kernel is part of the key: a fit with the C kernel is a different dictionary from a
+    # fit with the torch kernel (ddl.sparse.omp.kernel_name), so a cache never mixes the two
+    key = config_key("dictionary", _defence_params(p), data_id, ddl.__version__,
+                     *_kernel_key_part(cfg.device))
     den, _ = _cached_stage(
         cache / f"dictionary-{key}.pt", "dictionary", stats,
         load=lambda path: DictionaryDenoiser.load(path).to(cfg.device),
         compute=lambda: DictionaryDenoiser(**_defence_params(p), device=cfg.device).fit(x_fit, progress=_bars(progress)),
-        save=lambda path, d: d.save(path), key=key, inputs={"images": data_id}, device=cfg.device,
+        save=lambda path, d: d.save(path), key=key, device=cfg.device,
+        inputs={"images": data_id, "omp_kernel": _kernel_name(cfg.device)},
         strict=strict, status=status, progress=progress)
     return den, key
+
+
+def _kernel_name(device: str) -> str:
+    from ddl.sparse.omp import kernel_name
+
+    return kernel_name(device)
+
+
+def _kernel_key_part(device: str) -> tuple[str, ...]:
+    """``()`` for the torch kernel (the keys of caches written before the C kernel existed stay
+    valid: those dictionaries were fitted with it), ``("omp-native",)`` for the C kernel."""
+    return ("omp-native",) if _kernel_name(device) == "native" else ()
 
 
 def _trained_behind(cfg: ExperimentConfig) -> dict | None:
