@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     from ddl.data import load_dataset
     from ddl.defence import DictionaryDenoiser
     from ddl.models.checkpoint import sha256_file
+    from ddl.sparse.omp import kernel_name
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
                 "name": name, "dataset": dataset, "path": fname, "sha256": sha256_file(path),
                 "params": params, "dictionary_shape": list(den.dictionary_.shape),
                 "n_train_images": int(len(x_train)), "n_training_patches": den.n_training_patches_,
-                "fit_seconds": round(seconds, 1), "threads": torch.get_num_threads(),
+                "fit_seconds": round(seconds, 1), "threads": torch.get_num_threads(), "omp_kernel": kernel_name(),
                 "size_bytes": path.stat().st_size, "ddl_version": ddl.__version__,
             })
             print(f"{name}/{dataset}: dictionary {tuple(den.dictionary_.shape)} from "
