@@ -352,3 +352,18 @@ def test_train_defence_must_be_a_name_or_a_dictionary_file(capsys, tmp_path, fil
                        "--data-dir", tmp_path)
     assert code == 2 and "Traceback" not in err and err.startswith(f"ddl train: error: --defence {files / 'text.pt'}")
 
+
+
+def test_robustness_takes_fractions_and_suggests_the_zoo_model(capsys, tmp_path):
+    code, _, err = run(capsys, "robustness", "--dataset", "cifar10", "--zoo", "resnt", "--eps", "8/255",
+                       "--out", tmp_path / "r")
+    assert code == 2
+    assert_one_line_error(err, "robustness", "argument --zoo: unknown zoo model 'resnt' (did you mean 'resnet'?); "
+                                             "choose one of: mlp, convnet, autoencoder, resnet, hrnn "
+                                             "(see `ddl robustness --help`)")
+    code, _, err = run(capsys, "robustness", "--dataset", "mnist", "--zoo", "mlp", "--eps", "1.5",
+                       "--out", tmp_path / "r")
+    assert code == 2
+    assert_one_line_error(err, "robustness", "argument --eps: must be in (0, 1] (images are in [0, 1]; write "
+                                             "8/255 for 8 grey levels); got 1.5 (see `ddl robustness --help`)")
+    assert not (tmp_path / "r").exists()

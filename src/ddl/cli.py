@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("robustness", help="adaptive attacks through the defence: worst case per image, flags")
     sp.add_argument("--dataset", required=True, choices=DATASETS, help=f"data set: {_DATASET_HELP}")
     src = sp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--zoo", metavar="MODEL", help="a zoo classifier (see `ddl zoo list`)")
+    src.add_argument("--zoo", metavar="MODEL", type=_name("zoo model", MODEL_NAMES),
+                     help=f"a zoo classifier: {', '.join(MODEL_NAMES)} (see `ddl zoo list`)")
     src.add_argument("--checkpoint", help="a checkpoint written by `ddl train`")
     _variant(sp)
     sp.add_argument("--defence", default="tuned",
@@ -293,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "gauss:1.0, jpeg:75, tv:0.1, wavelet:0.05; use --attacks without :soft, and "
                          "without :exact for bits, jpeg, tv, wavelet) or a file written by "
                          "DictionaryDenoiser.save")
-    sp.add_argument("--eps", nargs="+", type=float, required=True,
-                    help="L-inf radii in (0, 1], increasing (MNIST: 0.1 0.2 0.3; CIFAR-10: 2/255 ... as decimals)")
+    sp.add_argument("--eps", nargs="+", type=_in_unit_interval(low_open=True), required=True,
+                    help="L-inf radii in (0, 1], increasing (MNIST: 0.1 0.2 0.3; CIFAR-10: 2/255 4/255 8/255)")
     sp.add_argument("--n-images", type=_int_from(1), default=200, help="the first N test images")
     sp.add_argument("--attacks", nargs="+", default=None,
                     help="attack:threat names, e.g. pgd:soft apgd-ce:bpda square (default: "
@@ -802,9 +803,6 @@ def cmd_robustness(args) -> int:
     from ddl.robustness_run import format_table, run_robustness
 
     _setup(args)
-    for e in args.eps:
-        if not 0 < e <= 1:
-            raise UsageError(f"--eps must be in (0, 1] for images in [0, 1]; got {e}")
     if sorted(args.eps) != args.eps or len(set(args.eps)) != len(args.eps):
         raise UsageError(f"--eps must be strictly increasing; got {' '.join(map(str, args.eps))}")
     budgets = {"pgd_steps": args.pgd_steps, "pgd_restarts": args.pgd_restarts,
