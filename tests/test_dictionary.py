@@ -207,9 +207,18 @@ def test_update_step_never_raises_objective_over_ten_iterations(method):
         dictionary, codes = update(X, dictionary, codes)
         assert objective(X, codes, dictionary) <= before * (1 + 1e-12)
         np.testing.assert_allclose(dictionary.norm(dim=1).numpy(), 1.0, rtol=1e-12)
-    history = DictionaryLearner(24, method=method, n_nonzero_coefs=3, max_iter=10).fit(X).objective_history_
-    assert len(history) == 10
-    assert history[-1] < 0.7 * history[0]  # measured: 0.645 -> 0.426 (ksvd), 0.654 -> 0.407 (mod)
+    # how far it falls depends on the data and the start, so over 5 seeds (data and random_state):
+    # history[-1] / history[0] measured on seeds 0-9: 0.61-0.73 (ksvd), 0.63-0.72 (mod); mean of
+    # seeds 0-4 0.667 (ksvd), 0.671 (mod), of seeds 5-9 0.702, 0.680. Updates that did nothing
+    # would leave it near 1.
+    ratios = []
+    for seed in range(5):
+        X, _ = sparse_data(seed, n_samples=300, n_features=16, n_components=24)
+        history = DictionaryLearner(24, method=method, n_nonzero_coefs=3, max_iter=10,
+                                    random_state=seed).fit(X).objective_history_
+        assert len(history) == 10
+        ratios.append(history[-1] / history[0])
+    assert max(ratios) < 0.8 and sum(ratios) / 5 < 0.75, ratios
 
 
 @pytest.mark.parametrize("method", ["ksvd", "mod"])
@@ -223,17 +232,20 @@ def test_first_iteration_objective_is_coding_then_update(method):
     assert learner.n_iter_ == 1
 
 
-def test_ksvd_recovers_a_known_dictionary():
-    X, true = sparse_data(0)  # 30 atoms, 20 features, k = 3, 2000 noiseless samples
-    D = learn_dictionary(X, 30, method="ksvd", n_nonzero_coefs=3, max_iter=20)
-    assert fraction_recovered(D, true) >= 0.9  # measured: 0.93 (28 of 30)
-
-
-def test_mod_and_online_recover_most_atoms():
-    X, true = sparse_data(0)
-    assert fraction_recovered(learn_dictionary(X, 30, method="mod", n_nonzero_coefs=3, max_iter=20), true) >= 0.9
-    online = learn_dictionary(X, 30, method="online", n_nonzero_coefs=3, n_epochs=20, random_state=1)
-    assert fraction_recovered(online, true) >= 0.8  # measured 0.87; seed 0 gives 0.80
+@pytest.mark.parametrize("method", ["ksvd", "mod", "online"])
+def test_learners_recover_a_known_dictionary(method):
+    """30 atoms, 20 features, k = 3, 2000 noiseless samples. How many atoms one run recovers
+    depends on the data and the start: measured per seed (data seed = random_state = 0..19),
+    0.5-1.0 (ksvd, mod), 0.73-1.0 (online); seed 0 alone gave 0.93 / 0.93 / 0.80. So the mean
+    over seeds 0-9: measured 0.85 (ksvd), 0.88 (mod), 0.86 (online); over seeds 10-19 0.88,
+    0.85, 0.87. A learner that learns nothing recovers ~0 (a data row is a mix of 3 atoms)."""
+    kw = dict(n_epochs=20) if method == "online" else dict(max_iter=20)
+    recovered = []
+    for seed in range(10):
+        X, true = sparse_data(seed)
+        D = learn_dictionary(X, 30, method=method, n_nonzero_coefs=3, random_state=seed, **kw)
+        recovered.append(fraction_recovered(D, true))
+    assert sum(recovered) / 10 >= 0.8, recovered
 
 
 @pytest.mark.parametrize("method", ["online", "ksvd", "mod"])

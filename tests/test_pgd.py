@@ -39,15 +39,20 @@ def test_steps_by_hand_on_linear_model(linear_model):
 
 
 def test_projection_onto_ball_and_box(rng):
-    model = _small_cnn()
-    x = torch.rand(8, 1, 8, 8)
-    x[0] = 0.0                                            # on the lower face of the box
-    out = pgd(model, x, torch.randint(0, 10, (8,)), eps=0.1, step_size=0.07, steps=5)
-    assert (out - x).abs().max() <= 0.1 + 1e-6
-    assert out.min() >= 0.0 and out.max() <= 1.0
-    # with many steps larger than eps most values end on the ball's faces or the box
-    on_face = ((out - x).abs() > 0.1 - 1e-6) | (out == 0) | (out == 1)
-    assert on_face.float().mean() > 0.9
+    # with many steps larger than eps most values end on the ball's faces or the box; how many
+    # depends on the model (dead ReLUs give zero gradients): measured per seed 0-19 0.645-0.992
+    # (seed 3: 0.645, 23 % zero gradients), mean 0.925, means of 5 consecutive seeds 0.891-0.945;
+    # a PGD that never reached a face would give ~0.125 (image 0 sits on the box's face)
+    on_face = []
+    for seed in range(5):
+        model = _small_cnn(seed=seed)
+        x = torch.rand(8, 1, 8, 8)
+        x[0] = 0.0                                        # on the lower face of the box
+        out = pgd(model, x, torch.randint(0, 10, (8,)), eps=0.1, step_size=0.07, steps=5)
+        assert (out - x).abs().max() <= 0.1 + 1e-6
+        assert out.min() >= 0.0 and out.max() <= 1.0
+        on_face.append((((out - x).abs() > 0.1 - 1e-6) | (out == 0) | (out == 1)).float().mean().item())
+    assert sum(on_face) / 5 > 0.85, on_face
 
 
 def test_pgd_increases_the_loss_beyond_fgsm(rng):
