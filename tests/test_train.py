@@ -122,18 +122,24 @@ def test_fit_is_deterministic_given_the_seed():
 
 
 def test_fit_learns_and_records_history():
-    x, y = _data(100, seed=0)
-    x_val, y_val = _data(50, seed=1)
-    torch.manual_seed(0)
-    model = build_model("mlp", (1, 28, 28))
-    h = fit(model, x, y, epochs=5, batch_size=10, x_val=x_val, y_val=y_val, progress=False)
-    assert isinstance(h, History) and h.epochs == 5
-    assert all(len(v) == 5 for v in h.to_dict().values())
-    assert h.loss[4] < h.loss[0]
-    assert h.val_accuracy[-1] >= 0.95  # class templates + noise 0.2 are easy to separate
-    assert not model.training  # left in eval mode, ready for predict
-    acc = (predict(model, x_val).argmax(1) == y_val).double().mean().item()
-    assert acc == pytest.approx(h.val_accuracy[-1], abs=1e-12)
+    """Learning, checked over five seeds rather than one: measured final validation accuracy on
+    seeds 0-9 (data seeds 2s / 2s+1, init seed s): 1.0, .96, .92, .96, .98, 1.0, 1.0, .98, 1.0, .96
+    (mean .976); a model that learns nothing scores ~0.1 on these 10 classes."""
+    accuracies = []
+    for s in range(5):
+        x, y = _data(100, seed=2 * s)
+        x_val, y_val = _data(50, seed=2 * s + 1)
+        torch.manual_seed(s)
+        model = build_model("mlp", (1, 28, 28))
+        h = fit(model, x, y, epochs=5, batch_size=10, x_val=x_val, y_val=y_val, progress=False)
+        assert isinstance(h, History) and h.epochs == 5
+        assert all(len(v) == 5 for v in h.to_dict().values())
+        assert h.loss[4] < h.loss[0]
+        assert not model.training  # left in eval mode, ready for predict
+        acc = (predict(model, x_val).argmax(1) == y_val).double().mean().item()
+        assert acc == pytest.approx(h.val_accuracy[-1], abs=1e-12)
+        accuracies.append(acc)
+    assert min(accuracies) >= 0.85 and sum(accuracies) / 5 >= 0.94  # class templates + noise 0.2
 
 
 def test_cosine_schedule_by_hand():
