@@ -37,3 +37,19 @@ def test_old_strided_samples_are_flagged_in_the_caption(tmp_path):
     # no t-SNE, atoms or CAM arrays and no earlier PNGs: those figures are left out, nothing is computed
     assert not any("tsne" in p or "atoms" in p or "cam" in p for p in captions)
 
+
+
+def test_a_resample_behind_a_refitted_dictionary_states_its_agreement(tmp_path):
+    run = _run_folder(tmp_path, 2500, new_style=True)
+    arrays = torch.load(run / "arrays" / "cell.pt", weights_only=True)
+    arrays.update(pixels_source="recomputed", pixels_agreement={"perturbed": 0.9995, "denoised": 0.93})
+    torch.save(arrays, run / "arrays" / "cell.pt")
+    captions = dict((path, caption) for caption, path in figures.draw_figures(run))
+    for kind in ("qq", "density"):
+        assert captions[f"figures/{kind}-mnist-convnet-fgsm.png"].endswith(
+            "its denoised predictions agree with this cell's on 93.0 % of the images.")
+    arrays["pixels_agreement"] = {"perturbed": 1.0, "denoised": 0.9992}  # as good as identical: no caveat
+    torch.save(arrays, run / "arrays" / "cell.pt")
+    captions = dict((path, caption) for caption, path in figures.draw_figures(run))
+    assert "agree" not in captions["figures/qq-mnist-convnet-fgsm.png"]
+    assert "Caution" not in captions["figures/qq-mnist-convnet-fgsm.png"]

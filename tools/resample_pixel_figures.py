@@ -61,6 +61,7 @@ def resample(run_dir: Path, dataset: str, model_name: str, attack_name: str, dat
                                                                           ("denoised", x_den))})
     arrays.update({"examples_index": ex, **{f"examples_{k}": v[ex].to(torch.float16)
                                             for k, v in (("clean", x), ("perturbed", x_adv), ("denoised", x_den))}})
+    arrays["pixels_agreement"] = {k: round(v, 4) for k, v in agree.items()}
     arrays["pixels_source"] = (f"pixels_* and examples_* recomputed by tools/resample_pixel_figures.py with ddl "
                                f"{ddl.__version__}; predictions agree with this cell's on "
                                + ", ".join(f"{k} {v:.4f}" for k, v in agree.items()))
@@ -74,12 +75,17 @@ def main() -> None:
     p.add_argument("cells", nargs="+", help="DATASET MODEL ATTACK triples")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--cache", default="runs/resample-cache")
+    p.add_argument("--min-agreement", type=float, default=0.99,
+                   help="accept a recomputed cell only if this fraction of its perturbed and denoised "
+                        "predictions equal the committed ones (figure captions state any agreement "
+                        "below 99.9 %%)")
     args = p.parse_args()
     if len(args.cells) % 3:
         p.error("cells come in DATASET MODEL ATTACK triples")
     run_dir = Path(args.run_dir)
     for i in range(0, len(args.cells), 3):
-        print(resample(run_dir, *args.cells[i:i + 3], args.data_dir, Path(args.cache)), flush=True)
+        print(resample(run_dir, *args.cells[i:i + 3], args.data_dir, Path(args.cache),
+                       min_agreement=args.min_agreement), flush=True)
     from ddl.figures import draw_figures
     from ddl.report import write_report
 
