@@ -118,8 +118,8 @@ def _cell_figures(run_dir: Path, r: dict, name: str, classes, save) -> None:
                       f"the {size} pixel positions of each image.")
     agreement = arrays.get("pixels_agreement") or {}
     if agreement.get("denoised", 1.0) < 0.999:  # resampled behind a re-fitted dictionary
-        caveat = (f" Pixels recomputed with a re-fitted dictionary (online dictionary learning is not "
-                  f"bit-reproducible across OMP kernels): its denoised predictions agree with this cell's "
+        caveat = (f" Pixels recomputed with a re-fitted dictionary (online dictionary learning amplifies "
+                  f"tiny differences of its input or arithmetic): its denoised predictions agree with this cell's "
                   f"on {100 * agreement['denoised']:.1f} % of the images.")
     fig = plots.plot_qq(pixels["clean"], pixels["perturbed"], denoised=pixels["denoised"])
     save(fig, f"qq-{tag}.png", f"QQ-plot of pixel values, clean vs perturbed and denoised ({label}; Fig. 4).{caveat}")
