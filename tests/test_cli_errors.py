@@ -367,3 +367,19 @@ def test_robustness_takes_fractions_and_suggests_the_zoo_model(capsys, tmp_path)
     assert_one_line_error(err, "robustness", "argument --eps: must be in (0, 1] (images are in [0, 1]; write "
                                              "8/255 for 8 grey levels); got 1.5 (see `ddl robustness --help`)")
     assert not (tmp_path / "r").exists()
+
+
+def test_train_behind_a_dictionary_of_the_other_data_set_is_refused(capsys, tmp_path, files, monkeypatch):
+    import ddl.data
+    from ddl.data.synthetic import make_blobs_images
+
+    monkeypatch.setattr(ddl.data, "load_dataset", lambda name, split, *, data_dir=None: make_blobs_images(
+        8, shape=(3, 32, 32), seed=0))
+    out = tmp_path / "m.pt"
+    code, _, err = run(capsys, "train", "--dataset", "cifar10", "--model", "mlp", "--defence", files / "dict.pt",
+                       "--out", out)
+    assert code == 2
+    assert_one_line_error(err, "train", f"--defence {files / 'dict.pt'}: its dictionary has atoms of 49 values, "
+                                        f"not 3 channels x 7x7 patches; it was fitted on another data set than "
+                                        f"--dataset cifar10")
+    assert not out.exists()

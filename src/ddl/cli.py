@@ -478,10 +478,13 @@ def cmd_train(args) -> int:
     denoiser, defence = _training_defence(args)
     x, y = load_dataset(args.dataset, "train", data_dir=args.data_dir)
     x_test, y_test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
-    if denoiser is not None and denoiser.dictionary_.shape[1] != x.shape[1] * denoiser.patch_size ** 2:
-        raise UsageError(f"--defence {args.defence}: its dictionary has atoms of {denoiser.dictionary_.shape[1]} "
-                         f"values, not {x.shape[1]} channels x {denoiser.patch_size}x{denoiser.patch_size} "
-                         f"patches; it was fitted on another data set than --dataset {args.dataset}")
+    if denoiser is not None:
+        p = denoiser.patch_size
+        ph, pw = (p, p) if isinstance(p, int) else tuple(p)
+        if denoiser.dictionary_.shape[1] != x.shape[1] * ph * pw:
+            raise UsageError(f"--defence {args.defence}: its dictionary has atoms of {denoiser.dictionary_.shape[1]} "
+                             f"values, not {x.shape[1]} channels x {ph}x{pw} patches; it was fitted on another "
+                             f"data set than --dataset {args.dataset}")
     if args.init_zoo:
         from ddl import zoo
 
