@@ -194,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{history.epochs} epochs, {seconds} s of training")
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     record = {"model": args.model, "dataset": args.dataset, "accuracy": accuracy, "target_percent": target,
-              "epochs": epochs_total, "seconds": seconds_total, "preset": preset, "seed": args.seed,
+              "preset": preset, "seed": args.seed,
               "threads": torch.get_num_threads(), "device": args.device, **settings, **extra,
-              "history": history.to_dict()}
+              # after the settings: a fine-tune's "epochs"/"seconds" count the standard training too
+              "epochs": epochs_total, "seconds": seconds_total, "history": history.to_dict()}
     stem = f"{args.model}_{args.dataset}" + ("" if args.variant == "standard" else f"_{args.variant}")
     log_name = stem + ("_finetune" if args.variant == "standard" and base is not None else "")
     (Path(args.log_dir) / f"{log_name}.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -204,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = f"{stem}.pt"
     meta = {"architecture": args.model, "input_shape": list(x.shape[1:]), "n_classes": 10,
-            "dataset": args.dataset, "epochs": epochs_total, "seconds": seconds_total, "test_accuracy": accuracy,
-            "preset": preset, "seed": args.seed, **settings, **extra}
+            "dataset": args.dataset, "test_accuracy": accuracy,
+            "preset": preset, "seed": args.seed, **settings, **extra,
+            "epochs": epochs_total, "seconds": seconds_total}
     path = save_checkpoint(Path(ddl.zoo.ZOO_DIR) / name, model, meta, float16=True)
     index_record = {k: v for k, v in record.items() if k != "history"}
     index_record.update(path=name, sha256=sha256_file(path), size_bytes=path.stat().st_size,
