@@ -96,3 +96,15 @@ def sample_data_dir(tmp_path):
         write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", (x[:, 0] * 255).round().numpy())
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y.numpy())
     return tmp_path / "data"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread is faster than two on a shared 2-core machine (no OpenMP
+    waiting). Test modules use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,13 +11,7 @@ SHAPES = [(1, 28, 28), (3, 32, 32)]
 CAM_MODELS = ["convnet", "resnet", "autoencoder"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than two on a shared 2-core machine (no OpenMP waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["mnist", "cifar10"])

@@ -23,12 +23,7 @@ from ddl.defence import (
 ALL = [BitDepthReduction, MedianSmoothing, GaussianBlur, JPEGCompression, TotalVariation, WaveletShrinkage]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n=3, c=3, h=12, w=10, seed=0, dtype=torch.float32):

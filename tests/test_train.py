@@ -11,13 +11,7 @@ from ddl.models import build_model
 from ddl.models.train import History, augment_crop_flip, fit, predict
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than two on a shared 2-core machine (no OpenMP waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Crash(Exception):

@@ -16,13 +16,7 @@ META = {"architecture": "convnet", "input_shape": (1, 28, 28), "n_classes": 10, 
         "epochs": 3, "seconds": 12.5, "test_accuracy": 0.5, "preset": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is faster than two on a shared 2-core machine (no OpenMP waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -25,12 +25,7 @@ SMALL = {"patch_size": 5, "n_components": 16, "n_nonzero_coefs": 1, "step": 1, "
          "n_epochs": 1, "max_patches": 3000, "remove_mean": False, "random_state": 0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _preset(name, dataset):

@@ -178,11 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     target = TARGETS[args.dataset][args.model]
     extra: dict = {"variant": args.variant}
     if defence is not None:
-        from ddl.models.train import predict as _predict
-
         with torch.no_grad():
             xd = torch.cat([transform(x_test[i:i + 1000]) for i in range(0, len(x_test), 1000)])
-        denoised_accuracy = (_predict(model, xd).argmax(1) == y_test).double().mean().item()
+        denoised_accuracy = (predict(model, xd).argmax(1) == y_test).double().mean().item()
         extra.update(defence=defence, denoised_clean_accuracy=denoised_accuracy)
         log(f"denoised-clean test accuracy (float16 weights, full test set) {100 * denoised_accuracy:.2f} %")
     epochs_total, seconds_total = history.epochs, seconds
