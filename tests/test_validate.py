@@ -5,8 +5,8 @@ import pickle
 import pytest
 import torch
 
-from ddl._validate import (BadFileError, check_bool, check_choice, check_int, check_number, check_optional_int, close_match,
-                           load_torch_file, require_keys)
+from ddl._validate import (BadFileError, WrongTypeError, check_bool, check_choice, check_int, check_int_pair, check_number,
+                           check_optional_int, check_optional_number, close_match, load_torch_file, require_keys)
 from ddl.errors import DDLError
 
 
@@ -19,6 +19,15 @@ from ddl.errors import DDLError
     (lambda: check_number("f", "lr", 0, 0, low_open=True), "f: lr must be a finite number > 0; got 0."),
     (lambda: check_number("f", "t", 1.5, 0, 1), r"f: t must be a finite number in \[0, 1\]; got 1.5."),
     (lambda: check_number("f", "t", float("nan")), "f: t must be a finite number; got nan."),
+    (lambda: check_number("f", "p", 9.0, 0, 9, low_open=True, high_open=True),
+     r"f: p must be a finite number in \(0, 9\); got 9.0."),
+    (lambda: check_number("f", "t", 1, high=1, high_open=True), "f: t must be a finite number < 1; got 1."),
+    (lambda: check_optional_number("f", "clip", 0.0, 0, low_open=True), "f: clip must be None or a finite number > 0; got 0.0."),
+    (lambda: check_optional_number("f", "tol", "1", 0), "f: tol must be None or a finite number >= 0; got '1'."),
+    (lambda: check_int_pair("f", "step", 0), "f: step must be an int >= 1 or a pair of them; got 0."),
+    (lambda: check_int_pair("f", "patch_size", (8, 2.5)), r"f: patch_size must be an int >= 1 or a pair of them; got \(8, 2.5\)."),
+    (lambda: check_int_pair("f", "patch_size", (8, 8, 8)), r"f: patch_size must be an int >= 1 or a pair of them; got \(8, 8, 8\)."),
+    (lambda: check_int_pair("f", "patch_size", True), "f: patch_size must be an int >= 1 or a pair of them; got True."),
     (lambda: check_choice("f", "model", "convnt", ("mlp", "convnet")),
      r"f: model must be one of mlp, convnet; got 'convnt' \(did you mean 'convnet'\?\)."),
 ])
@@ -33,11 +42,33 @@ def test_check_bool_refuses_what_is_not_a_bool_with_a_type_error(value):
         check_bool("f", "flag", value)
 
 
+@pytest.mark.parametrize("call", [
+    lambda: check_int("f", "n", 2.0, 0), lambda: check_int("f", "n", None, 0), lambda: check_bool("f", "flag", 1),
+    lambda: check_number("f", "x", "1"), lambda: check_number("f", "x", True),
+    lambda: check_optional_number("f", "x", "1"),
+])
+def test_a_value_of_the_wrong_type_is_both_a_type_error_and_a_value_error(call):
+    with pytest.raises(WrongTypeError) as info:
+        call()
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+
+
+def test_a_value_out_of_range_is_a_value_error_only():
+    for call in (lambda: check_int("f", "n", 0, 1), lambda: check_number("f", "x", -1.0, 0),
+                 lambda: check_number("f", "x", float("inf"))):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert not isinstance(info.value, TypeError)
+
+
 def test_checks_return_the_value():
     assert check_int("f", "n", 3, 1) == 3 and check_optional_int("f", "n", None, 1) is None
     assert check_number("f", "x", 1) == 1.0 and isinstance(check_number("f", "x", 1), float)
     assert check_choice("f", "a", "b", "abc") == "b"
     assert check_bool("f", "flag", False) is False
+    assert check_int_pair("f", "p", 8) == (8, 8) and check_int_pair("f", "p", [8, 4]) == (8, 4)
+    assert check_optional_number("f", "x", None) is None and check_optional_number("f", "x", 2) == 2.0
+    assert check_number("f", "p", 0.5, 0, 1, low_open=True, high_open=True) == 0.5
     assert close_match("resnett", ["resnet", "mlp"]) == " (did you mean 'resnet'?)" and close_match("zzz", ["mlp"]) == ""
 
 

@@ -26,12 +26,20 @@ import numpy as np
 
 from ddl.errors import DDLError
 
-__all__ = ["BadFileError", "check_bool", "check_choice", "check_int", "check_number", "check_optional_int",
-           "close_match", "load_torch_file", "require_keys"]
+__all__ = ["BadFileError", "WrongTypeError", "check_bool", "check_choice", "check_int", "check_int_pair",
+           "check_number", "check_optional_int", "check_optional_number", "close_match", "load_torch_file",
+           "require_keys"]
 
 
 class BadFileError(DDLError, ValueError):
     """A file given by the user cannot be read, or does not hold what it should."""
+
+
+class WrongTypeError(TypeError, ValueError):
+    """A value of the wrong type (``2.0`` for an int, ``1`` for a flag).
+
+    Both a ``TypeError`` and a ``ValueError``: the checks these rules replaced raised one or the
+    other, and callers catch either."""
 
 
 def _is_int(value: Any) -> bool:
@@ -39,26 +47,39 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def _int_rule(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f"an int in [{low}, {high}]"
+    if low is not None:
+        return f"an int >= {low}"
+    if high is not None:
+        return f"an int <= {high}"
+    return "an int"
+
+
 def check_int(where: str, name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     """``value`` if it is an int (not a bool) in ``[low, high]`` (either bound may be None)."""
-    ok = _is_int(value) and (low is None or value >= low) and (high is None or value <= high)
-    if not ok:
-        if low is not None and high is not None:
-            rule = f"an int in [{low}, {high}]"
-        elif low is not None:
-            rule = f"an int >= {low}"
-        elif high is not None:
-            rule = f"an int <= {high}"
-        else:
-            rule = "an int"
-        raise ValueError(f"{where}: {name} must be {rule}; got {value!r}.")
+    if not _is_int(value):
+        raise WrongTypeError(f"{where}: {name} must be {_int_rule(low, high)}; got {value!r}.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{where}: {name} must be {_int_rule(low, high)}; got {value!r}.")
     return value
 
 
+def check_int_pair(where: str, name: str, value: Any, low: int = 1) -> tuple[int, int]:
+    """``(value, value)`` for an int, or ``tuple(value)`` for a pair (tuple or list) of ints, every
+    int ``>= low`` (patch sizes and steps: ``8`` or ``(8, 4)``)."""
+    pair = (value, value) if _is_int(value) else value
+    if (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_int(v) for v in pair)
+            and min(pair) >= low):
+        return int(pair[0]), int(pair[1])
+    raise ValueError(f"{where}: {name} must be an int >= {low} or a pair of them; got {value!r}.")
+
+
 def check_bool(where: str, name: str, value: Any) -> bool:
-    """``value`` if it is a bool (``TypeError`` otherwise: 1 and "yes" are not flags)."""
+    """``value`` if it is a bool (:class:`WrongTypeError` otherwise: 1 and "yes" are not flags)."""
     if not isinstance(value, bool):
-        raise TypeError(f"{where}: {name} must be a bool; got {value!r}.")
+        raise WrongTypeError(f"{where}: {name} must be a bool; got {value!r}.")
     return value
 
 
@@ -68,22 +89,50 @@ def check_optional_int(where: str, name: str, value: Any, low: int | None = None
     return None if value is None else check_int(where, name, value, low, high)
 
 
+def _is_real(value: Any) -> bool:
+    """A real number (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _number_rule(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"a finite number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"a finite number {'>' if low_open else '>='} {low}"
+    if high is not None:
+        return f"a finite number {'<' if high_open else '<='} {high}"
+    return "a finite number"
+
+
+def _number_ok(value: Any, low: float | None, high: float | None, low_open: bool, high_open: bool) -> bool:
+    return (math.isfinite(value)
+            and (low is None or (value > low if low_open else value >= low))
+            and (high is None or (value < high if high_open else value <= high)))
+
+
 def check_number(where: str, name: str, value: Any, low: float | None = None, high: float | None = None,
-                 *, low_open: bool = False) -> float:
-    """``float(value)`` if it is a finite real number in ``[low, high]`` (``(low, high]`` with
-    ``low_open``); bools and NaN are refused."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
-    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
-    if not ok:
-        lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
-        if low is not None and high is not None:
-            rule = f"a finite number in {lo}, {high}]"
-        elif low is not None:
-            rule = f"a finite number {'>' if low_open else '>='} {low}"
-        elif high is not None:
-            rule = f"a finite number <= {high}"
-        else:
-            rule = "a finite number"
+                 *, low_open: bool = False, high_open: bool = False) -> float:
+    """``float(value)`` if it is a finite real number in ``[low, high]`` (``(low`` with ``low_open``,
+    ``high)`` with ``high_open``); bools and NaN are refused."""
+    rule = _number_rule(low, high, low_open, high_open)
+    if not _is_real(value):
+        raise WrongTypeError(f"{where}: {name} must be {rule}; got {value!r}.")
+    if not _number_ok(value, low, high, low_open, high_open):
+        raise ValueError(f"{where}: {name} must be {rule}; got {value!r}.")
+    return float(value)
+
+
+def check_optional_number(where: str, name: str, value: Any, low: float | None = None,
+                          high: float | None = None, *, low_open: bool = False,
+                          high_open: bool = False) -> float | None:
+    """``None``, or ``float(value)`` checked as by :func:`check_number`; the message says that
+    None is allowed (``fit: grad_clip must be None or a finite number > 0; got 0.0.``)."""
+    if value is None:
+        return None
+    rule = f"None or {_number_rule(low, high, low_open, high_open)}"
+    if not _is_real(value):
+        raise WrongTypeError(f"{where}: {name} must be {rule}; got {value!r}.")
+    if not _number_ok(value, low, high, low_open, high_open):
         raise ValueError(f"{where}: {name} must be {rule}; got {value!r}.")
     return float(value)
 
