@@ -369,17 +369,17 @@ def test_jsma_errors():
     model.eval()
     with pytest.raises(ValueError, match="jsma: theta must be a finite nonzero number; got 0"):
         jsma(model, x, target=t, theta=0)
-    with pytest.raises(ValueError, match=r"jsma: gamma must be a number in \(0, 1\]; got 1.5"):
+    with pytest.raises(ValueError, match=r"^jsma: gamma must be a finite number in \(0, 1\]; got 1.5\.$"):
         jsma(model, x, target=t, gamma=1.5)
-    with pytest.raises(ValueError, match=r"jsma: gamma must be a number in \(0, 1\]; got 0"):
+    with pytest.raises(ValueError, match=r"^jsma: gamma must be a finite number in \(0, 1\]; got 0\.$"):
         jsma(model, x, target=t, gamma=0)
-    with pytest.raises(ValueError, match="jsma: selection must be one of 'pairwise', 'single'; got 'triple'"):
+    with pytest.raises(ValueError, match=r"^jsma: selection must be one of pairwise, single; got 'triple'\.$"):
         jsma(model, x, target=t, selection="triple")
     with pytest.raises(ValueError, match=r"jsma: y must have shape \(1,\) to match x; got shape \(2,\)"):
         jsma(model, x, torch.tensor([0, 1]), target=t)
-    with pytest.raises(ValueError, match="jsma: iterations must be one of 'floor', 'ceil'; got 'round'"):
+    with pytest.raises(ValueError, match=r"^jsma: iterations must be one of floor, ceil; got 'round'\.$"):
         jsma(model, x, target=t, iterations="round")
-    with pytest.raises(ValueError, match=r"jsma: domain_below must be a number in \(0.0, 1.0\] or None; got 0"):
+    with pytest.raises(ValueError, match=r"^jsma: domain_below must be None or a finite number in \(0.0, 1.0\]; got 0\.$"):
         jsma(model, x, target=t, domain_below=0)
     with pytest.raises(ValueError, match=r"jsma: domain_below applies to theta > 0"):
         jsma(model, x, target=t, theta=-1.0, domain_below=0.99)

@@ -1,7 +1,8 @@
 """Input validation shared by every attack (STYLE.md §3.6: check where the value enters, once).
 
 Each public attack calls these at its top and then hands trusted tensors to private helpers.
-Every message names the attack, the parameter, the rule and the value received.
+Every message names the attack, the parameter, the rule and the value received. Scalar parameters
+(eps, steps, seed, loss, ...) are checked with ``ddl._validate``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ddl._validate import check_int as _check_int
-from ddl._validate import check_number
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+from ddl._validate import _is_real
 
 
 def check_eval_mode(fn_name: str, model: nn.Module) -> None:
@@ -34,7 +30,7 @@ def check_eval_mode(fn_name: str, model: nn.Module) -> None:
 
 def check_clip(fn_name: str, clip: object) -> tuple[float, float]:
     """Return ``clip`` as ``(lo, hi)`` floats; raise unless it is two finite numbers with lo < hi."""
-    if not isinstance(clip, (tuple, list)) or len(clip) != 2 or not all(_is_number(c) for c in clip):
+    if not isinstance(clip, (tuple, list)) or len(clip) != 2 or not all(_is_real(c) for c in clip):
         raise ValueError(f"{fn_name}: clip must be a pair of numbers (lo, hi); got {clip!r}.")
     lo, hi = float(clip[0]), float(clip[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
@@ -59,30 +55,6 @@ def check_image_batch(fn_name: str, x: object, clip: tuple[float, float], name: 
     if lo < clip[0] or hi > clip[1]:
         raise ValueError(f"{fn_name}: {name} values must lie within clip=({clip[0]}, {clip[1]}); "
                          f"got min {lo:.6g}, max {hi:.6g}.")
-
-
-def check_eps(fn_name: str, eps: object, name: str = "eps") -> float:
-    """Return ``eps`` as a float; raise unless it is a finite number >= 0."""
-    return check_number(fn_name, name, eps, 0)
-
-
-def check_positive(fn_name: str, value: object, name: str) -> float:
-    """Return ``value`` as a float; raise unless it is a finite number > 0."""
-    return check_number(fn_name, name, value, 0, low_open=True)
-
-
-def check_int(fn_name: str, value: object, name: str, minimum: int) -> int:
-    """Return ``value``; raise unless it is an int >= ``minimum`` (bool rejected).
-
-    The attacks' argument order (value before name); the rule and message are ``ddl._validate``'s."""
-    return _check_int(fn_name, name, value, minimum)
-
-
-def check_choice(fn_name: str, value: object, name: str, choices: tuple[str, ...]) -> str:
-    """Return ``value``; raise unless it is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{fn_name}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
-    return value
 
 
 def check_labels(fn_name: str, y: object, n: int, n_classes: int, name: str = "y") -> None:

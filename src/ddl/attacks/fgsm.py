@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddl.attacks._linf import project_linf
-from ddl.attacks._checks import (check_choice, check_clip, check_eps, check_eval_mode, check_image_batch,
-                                 check_int, check_labels, n_classes_of)
+from ddl._validate import check_choice, check_int, check_number
+from ddl.attacks._checks import check_clip, check_eval_mode, check_image_batch, check_labels, n_classes_of
 
 __all__ = ["fgsm"]
 
@@ -133,9 +133,9 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, ep
     check_eval_mode("fgsm", model)
     lo, hi = check_clip("fgsm", clip)
     check_image_batch("fgsm", x, (lo, hi))
-    eps = check_eps("fgsm", eps)
-    check_choice("fgsm", loss, "loss", tuple(LOSSES))
-    check_int("fgsm", batch_size, "batch_size", 1)
+    eps = check_number("fgsm", "eps", eps, 0)
+    check_choice("fgsm", "loss", loss, tuple(LOSSES))
+    check_int("fgsm", "batch_size", batch_size, 1)
     labels = _labels_or_predictions("fgsm", model, x, y, targeted, batch_size)
     # project_linf: |x' − x| <= eps exactly in the dtype (x + eps alone can round past it)
     chunks = [project_linf(_gradient_sign_step(model, x[i:i + batch_size], labels[i:i + batch_size],

@@ -76,8 +76,8 @@ import torch
 from torch import nn
 
 from ddl._progress import bar
-from ddl.attacks._checks import (check_choice, check_clip, check_eval_mode, check_image_batch, check_int,
-                                 check_labels, check_positive, n_classes_of)
+from ddl._validate import check_bool, check_choice, check_int, check_number, check_optional_number
+from ddl.attacks._checks import check_clip, check_eval_mode, check_image_batch, check_labels, n_classes_of
 
 __all__ = ["jsma", "JSMAInfo"]
 
@@ -375,24 +375,20 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     check_eval_mode("jsma", model)
     lo, hi = check_clip("jsma", clip)
     check_image_batch("jsma", x, (lo, hi))
-    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not math.isfinite(theta) or theta == 0:
+    if check_number("jsma", "theta", theta) == 0:
         raise ValueError(f"jsma: theta must be a finite nonzero number; got {theta!r}.")
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
-        raise ValueError(f"jsma: gamma must be a number in (0, 1]; got {gamma!r}.")
-    check_choice("jsma", selection, "selection", _SELECTIONS)
-    check_choice("jsma", iterations, "iterations", _ITERATION_RULES)
+    check_number("jsma", "gamma", gamma, 0, 1, low_open=True)
+    check_choice("jsma", "selection", selection, _SELECTIONS)
+    check_choice("jsma", "iterations", iterations, _ITERATION_RULES)
     domain_hi = hi
     if domain_below is not None:
         if theta < 0:
             raise ValueError(f"jsma: domain_below applies to theta > 0 (features that increase); got theta={theta!r}.")
-        if isinstance(domain_below, bool) or not isinstance(domain_below, (int, float)) or not lo < domain_below <= hi:
-            raise ValueError(f"jsma: domain_below must be a number in ({lo}, {hi}] or None; got {domain_below!r}.")
-        domain_hi = float(domain_below)
-    check_int("jsma", seed, "seed", 0)
-    check_int("jsma", batch_size, "batch_size", 1)
-    budget = check_positive("jsma", memory_budget_mb, "memory_budget_mb")
-    if not isinstance(return_info, bool):
-        raise ValueError(f"jsma: return_info must be a bool; got {return_info!r}.")
+        domain_hi = check_optional_number("jsma", "domain_below", domain_below, lo, hi, low_open=True)
+    check_int("jsma", "seed", seed, 0)
+    check_int("jsma", "batch_size", batch_size, 1)
+    budget = check_number("jsma", "memory_budget_mb", memory_budget_mb, 0, low_open=True)
+    check_bool("jsma", "return_info", return_info)
     n_classes = n_classes_of("jsma", model, x)
     target = _resolve_target(model, x, target, y, n_classes, seed, batch_size).to(x.device)
     n_features = x[0].numel()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddl.attacks._checks import (check_choice, check_clip, check_eps, check_eval_mode, check_image_batch,
-                                 check_int, check_positive)
+from ddl._validate import check_choice, check_int, check_number
+from ddl.attacks._checks import check_clip, check_eval_mode, check_image_batch
 from ddl._progress import bar
 from ddl.attacks._linf import project_linf
 from ddl.attacks.fgsm import LOSSES, _gradient_sign_step, _labels_or_predictions
@@ -83,12 +83,12 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps
     check_eval_mode("pgd", model)
     lo, hi = check_clip("pgd", clip)
     check_image_batch("pgd", x, (lo, hi))
-    eps = check_eps("pgd", eps)
-    step_size = check_positive("pgd", step_size, "step_size")
-    check_int("pgd", steps, "steps", 1)
-    check_int("pgd", seed, "seed", 0)
-    check_choice("pgd", loss, "loss", tuple(LOSSES))
-    check_int("pgd", batch_size, "batch_size", 1)
+    eps = check_number("pgd", "eps", eps, 0)
+    step_size = check_number("pgd", "step_size", step_size, 0, low_open=True)
+    check_int("pgd", "steps", steps, 1)
+    check_int("pgd", "seed", seed, 0)
+    check_choice("pgd", "loss", loss, tuple(LOSSES))
+    check_int("pgd", "batch_size", batch_size, 1)
     labels = _labels_or_predictions("pgd", model, x, y, targeted, batch_size)
     x = x.detach()
     start = _project(x + _random_start(x, eps, seed), x, eps, lo, hi) if random_start else x.clone()
