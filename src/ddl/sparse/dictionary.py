@@ -30,7 +30,6 @@ a held-out lasso objective of 0.4373 against scikit-learn's 0.4477 and SPAMS' 0.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ddl._validate import check_bool, check_choice, check_int, check_number, check_optional_int
 from ddl.sparse._updates import ksvd_update, mod_update, online_update
 from ddl.sparse.omp import omp
 
@@ -353,42 +353,32 @@ class DictionaryLearner:
 
     def _check_params(self) -> None:
         name = "DictionaryLearner"
-        _check_int(self.n_components, "n_components", 1, name)
-        if self.method not in METHODS:
-            raise ValueError(f"{name}: method must be one of {', '.join(METHODS)}; got {self.method!r}.")
-        if self.coding not in CODINGS:
-            raise ValueError(f"{name}: coding must be one of {', '.join(CODINGS)}; got {self.coding!r}.")
+        check_int(name, "n_components", self.n_components, 1)
+        check_choice(name, "method", self.method, METHODS)
+        check_choice(name, "coding", self.coding, CODINGS)
         if self.coding == "lasso":
             if self.method != "online":
                 raise ValueError(
                     f"{name}: coding='lasso' is only available with method='online' (the K-SVD and MOD "
                     f"updates ignore the l1 term); got method={self.method!r}."
                 )
-            if isinstance(self.alpha, bool) or not isinstance(self.alpha, numbers.Real) or not self.alpha > 0:
-                raise ValueError(f"{name}: alpha must be a float > 0 when coding='lasso'; got {self.alpha!r}.")
+            check_number(f"{name}(coding='lasso')", "alpha", self.alpha, 0, low_open=True)
         elif self.alpha is not None:
             raise ValueError(f"{name}: alpha is only used with coding='lasso'; got alpha={self.alpha!r} with coding='omp'.")
-        _check_int(self.n_nonzero_coefs, "n_nonzero_coefs", 1, name)
+        check_int(name, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
         if self.n_nonzero_coefs > self.n_components:
             raise ValueError(
                 f"{name}: n_nonzero_coefs must be an int in [1, n_components={self.n_components}]; "
                 f"got {self.n_nonzero_coefs}."
             )
-        _check_int(self.n_epochs, "n_epochs", 1, name)
-        _check_int(self.batch_size, "batch_size", 1, name)
-        if self.max_iter is not None:
-            _check_int(self.max_iter, "max_iter", 1, name)
-        if isinstance(self.forgetting_exponent, bool) or not isinstance(self.forgetting_exponent, numbers.Real) \
-                or not 0 <= self.forgetting_exponent < math.inf:
-            raise ValueError(
-                f"{name}: forgetting_exponent must be a finite float >= 0; got {self.forgetting_exponent!r}."
-            )
-        _check_int(self.lasso_max_iter, "lasso_max_iter", 1, name)
-        if not isinstance(self.shuffle, bool):
-            raise TypeError(f"{name}: shuffle must be a bool; got {self.shuffle!r}.")
-        if not isinstance(self.progress, bool):
-            raise TypeError(f"{name}: progress must be a bool; got {self.progress!r}.")
-        _check_int(self.random_state, "random_state", 0, name)
+        check_int(name, "n_epochs", self.n_epochs, 1)
+        check_int(name, "batch_size", self.batch_size, 1)
+        check_optional_int(name, "max_iter", self.max_iter, 1)
+        check_number(name, "forgetting_exponent", self.forgetting_exponent, 0)
+        check_int(name, "lasso_max_iter", self.lasso_max_iter, 1)
+        check_bool(name, "shuffle", self.shuffle)
+        check_bool(name, "progress", self.progress)
+        check_int(name, "random_state", self.random_state, 0)
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"{name}: callback must be callable or None; got {type(self.callback).__name__}.")
         try:
@@ -567,11 +557,6 @@ def _check_data(X, name: str, fn: str, device: torch.device) -> Tensor:
     if not bool(torch.isfinite(X.sum())) and not bool(torch.isfinite(X).all()):
         raise ValueError(f"{fn}: {name} must be finite; it contains NaN or infinity.")
     return X
-
-
-def _check_int(value, name: str, low: int, fn: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{fn}: {name} must be an int >= {low}; got {value!r}.")
 
 
 def _progress_bar(total: int, enabled: bool, desc: str):
