@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddl._progress import bar
+from ddl._validate import check_bool, check_choice, check_int, check_int_pair, check_optional_number
 from ddl.constants import MAX_PATCHES
 from ddl.sparse.omp import (
     _DEPENDENT_MSG,
@@ -42,7 +43,6 @@ from ddl.sparse.omp import (
 )
 from ddl.sparse.patches import (
     _check_geometry,
-    _pair,
     center_patches,
     extract_patches,
     reconstruct_from_patches,
@@ -171,29 +171,19 @@ class DictionaryDenoiser(nn.Module):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self, func: str) -> None:
-        def bad(name, rule):
-            return ValueError(f"{func}: {name} must be {rule}; got {getattr(self, name)!r}.")
-
-        def is_int(v, low):
-            return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-        _pair(func, "patch_size", self.patch_size)
-        _pair(func, "step", self.step)
-        if not is_int(self.n_components, 1):
-            raise bad("n_components", "an int >= 1")
-        if not is_int(self.n_nonzero_coefs, 1) or self.n_nonzero_coefs > self.n_components:
-            raise bad("n_nonzero_coefs", f"an int in [1, n_components={self.n_components}]")
-        if self.tol is not None and (isinstance(self.tol, bool)
-                                     or not isinstance(self.tol, (int, float)) or not self.tol >= 0):
-            raise bad("tol", "None or a number >= 0 (squared residual norm per patch)")
-        if self.grad not in _GRADS:
-            raise bad("grad", f"one of {_GRADS}")
+        check_int_pair(func, "patch_size", self.patch_size)
+        check_int_pair(func, "step", self.step)
+        check_int(func, "n_components", self.n_components, 1)
+        check_int(func, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
+        if self.n_nonzero_coefs > self.n_components:
+            raise ValueError(f"{func}: n_nonzero_coefs must be an int in [1, n_components={self.n_components}]; "
+                             f"got {self.n_nonzero_coefs!r}.")
+        check_optional_number(func, "tol (squared residual norm per patch)", self.tol, 0)
+        check_choice(func, "grad", self.grad, _GRADS)
         for name in ("remove_mean", "clip"):
-            if not isinstance(getattr(self, name), bool):
-                raise bad(name, "True or False")
+            check_bool(func, name, getattr(self, name))
         for name in ("n_epochs", "batch_size", "max_patches"):
-            if not is_int(getattr(self, name), 1):
-                raise bad(name, "an int >= 1")
+            check_int(func, name, getattr(self, name), 1)
 
     @staticmethod
     def _check_images(func: str, x) -> None:
@@ -227,7 +217,7 @@ class DictionaryDenoiser(nn.Module):
         func = "DictionaryDenoiser.fit"
         self._check_params(func)
         self._check_images(func, x_clean)
-        patch, step = _pair(func, "patch_size", self.patch_size), _pair(func, "step", self.step)
+        patch, step = check_int_pair(func, "patch_size", self.patch_size), check_int_pair(func, "step", self.step)
         _check_geometry(func, tuple(x_clean.shape[2:]), patch, step)
         X = self._training_patches(x_clean.detach(), patch, step)
         if X.shape[0] == 0:
@@ -291,7 +281,7 @@ class DictionaryDenoiser(nn.Module):
         params["n_components"] = int(dictionary.shape[0])
         den = cls(**params)
         den._check_params(func)
-        ph, pw = _pair(func, "patch_size", den.patch_size)
+        ph, pw = check_int_pair(func, "patch_size", den.patch_size)
         if dictionary.shape[1] % (ph * pw):
             raise ValueError(
                 f"{func}: dictionary rows have {dictionary.shape[1]} features, not a multiple "
@@ -335,7 +325,7 @@ class DictionaryDenoiser(nn.Module):
                 f"{func}: x is on {x.device} but the dictionary on {self.dictionary_.device}; "
                 f"move one (denoiser.to(device) or x.to(device))."
             )
-        patch, step = _pair(func, "patch_size", self.patch_size), _pair(func, "step", self.step)
+        patch, step = check_int_pair(func, "patch_size", self.patch_size), check_int_pair(func, "step", self.step)
         n_h, n_w = _check_geometry(func, tuple(x.shape[2:]), patch, step)
         if patch[0] * patch[1] * x.shape[1] != self.dictionary_.shape[1]:
             raise ValueError(

@@ -44,6 +44,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from ddl._validate import check_choice, check_int, check_int_pair, check_number
 from ddl.sparse.omp import straight_through
 
 __all__ = ["THREATS", "DefendedModel", "defended", "soft_surrogate"]
@@ -76,16 +77,15 @@ def soft_surrogate(denoiser: nn.Module, x: Tensor, beta: float) -> Tensor:
     -------
     Tensor of shape (N, C, H, W), differentiable in ``x``; not clipped.
     """
-    from ddl.sparse.patches import _pair, extract_patches, reconstruct_from_patches
+    from ddl.sparse.patches import extract_patches, reconstruct_from_patches
 
     func = "soft_surrogate"
     if getattr(denoiser, "dictionary_", None) is None:
         raise ValueError(f"{func}: denoiser must be a fitted DictionaryDenoiser; got "
                          f"{type(denoiser).__name__} without dictionary_.")
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
-        raise ValueError(f"{func}: beta must be a number > 0; got {beta!r}.")
-    patch = _pair(func, "patch_size", denoiser.patch_size)
-    step = _pair(func, "step", denoiser.step)
+    check_number(func, "beta", beta, 0, low_open=True)
+    patch = check_int_pair(func, "patch_size", denoiser.patch_size)
+    step = check_int_pair(func, "step", denoiser.step)
     D = denoiser.dictionary_.to(x.dtype)                               # (K, F), unit-norm rows
     P = extract_patches(x, patch, step=step)                           # (N*L, F)
     if denoiser.remove_mean:
@@ -122,12 +122,9 @@ class DefendedModel(nn.Module):
     def __init__(self, model: nn.Module, defence: nn.Module | None, threat: str, *,
                  beta: float = 10.0, eot_samples: int = 1):
         super().__init__()
-        if threat not in THREATS:
-            raise ValueError(f"DefendedModel: threat must be one of {THREATS}; got {threat!r}.")
-        if not isinstance(eot_samples, int) or isinstance(eot_samples, bool) or eot_samples < 1:
-            raise ValueError(f"DefendedModel: eot_samples must be an int >= 1; got {eot_samples!r}.")
-        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
-            raise ValueError(f"DefendedModel: beta must be a number > 0; got {beta!r}.")
+        check_choice("DefendedModel", "threat", threat, THREATS)
+        check_int("DefendedModel", "eot_samples", eot_samples, 1)
+        check_number("DefendedModel", "beta", beta, 0, low_open=True)
         if threat == "soft" and defence is not None and not (
                 hasattr(defence, "soft_surrogate") or hasattr(defence, "dictionary_")):
             raise ValueError(

@@ -27,17 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ddl._validate import check_int_pair
+
 __all__ = ["extract_patches", "reconstruct_from_patches", "center_patches"]
-
-
-def _pair(func: str, name: str, value) -> tuple[int, int]:
-    """int or (int, int) >= 1 -> (int, int)."""
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (isinstance(pair, (tuple, list)) and len(pair) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
-            and min(pair) >= 1):
-        return int(pair[0]), int(pair[1])
-    raise ValueError(f"{func}: {name} must be an int >= 1 or a pair of them; got {value!r}.")
 
 
 def _divisors(n: int) -> list[int]:
@@ -108,7 +100,7 @@ def extract_patches(images: Tensor, patch_size, *, step=1) -> Tensor:
             f"{func}: images must have shape (N, C, H, W) or (C, H, W); got {tuple(images.shape)}."
         )
     batch = images if images.dim() == 4 else images.unsqueeze(0)
-    patch, stride = _pair(func, "patch_size", patch_size), _pair(func, "step", step)
+    patch, stride = check_int_pair(func, "patch_size", patch_size), check_int_pair(func, "step", step)
     _check_geometry(func, tuple(batch.shape[2:]), patch, stride)
     C = batch.shape[1]
     # Strided views (no copy) then one reshape copy: the same order as F.unfold(...)
@@ -148,7 +140,7 @@ def reconstruct_from_patches(patches: Tensor, image_shape, patch_size, *, step=1
             f"{func}: image_shape must be (N, C, H, W) or (C, H, W) of positive ints; got {shape}."
         )
     N, C, H, W = shape if len(shape) == 4 else (1,) + shape
-    patch, stride = _pair(func, "patch_size", patch_size), _pair(func, "step", step)
+    patch, stride = check_int_pair(func, "patch_size", patch_size), check_int_pair(func, "step", step)
     n_h, n_w = _check_geometry(func, (H, W), patch, stride)
     n_features = C * patch[0] * patch[1]
     if patches.dim() != 2 or patches.shape[1] != n_features:
@@ -199,8 +191,8 @@ def center_patches(patches: Tensor) -> tuple[Tensor, Tensor]:
 
 def n_patches_per_image(image_hw, patch_size, *, step=1) -> int:
     """Number of patches :func:`extract_patches` takes from one (H, W) image (validates sizes)."""
-    patch, stride = _pair("n_patches_per_image", "patch_size", patch_size), \
-        _pair("n_patches_per_image", "step", step)
+    patch, stride = check_int_pair("n_patches_per_image", "patch_size", patch_size), \
+        check_int_pair("n_patches_per_image", "step", step)
     n_h, n_w = _check_geometry("n_patches_per_image", tuple(image_hw), patch, stride)
     return n_h * n_w
 
