@@ -71,14 +71,14 @@ def test_tsne_reproducible_and_seeded(rng):
         ({"features": np.full((10, 3), np.nan)}, ValueError, "features must be finite"),
         ({"features": np.zeros((2, 3))}, ValueError, "at least 3 rows"),
         ({"features": [[0.0]]}, TypeError, "torch.Tensor or numpy.ndarray"),
-        ({"perplexity": 9.0}, ValueError, r"perplexity must be a number in \(0, n_samples - 1 = 9\); got 9.0"),
+        ({"perplexity": 9.0}, ValueError, r"^tsne: perplexity \(for 10 samples\) must be a finite number in \(0, 9\); got 9\.0\.$"),
         ({"perplexity": 0}, ValueError, "perplexity"),
         ({"n_iter": 100}, ValueError, "n_iter must be an int >= 250; got 100|n_iter must be an int >= 250"),
         ({"n_components": 0}, ValueError, r"n_components must be an int in \[1, 3\]; got 0"),
-        ({"learning_rate": -1.0}, ValueError, "learning_rate must be 'auto' or a positive number"),
+        ({"learning_rate": -1.0}, ValueError, r"^tsne: learning_rate \(when not 'auto'\) must be a finite number > 0; got -1\.0\.$"),
         ({"early_exaggeration": 0.5}, ValueError, "early_exaggeration must be a finite number >= 1; got 0.5"),
         ({"init": "spectral"}, ValueError, "init must be one of pca, random; got 'spectral'"),
-        ({"random_state": None}, TypeError, "random_state must be an int"),
+        ({"random_state": None}, TypeError, r"^tsne: random_state must be an int >= 0; got None\.$"),
         ({"n_components": 4}, ValueError, r"n_components must be an int in \[1, 3\]; got 4"),
     ],
 )
@@ -200,7 +200,7 @@ def test_density_on_grey_levels_puts_each_level_in_its_own_bin():
 
 
 def test_pipeline_keeps_a_random_pixel_sample():
-    from ddl import pipeline
+    from ddl.experiments import pipeline
 
     x = torch.zeros(10_000, 1, 28, 28)
     x[..., 14:] = 1.0
@@ -257,7 +257,7 @@ def test_plot_atoms_limits_and_errors(rng):
         plots.plot_atoms(d, 2, n_channels=3)
     with pytest.raises(ValueError, match="n_channels must be 1 .* or 3 .*; got 2"):
         plots.plot_atoms(d, (1, 2), n_channels=2)
-    with pytest.raises(ValueError, match="patch_size must be a positive int or a pair"):
+    with pytest.raises(ValueError, match=r"^plot_atoms: patch_size must be an int >= 1 or a pair of them; got \(2, 2, 1\)\.$"):
         plots.plot_atoms(d, (2, 2, 1))
     with pytest.raises(ValueError, match="max_atoms must be an int >= 1; got 0"):
         plots.plot_atoms(d, 2, max_atoms=0)
@@ -420,7 +420,7 @@ def test_plot_examples_images_and_titles(rng):
     assert [axes[1, c].title.get_color() for c in range(4)] == ["tab:red", "tab:green", "tab:red", "tab:green"]
     assert [axes[2, c].get_xlabel() for c in range(4)] == ["true a", "true b", "true c", "true b"]
     assert [axes[r, 0].get_ylabel() for r in range(3)] == ["clean", "perturbed", "denoised"]
-    with pytest.raises(ValueError, match=r"n must be an int in \[1, N=5\]; got 8"):
+    with pytest.raises(ValueError, match=r"^plot_examples: n \(for N=5 images\) must be an int in \[1, 5\]; got 8\.$"):
         plots.plot_examples(x, adv, den, y=y, pred_clean=y, pred_adv=y, pred_den=y)
     with pytest.raises(ValueError, match="must share one shape"):
         plots.plot_examples(x, adv[:, :, :3], den, y=y, pred_clean=y, pred_adv=y, pred_den=y, n=2)
@@ -458,9 +458,9 @@ def test_plot_eps_curves_lines():
         ([], "records must be a non-empty list of dicts"),
         ([{"model": "m", "eps": 0.1, "perturbed": 0.5}], r"records\[0\] lacks key\(s\) denoised"),
         ([{"model": "m", "eps": -0.1, "perturbed": 0.5, "denoised": 0.5}], r"records\[0\]\['eps'\] must be a finite number >= 0"),
-        ([{"model": "m", "eps": 0.1, "perturbed": 50.0, "denoised": 0.5}], r"records\[0\]\['perturbed'\] must be an accuracy fraction in \[0, 1\]; got 50.0"),
+        ([{"model": "m", "eps": 0.1, "perturbed": 50.0, "denoised": 0.5}], r"^plot_eps_curves: records\[0\]\['perturbed'\] \(an accuracy fraction\) must be a finite number in \[0, 1\]; got 50\.0\.$"),
         ([{"model": "m", "eps": 0.1, "perturbed": 0.5, "denoised": 0.5}] * 2, r"records\[1\] repeats model 'm' at eps=0.1"),
-        ([{"model": "m", "eps": 0.1, "perturbed": True, "denoised": 0.5}], r"records\[0\]\['perturbed'\] must be an accuracy fraction"),
+        ([{"model": "m", "eps": 0.1, "perturbed": True, "denoised": 0.5}], r"^plot_eps_curves: records\[0\]\['perturbed'\] \(an accuracy fraction\) must be a finite number in \[0, 1\]; got True\.$"),
         ({"model": "m"}, "records must be a non-empty list of dicts; got dict"),
     ],
 )

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ddl._validate import check_int
+from ddl._validate import check_int, check_int_pair
 from ddl.plots import _float_array
 
 _GAP_COLOUR = "#6f8fb3"  # muted blue: distinct from every grey level and from typical atom colours
@@ -58,7 +58,7 @@ def plot_atoms(
         scaled to [0, 1] (grey atoms repeated in R, G and B); gaps have alpha 0.
     """
     d = _float_array(dictionary, func="plot_atoms", name="dictionary", ndim=2)
-    ph, pw = _check_patch_size(patch_size)
+    ph, pw = check_int_pair("plot_atoms", "patch_size", patch_size)
     check_int("plot_atoms", "n_cols", n_cols, 1)
     check_int("plot_atoms", "max_atoms", max_atoms, 1)
     tiles = _atom_tiles(d, (ph, pw), n_channels)[:max_atoms]  # (k, p_h, p_w, 3)
@@ -77,16 +77,6 @@ def plot_atoms(
     shown = f"{len(tiles)} of {d.shape[0]}" if len(tiles) < d.shape[0] else f"all {d.shape[0]}"
     ax.set_title(title if title is not None else f"Dictionary atoms ({shown}, {ph}×{pw} patches, {rows}×{cols} grid)")
     return fig
-
-
-def _check_patch_size(patch_size: Any) -> tuple[int, int]:
-    pair = (patch_size, patch_size) if isinstance(patch_size, int) else patch_size
-    ok = isinstance(pair, (tuple, list)) and len(pair) == 2
-    if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
-        raise ValueError(
-            f"plot_atoms: patch_size must be a positive int or a pair of positive ints; got {patch_size!r}."
-        )
-    return int(pair[0]), int(pair[1])
 
 
 def _atom_tiles(d: np.ndarray, patch_size: tuple[int, int], n_channels: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.nn import functional as F
 
-from ddl._validate import check_int
+from ddl._validate import _is_int, check_int
 from ddl.plots import _float_array, _to_image
 
 
@@ -284,8 +284,8 @@ def _check_cam_args(func: str, model: Any, x: Any, target: Any, layer: Any) -> t
         raise TypeError(f"{func}: x must be a floating-point tensor of shape (N, C, H, W); got {desc}.")
     layer = _resolve_module(func, model, layer, "layer")
     n = x.shape[0]
-    if isinstance(target, int) and not isinstance(target, bool):
-        target = torch.full((n,), target, dtype=torch.int64)
+    if _is_int(target):
+        target = torch.full((n,), int(target), dtype=torch.int64)
     if not isinstance(target, torch.Tensor) or target.dtype != torch.int64 or target.shape != (n,):
         is_tensor = isinstance(target, torch.Tensor)
         desc = f"{target.dtype} tensor of shape {tuple(target.shape)}" if is_tensor else repr(target)

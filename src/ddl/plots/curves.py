@@ -8,8 +8,6 @@ show whether denoising helps every image or only on average.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from ddl._validate import check_int
+from ddl._validate import check_int, check_number
 from ddl.plots import _figure_and_axes, _to_numpy
 
 _RECORD_KEYS = ("model", "eps", "perturbed", "denoised")
@@ -79,23 +77,14 @@ def _check_records(records: Any) -> dict[str, list[tuple[float, float, float]]]:
         if missing:
             raise ValueError(f"plot_eps_curves: records[{i}] lacks key(s) {', '.join(missing)}; got {r!r}.")
         eps, pert, den = (r[k] for k in _RECORD_KEYS[1:])
-        if not _is_number(eps) or not math.isfinite(eps) or eps < 0:
-            raise ValueError(f"plot_eps_curves: records[{i}]['eps'] must be a finite number >= 0; got {eps!r}.")
+        check_number("plot_eps_curves", f"records[{i}]['eps']", eps, 0)
         for key, v in (("perturbed", pert), ("denoised", den)):
-            if not _is_number(v) or not 0.0 <= v <= 1.0:
-                raise ValueError(
-                    f"plot_eps_curves: records[{i}][{key!r}] must be an accuracy fraction in [0, 1]; got {v!r}."
-                )
+            check_number("plot_eps_curves", f"records[{i}][{key!r}] (an accuracy fraction)", v, 0, 1)
         rows = table.setdefault(str(r["model"]), [])
         if any(e == eps for e, _, _ in rows):
             raise ValueError(f"plot_eps_curves: records[{i}] repeats model {r['model']!r} at eps={eps!r}.")
         rows.append((float(eps), float(pert), float(den)))
     return table
-
-
-def _is_number(v: Any) -> bool:
-    """A real number (Python or numpy scalar), not a bool."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def plot_metric_histograms(

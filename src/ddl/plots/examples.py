@@ -64,8 +64,7 @@ def plot_examples(
         if a.size and (a.min() < 0 or a.max() > 1):
             raise ValueError(f"plot_examples: {name} must lie in [0, 1]; got values in [{a.min():g}, {a.max():g}].")
     n_images = shape[0]
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= n_images:
-        raise ValueError(f"plot_examples: n must be an int in [1, N={n_images}]; got {n!r}.")
+    check_int("plot_examples", f"n (for N={n_images} images)", n, 1, n_images)
     true = _label_array(y, func="plot_examples", name="y", n=n_images)
     preds = {row: _label_array(p, func="plot_examples", name=pname, n=n_images) for row, _, _, pname, p in rows}
     names = _names(class_names, true, *preds.values())

@@ -68,8 +68,7 @@ def tsne(
     from sklearn.manifold import TSNE
 
     x = _check_tsne_args(features, n_components, perplexity, n_iter, learning_rate, early_exaggeration, init)
-    if not isinstance(random_state, int) or isinstance(random_state, bool):
-        raise TypeError(f"tsne: random_state must be an int; got {random_state!r}.")
+    check_int("tsne", "random_state", random_state, 0)
     x = np.asarray(x, dtype=np.float64)
     if x.shape[1] > _PCA_DIMS:
         x = PCA(n_components=min(_PCA_DIMS, x.shape[0]), random_state=random_state).fit_transform(x)
@@ -84,11 +83,10 @@ def _check_tsne_args(features, n_components, perplexity, n_iter, learning_rate, 
     if n < 3:
         raise ValueError(f"tsne: features must have at least 3 rows (points); got shape {tuple(x.shape)}.")
     check_int("tsne", "n_components", n_components, 1, 3)
-    if not isinstance(perplexity, (int, float)) or not 0 < perplexity < n - 1:
-        raise ValueError(f"tsne: perplexity must be a number in (0, n_samples - 1 = {n - 1}); got {perplexity!r}.")
+    check_number("tsne", f"perplexity (for {n} samples)", perplexity, 0, n - 1, low_open=True, high_open=True)
     check_int("tsne", "n_iter", n_iter, _MIN_ITER)
-    if learning_rate != "auto" and not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
-        raise ValueError(f"tsne: learning_rate must be 'auto' or a positive number; got {learning_rate!r}.")
+    if learning_rate != "auto":
+        check_number("tsne", "learning_rate (when not 'auto')", learning_rate, 0, low_open=True)
     check_number("tsne", "early_exaggeration", early_exaggeration, low=1)
     check_choice("tsne", "init", init, ("pca", "random"))
     return x
