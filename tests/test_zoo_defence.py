@@ -1,5 +1,5 @@
 """Tests of the fitted defences in the zoo (ddl.zoo.load_defence) and of the defences that
-``ddl robustness --defence`` builds (ddl.robustness_run.build_defence): presets, purifier specs."""
+``ddl robustness --defence`` builds (ddl.experiments.robustness_run.build_defence): presets, purifier specs."""
 
 import dataclasses
 import json
@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import ddl.zoo
-from ddl import config
+from ddl.experiments import config
 from ddl._validate import BadFileError
 from ddl.data import load_sample
 from ddl.defence import DictionaryDenoiser, GaussianBlur, MedianSmoothing
 from ddl.models.checkpoint import sha256_file
-from ddl.robustness_run import _tensor_sha, build_defence
+from ddl.experiments.robustness_run import _tensor_sha, build_defence
 
 SHIPPED = Path(ddl.zoo.__file__).resolve().parent
 SMALL = {"patch_size": 5, "n_components": 16, "n_nonzero_coefs": 1, "step": 1, "method": "online",
@@ -167,7 +167,7 @@ def test_build_defence_takes_the_preset_from_the_zoo_without_fitting(monkeypatch
 
 def test_build_defence_fits_when_the_zoo_parameters_differ(monkeypatch, tmp_path):
     import ddl.data
-    import ddl.robustness_run as rr
+    import ddl.experiments.robustness_run as rr
 
     monkeypatch.setattr(rr, "_defence_config", lambda name, dataset: config.DefenceConfig(**SMALL))
     x = load_sample("train")[0][:100]
@@ -197,7 +197,7 @@ def test_build_defence_parses_purifier_specs(spec, cls, param, value, label):
 @pytest.mark.parametrize(("spec", "match"), [
     ("median:4", r"^ddl robustness: --defence median:4: MedianSmoothing.fit: size must be an odd int >= 1 .*; got 4\.$"),
     ("jpeg:high", r"^ddl robustness: --defence jpeg:high: quality must be an int; got 'high'\.$"),
-    ("gauss:-2", r"^ddl robustness: --defence gauss:-2: GaussianBlur.fit: sigma must be a number > 0; got -2.0\.$"),
+    ("gauss:-2", r"^ddl robustness: --defence gauss:-2: GaussianBlur.fit: sigma must be a finite number > 0; got -2.0\.$"),
     ("blur:3", r"^ddl robustness: --defence must be none, paper, tuned, a purifier NAME:VALUE with NAME one of "
                r"bits, median, gauss, jpeg, tv, wavelet \(e\.g\. bits:4, median:3, gauss:1\.0, jpeg:75, tv:0\.1, "
                r"wavelet:0\.05\) or a file written by DictionaryDenoiser\.save; got 'blur:3' \(no such file\)\.$"),

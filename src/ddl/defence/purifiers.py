@@ -52,14 +52,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ddl._validate import _is_int, check_choice, check_int, check_number, check_optional_int
 from ddl.sparse.omp import straight_through
 
 __all__ = ["PURIFIERS", "BitDepthReduction", "GaussianBlur", "JPEGCompression", "MedianSmoothing",
            "TotalVariation", "WaveletShrinkage"]
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
 class _Purifier(nn.Module):
@@ -87,8 +84,7 @@ class _Purifier(nn.Module):
         if self.grad == "exact" and "exact" not in self.GRADS:
             raise ValueError(f"{func}: grad='exact' is not offered by {type(self).__name__} (it is "
                              f"not differentiable in torch); use 'bpda' (identity backward) or 'none'.")
-        if self.grad not in self.GRADS:
-            raise self._bad(func, "grad", f"one of {self.GRADS} for {type(self).__name__}")
+        check_choice(func, "grad", self.grad, self.GRADS)
         self._check_params(func)
 
     def _check_params(self, func: str) -> None:  # pragma: no cover - overridden
@@ -158,8 +154,7 @@ class BitDepthReduction(_Purifier):
         self.grad = grad
 
     def _check_params(self, func):
-        if not isinstance(self.bits, int) or isinstance(self.bits, bool) or not 1 <= self.bits <= 8:
-            raise self._bad(func, "bits", "an int in [1, 8]")
+        check_int(func, "bits", self.bits, 1, 8)
 
     def _purify(self, x):
         levels = 2 ** self.bits - 1
@@ -186,8 +181,7 @@ class MedianSmoothing(_Purifier):
         self.grad = grad
 
     def _check_params(self, func):
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 1 \
-                or self.size % 2 == 0:
+        if not _is_int(self.size) or self.size < 1 or self.size % 2 == 0:
             raise self._bad(func, "size", "an odd int >= 1 (the window is size x size)")
 
     def _purify(self, x):
@@ -221,8 +215,7 @@ class GaussianBlur(_Purifier):
 
     def _check_params(self, func):
         for name in ("sigma", "truncate"):
-            if not _is_number(getattr(self, name)) or not getattr(self, name) > 0:
-                raise self._bad(func, name, "a number > 0")
+            check_number(func, name, getattr(self, name), 0, low_open=True)
 
     def kernel(self, dtype=torch.float64) -> Tensor:
         """The 1-D kernel (length ``2r + 1``, sums to 1), scipy's ``_gaussian_kernel1d``."""
@@ -273,9 +266,7 @@ class JPEGCompression(_Purifier):
         self.grad = grad
 
     def _check_params(self, func):
-        if not isinstance(self.quality, int) or isinstance(self.quality, bool) \
-                or not 1 <= self.quality <= 95:
-            raise self._bad(func, "quality", "an int in [1, 95] (Pillow's useful range)")
+        check_int(func, "quality", self.quality, 1, 95)  # Pillow's useful range
 
     def _purify(self, x):
         from PIL import Image
@@ -324,11 +315,8 @@ class TotalVariation(_Purifier):
 
     def _check_params(self, func):
         for name in ("weight", "eps"):
-            if not _is_number(getattr(self, name)) or not getattr(self, name) > 0:
-                raise self._bad(func, name, "a number > 0")
-        if not isinstance(self.max_num_iter, int) or isinstance(self.max_num_iter, bool) \
-                or self.max_num_iter < 1:
-            raise self._bad(func, "max_num_iter", "an int >= 1")
+            check_number(func, name, getattr(self, name), 0, low_open=True)
+        check_int(func, "max_num_iter", self.max_num_iter, 1)
 
     def _purify(self, x):
         from skimage.restoration import denoise_tv_chambolle
@@ -369,16 +357,10 @@ class WaveletShrinkage(_Purifier):
         self.grad = grad
 
     def _check_params(self, func):
-        if not _is_number(self.sigma) or not self.sigma > 0:
-            raise self._bad(func, "sigma", "a number > 0")
-        if self.mode not in ("soft", "hard"):
-            raise self._bad(func, "mode", "'soft' or 'hard'")
-        if self.method not in ("BayesShrink", "VisuShrink"):
-            raise self._bad(func, "method", "'BayesShrink' or 'VisuShrink'")
-        if self.wavelet_levels is not None and (not isinstance(self.wavelet_levels, int)
-                                                or isinstance(self.wavelet_levels, bool)
-                                                or self.wavelet_levels < 1):
-            raise self._bad(func, "wavelet_levels", "None or an int >= 1")
+        check_number(func, "sigma", self.sigma, 0, low_open=True)
+        check_choice(func, "mode", self.mode, ("soft", "hard"))
+        check_choice(func, "method", self.method, ("BayesShrink", "VisuShrink"))
+        check_optional_int(func, "wavelet_levels", self.wavelet_levels, 1)
         try:
             import pywt
         except ImportError as exc:
