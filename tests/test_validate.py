@@ -16,6 +16,8 @@ from ddl.errors import DDLError
     (lambda: check_int("f", "n", True, 0), "f: n must be an int >= 0; got True."),
     (lambda: check_int("f", "n", 2.0, 0), "f: n must be an int >= 0; got 2.0."),
     (lambda: check_optional_int("f", "n", -1, 0), "f: n must be an int >= 0; got -1."),
+    (lambda: check_int("f", "win", 4, 3, odd=True), "f: win must be an odd int >= 3; got 4."),
+    (lambda: check_int("f", "win", 1, 3, odd=True), "f: win must be an odd int >= 3; got 1."),
     (lambda: check_number("f", "lr", 0, 0, low_open=True), "f: lr must be a finite number > 0; got 0."),
     (lambda: check_number("f", "t", 1.5, 0, 1), r"f: t must be a finite number in \[0, 1\]; got 1.5."),
     (lambda: check_number("f", "t", float("nan")), "f: t must be a finite number; got nan."),
@@ -62,6 +64,7 @@ def test_a_value_out_of_range_is_a_value_error_only():
 
 
 def test_checks_return_the_value():
+    assert check_int("f", "win", 7, 3, odd=True) == 7
     assert check_int("f", "n", 3, 1) == 3 and check_optional_int("f", "n", None, 1) is None
     assert check_number("f", "x", 1) == 1.0 and isinstance(check_number("f", "x", 1), float)
     assert check_choice("f", "a", "b", "abc") == "b"

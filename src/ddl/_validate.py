@@ -47,22 +47,25 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _int_rule(low: int | None, high: int | None) -> str:
+def _int_rule(low: int | None, high: int | None, odd: bool = False) -> str:
+    an = "an odd int" if odd else "an int"
     if low is not None and high is not None:
-        return f"an int in [{low}, {high}]"
+        return f"{an} in [{low}, {high}]"
     if low is not None:
-        return f"an int >= {low}"
+        return f"{an} >= {low}"
     if high is not None:
-        return f"an int <= {high}"
-    return "an int"
+        return f"{an} <= {high}"
+    return an
 
 
-def check_int(where: str, name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
-    """``value`` if it is an int (not a bool) in ``[low, high]`` (either bound may be None)."""
+def check_int(where: str, name: str, value: Any, low: int | None = None, high: int | None = None,
+              *, odd: bool = False) -> int:
+    """``value`` if it is an int (not a bool) in ``[low, high]`` (either bound may be None), and
+    odd with ``odd`` (window sizes)."""
     if not _is_int(value):
-        raise WrongTypeError(f"{where}: {name} must be {_int_rule(low, high)}; got {value!r}.")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ValueError(f"{where}: {name} must be {_int_rule(low, high)}; got {value!r}.")
+        raise WrongTypeError(f"{where}: {name} must be {_int_rule(low, high, odd)}; got {value!r}.")
+    if (low is not None and value < low) or (high is not None and value > high) or (odd and value % 2 == 0):
+        raise ValueError(f"{where}: {name} must be {_int_rule(low, high, odd)}; got {value!r}.")
     return value
 
 

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from ddl._validate import check_choice, check_number
+from ddl._validate import check_choice, check_int, check_number
 
 __all__ = ["accuracy", "mean_confidence", "psnr", "ssim", "high_confidence_misclassified"]
 
@@ -301,8 +301,7 @@ def ssim(x: torch.Tensor, x_ref: torch.Tensor, *, data_range: float = 1.0, win_s
     _check_pair("ssim", x, x_ref, data_range, reduction)
     if x.ndim != 4:
         raise ValueError(f"ssim: x must have shape (N, C, H, W); got shape {tuple(x.shape)}.")
-    if isinstance(win_size, bool) or not isinstance(win_size, int) or win_size < 3 or win_size % 2 == 0:
-        raise ValueError(f"ssim: win_size must be an odd int >= 3; got {win_size!r}.")
+    check_int("ssim", "win_size", win_size, 3, odd=True)
     if win_size > min(x.shape[2], x.shape[3]):
         raise ValueError(f"ssim: win_size must not exceed the image height and width "
                          f"(H={x.shape[2]}, W={x.shape[3]}); got {win_size}.")

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ddl._validate import _is_int, check_choice, check_int, check_number, check_optional_int
+from ddl._validate import check_choice, check_int, check_number, check_optional_int
 from ddl.sparse.omp import straight_through
 
 __all__ = ["PURIFIERS", "BitDepthReduction", "GaussianBlur", "JPEGCompression", "MedianSmoothing",
@@ -181,8 +181,7 @@ class MedianSmoothing(_Purifier):
         self.grad = grad
 
     def _check_params(self, func):
-        if not _is_int(self.size) or self.size < 1 or self.size % 2 == 0:
-            raise self._bad(func, "size", "an odd int >= 1 (the window is size x size)")
+        check_int(func, "size", self.size, 1, odd=True)  # the window is size x size
 
     def _purify(self, x):
         r = self.size // 2
