@@ -221,7 +221,7 @@ def test_predict_input_errors():
         ({"lr": float("nan")}, ValueError, r"fit: lr must be a finite number > 0; got nan"),
         ({"augment": "mixup"}, ValueError, r"^fit: augment must be one of None, crop_flip, flip, shift; got 'mixup'\.$"),
         ({"lr_schedule": "step"}, ValueError, r"^fit: lr_schedule must be one of None, cosine; got 'step'\.$"),
-        ({"grad_clip": 0.0}, ValueError, r"fit: grad_clip must be None or a finite float > 0; got 0.0"),
+        ({"grad_clip": 0.0}, ValueError, r"^fit: grad_clip must be None or a finite number > 0; got 0\.0\.$"),
         ({"x_val": torch.rand(2, 1, 28, 28)}, ValueError, r"fit: x_val and y_val must be given together"),
         ({"x_val": torch.rand(2, 1, 8, 8), "y_val": torch.zeros(2, dtype=torch.int64)}, ValueError,
          r"fit: x_val must have shape \(M, 1, 28, 28\) and y_val \(M,\); got \(2, 1, 8, 8\)"),

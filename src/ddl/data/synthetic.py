@@ -13,26 +13,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ddl._validate import check_number
+from ddl._validate import _is_int, check_int, check_number
 
 __all__ = ["make_blobs_images", "blob_templates"]
 
 _TEMPLATE_SEED = 20180107  # fixed: templates must not change with the sampling seed
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def _check_args(n, shape, n_classes, seed, noise) -> None:
-    if not _is_int(n) or n < 1:
-        raise ValueError(f"make_blobs_images: n must be an int >= 1; got {n!r}.")
+    check_int("make_blobs_images", "n", n, 1)
     if not (isinstance(shape, tuple) and len(shape) == 3 and all(_is_int(s) and s >= 1 for s in shape)):
         raise ValueError(f"make_blobs_images: shape must be a tuple (C, H, W) of ints >= 1; got {shape!r}.")
-    if not _is_int(n_classes) or n_classes < 2:
-        raise ValueError(f"make_blobs_images: n_classes must be an int >= 2; got {n_classes!r}.")
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"make_blobs_images: seed must be an int >= 0; got {seed!r}.")
+    check_int("make_blobs_images", "n_classes", n_classes, 2)
+    check_int("make_blobs_images", "seed", seed, 0)
     check_number("make_blobs_images", "noise", noise, low=0)
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ddl._io import atomic_torch_save
-from ddl._validate import check_choice, check_int, check_number
+from ddl._validate import check_choice, check_int, check_number, check_optional_number
 
 AUGMENTATIONS = ("crop_flip", "flip", "shift")
 LR_SCHEDULES = ("cosine",)
@@ -131,9 +131,7 @@ def _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, 
         )
     check_choice("fit", "augment", augment, (None, *AUGMENTATIONS))
     check_choice("fit", "lr_schedule", lr_schedule, (None, *LR_SCHEDULES))
-    if grad_clip is not None and not (isinstance(grad_clip, (int, float)) and not isinstance(grad_clip, bool)
-                                      and math.isfinite(grad_clip) and grad_clip > 0):
-        raise ValueError(f"fit: grad_clip must be None or a finite float > 0; got {grad_clip!r}.")
+    check_optional_number("fit", "grad_clip", grad_clip, 0, low_open=True)
 
 
 def transform_fingerprint(transform: Callable[[torch.Tensor], torch.Tensor] | None) -> str | None:

@@ -88,6 +88,7 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
 
 
 def _check_inputs(model, x, y, eps):
+    from ddl._validate import _is_real, check_number
     from ddl.attacks._checks import check_eval_mode, check_image_batch, check_labels, n_classes_of
 
     func = "evaluate_robustness"
@@ -95,15 +96,13 @@ def _check_inputs(model, x, y, eps):
     check_image_batch(func, x, (0.0, 1.0))
     n_classes = n_classes_of(func, model, x)
     check_labels(func, y, x.shape[0], n_classes)
-    if isinstance(eps, (int, float)) and not isinstance(eps, bool):
+    if _is_real(eps):
         eps = [eps]
     eps = list(eps)
     if not eps:
         raise ValueError(f"{func}: eps must list at least one value; got {eps!r}.")
     for e in eps:
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 1:
-            raise ValueError(f"{func}: every eps must be a number in (0, 1] for images in [0, 1]; "
-                             f"got {e!r}.")
+        check_number(func, "every eps (for images in [0, 1])", e, 0, 1, low_open=True)
     if sorted(eps) != eps or len(set(eps)) != len(eps):
         raise ValueError(f"{func}: eps must be strictly increasing; got {eps!r}.")
     return [float(e) for e in eps], n_classes

@@ -71,7 +71,6 @@ import contextlib
 import ctypes
 import functools
 import math
-import numbers
 import os
 import threading
 import warnings
@@ -81,7 +80,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ddl._validate import _is_int, check_choice, check_int
+from ddl._validate import _is_int, check_choice, check_int, check_number
 from ddl.sparse import _omp_native as _native
 
 __all__ = ["omp", "omp_reconstruct", "omp_support", "straight_through"]
@@ -146,8 +145,7 @@ def _check_inputs(func, X, dictionary, n_nonzero_coefs, tol, precompute_gram=Non
     else:
         k_max = min(n_features, n_components)
     if tol is not None:
-        if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
-            raise ValueError(f"{func}: tol must be a finite number >= 0 (squared residual norm); got {tol!r}.")
+        check_number(func, "tol (squared residual norm)", tol, 0)
     gram = precompute_gram
     if gram is not None:
         gram = _as_tensor(func, "precompute_gram", gram, device=X.device)
