@@ -28,7 +28,7 @@ from torch import nn
 
 import ddl
 from ddl._io import atomic_torch_save
-from ddl._validate import BadFileError, load_torch_file
+from ddl._validate import BadFileError, check_choice, load_torch_file
 from ddl.models import MODELS, build_model
 
 FORMAT = "ddl-checkpoint-v1"
@@ -63,11 +63,7 @@ def _check_meta(meta: Any) -> dict[str, Any]:
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"save_checkpoint: meta must contain {', '.join(REQUIRED_META)}; missing {', '.join(missing)}.")
-    if meta["architecture"] not in MODELS:
-        raise ValueError(
-            f"save_checkpoint: meta['architecture'] must be one of {', '.join(sorted(MODELS))}; "
-            f"got {meta['architecture']!r}."
-        )
+    check_choice("save_checkpoint", "meta['architecture']", meta["architecture"], sorted(MODELS))
     try:
         json.dumps(meta)
     except (TypeError, ValueError) as exc:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddl._validate import check_choice
 from ddl.attacks._linf import project_linf, within_linf
 
 __all__ = ["AUTOATTACKS", "autoattack", "pgd_linf", "project_linf", "within_linf"]
@@ -166,8 +167,7 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, attack: str, eps: floa
     from pyautoattack.fab_pt import FABAttack_PT
     from pyautoattack.square import SquareAttack
 
-    if attack not in AUTOATTACKS:
-        raise ValueError(f"autoattack: attack must be one of {AUTOATTACKS}; got {attack!r}.")
+    check_choice("autoattack", "attack", attack, AUTOATTACKS)
     device = x.device
     if x.dtype != torch.float32:                   # AutoAttack works in float32: cast back
         model = _InDtype(model, x.dtype)

@@ -16,10 +16,10 @@ Examples
 >>> model = ddl.zoo.load("convnet", "mnist")  # doctest: +SKIP
 
 Fitted defences ship beside the checkpoints too: ``defence_<name>_<dataset>.pt`` holds the
-dictionary of the ``tuned`` (``ddl.config.load_tuned()``) or ``paper`` (``ddl.config.PAPER``)
+dictionary of the ``tuned`` (``ddl.experiments.config.load_tuned()``) or ``paper`` (``ddl.experiments.config.PAPER``)
 denoiser, fitted on the full clean training set (``tools/fit_zoo_defences.py``), listed under
 ``"defences"`` in ``index.json`` with its parameters and SHA-256 (this module reads the
-parameters from the index, never from ``ddl.config``: the library does not import the
+parameters from the index, never from ``ddl.experiments.config``: the library does not import the
 experiments layer). A defended classifier is one line:
 
 >>> import torch
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ddl._io import atomic_write_json, lock_run_folder
+from ddl._validate import check_choice
 from ddl.constants import ZOO_VARIANTS
 
 #: Folder holding index.json and the checkpoints (tests monkeypatch this).
@@ -154,8 +155,7 @@ def entries() -> list[ZooEntry]:
 
 
 def _check_variant(func: str, variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"{func}: variant must be one of {', '.join(VARIANTS)}; got {variant!r}.")
+    check_choice(func, "variant", variant, VARIANTS)
 
 
 def find(model: str, dataset: str, variant: str = "standard") -> ZooEntry | None:
@@ -284,8 +284,8 @@ def load_defence(dataset: str, name: str = "tuned", *, device: str = "cpu", grad
     dataset : str
         "mnist" or "cifar10".
     name : {"tuned", "paper"}, default "tuned"
-        ``tuned``: the defence chosen on a validation split (``ddl.config.load_tuned()``);
-        ``paper``: the paper's reading (``ddl.config.PAPER.defence``).
+        ``tuned``: the defence chosen on a validation split (``ddl.experiments.config.load_tuned()``);
+        ``paper``: the paper's reading (``ddl.experiments.config.PAPER.defence``).
     device : str, default "cpu"
     grad : {"exact", "bpda", "none"}, default "exact"
         The denoiser's backward pass (see :class:`ddl.defence.DictionaryDenoiser`).
@@ -311,8 +311,7 @@ def load_defence(dataset: str, name: str = "tuned", *, device: str = "cpu", grad
     from ddl.models.checkpoint import sha256_file
 
     func = "ddl.zoo.load_defence"
-    if name not in DEFENCE_NAMES:
-        raise ValueError(f"{func}: name must be one of {', '.join(DEFENCE_NAMES)}; got {name!r}.")
+    check_choice(func, "name", name, DEFENCE_NAMES)
     record = find_defence(dataset, name)
     if record is None:
         have = ", ".join(f"{r['name']}/{r['dataset']}" for r in defence_records()) or "none"
