@@ -39,7 +39,7 @@ def main() -> None:
     from ddl import zoo
     from ddl.data import load_dataset
     from ddl.robustness import DEFAULT_ATTACKS, defended, evaluate_robustness
-    from ddl.robustness_run import build_defence
+    from ddl.experiments.robustness_run import build_defence
 
     model = zoo.load("convnet", "mnist")
     den, desc = build_defence("tuned", "mnist", data_dir=args.data_dir, progress=False)

@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from ddl.config import DefenceConfig
-from ddl.reproduce import ReproduceConfig
+from ddl.experiments.config import DefenceConfig
+from ddl.experiments.reproduce import ReproduceConfig
 
 #: The smallest reproduction that still has every stage: synthetic 28x28 images, an MLP trained
 #: for 2 epochs (so a run can be killed between epochs), FGSM on 40 images, JSMA on 4, a 16-atom
@@ -92,7 +92,7 @@ def _install_kill(spec: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from ddl.reproduce import reproduce
+    from ddl.experiments.reproduce import reproduce
 
     torch.set_num_threads(THREADS)
     run_dir = argv[0]

@@ -65,7 +65,7 @@ def shared_data_dir():
 def forbid_recompute(monkeypatch):
     """Make training, dictionary fitting and attacks raise: a run that must come from the cache."""
     import ddl.models.train as train
-    from ddl import pipeline
+    from ddl.experiments import pipeline
     from ddl.defence import DictionaryDenoiser
 
     def boom(*a, **k):

@@ -1,6 +1,6 @@
 import pytest
 
-from ddl.config import (DEMO, SMOKE, AttackConfig, DataConfig, DefenceConfig, ExperimentConfig,
+from ddl.experiments.config import (DEMO, SMOKE, AttackConfig, DataConfig, DefenceConfig, ExperimentConfig,
                         ModelConfig, config_key)
 
 
@@ -51,7 +51,7 @@ def test_attack_label():
 
 
 def test_presets_are_immutable_and_hashable():
-    from ddl.config import PAPER, QUICK, REPRODUCE_PRESETS, PRESETS
+    from ddl.experiments.config import PAPER, QUICK, REPRODUCE_PRESETS, PRESETS
 
     with pytest.raises(TypeError, match="immutable"):
         DEMO.attacks[0].params["eps"] = 0.5
@@ -82,7 +82,7 @@ def test_each_shared_constant_has_one_source():
     import inspect
 
     from ddl import constants, data, models
-    from ddl.config import PAPER
+    from ddl.experiments.config import PAPER
     from ddl.defence import DictionaryDenoiser
 
     assert tuple(data.DATASETS) == constants.DATASETS

@@ -1,10 +1,10 @@
-"""ddl.figures draws from the run folder's files alone, and says when a pixel sample is an old strided one."""
+"""ddl.experiments.figures draws from the run folder's files alone, and says when a pixel sample is an old strided one."""
 
 import json
 
 import torch
 
-from ddl import figures
+from ddl.experiments import figures
 
 
 def _run_folder(tmp_path, n, new_style):

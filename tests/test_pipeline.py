@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from ddl import pipeline
-from ddl.config import SMOKE, AttackConfig, DataConfig
+from ddl.experiments import pipeline
+from ddl.experiments.config import SMOKE, AttackConfig, DataConfig
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,8 @@ def test_a_denoised_variant_is_evaluated_behind_the_shipped_dictionary_it_was_tr
     recorded defence has the cell's parameters, instead of re-fitting one; with other parameters
     it fits as usual."""
     import ddl.zoo
-    from ddl import pipeline
-    from ddl.config import DataConfig, DefenceConfig, ExperimentConfig, ModelConfig
+    from ddl.experiments import pipeline
+    from ddl.experiments.config import DataConfig, DefenceConfig, ExperimentConfig, ModelConfig
     from ddl.data import make_blobs_images
     from ddl.defence import DictionaryDenoiser
     from ddl.models import build_model
@@ -111,8 +111,8 @@ def test_a_denoised_variant_is_evaluated_behind_the_shipped_dictionary_it_was_tr
 def test_the_dictionary_cache_key_names_the_omp_kernel(tmp_path, monkeypatch):
     """A dictionary fitted with the C kernel and one fitted with the torch kernel are different
     fits (online learning amplifies rounding), so they never share a cache entry."""
-    from ddl import pipeline
-    from ddl.config import DataConfig, DefenceConfig, ExperimentConfig
+    from ddl.experiments import pipeline
+    from ddl.experiments.config import DataConfig, DefenceConfig, ExperimentConfig
     from ddl.data import make_blobs_images
     import importlib
 

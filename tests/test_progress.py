@@ -77,7 +77,7 @@ def test_dictionary_fitting_bar(data, capsys):
 def test_pipeline_draws_bars_only_on_a_terminal(monkeypatch):
     import sys
 
-    from ddl import pipeline
+    from ddl.experiments import pipeline
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert pipeline._bars(True) is False

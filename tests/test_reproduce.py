@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ddl import report
+from ddl.experiments import report
 from ddl.cli import main
-from ddl.reproduce import PAPER, QUICK, cell_config, get_preset
+from ddl.experiments.reproduce import PAPER, QUICK, cell_config, get_preset
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -84,7 +84,7 @@ def test_figures_redraw_from_the_run_folder_alone(quick_run, forbid_recompute, c
 
 def test_second_quick_run_recomputes_nothing(quick_run, forbid_recompute):
     run_dir, first = quick_run
-    from ddl.reproduce import reproduce
+    from ddl.experiments.reproduce import reproduce
 
     again = reproduce(QUICK, run_dir, figures=False, progress=False)
     assert [r["accuracy"] for r in again["records"]] == [r["accuracy"] for r in first["records"]]
@@ -104,7 +104,7 @@ def test_paper_preset_reads_the_paper_sparsity():
 
 
 def test_denoised_training_preset_is_tuned_on_the_denoised_variants():
-    from ddl.config import DENOISED_TRAINING_ROBUSTNESS
+    from ddl.experiments.config import DENOISED_TRAINING_ROBUSTNESS
 
     tuned, dt = get_preset("tuned"), get_preset("denoised-training")
     assert (dt.name, dt.variant, tuned.variant) == ("denoised-training", "denoised", "standard")
@@ -127,8 +127,8 @@ def test_denoised_training_preset_is_tuned_on_the_denoised_variants():
 
 def test_a_missing_variant_is_an_error_not_a_silently_trained_standard_model(tmp_path, monkeypatch):
     import ddl.zoo
-    from ddl import pipeline
-    from ddl.config import DataConfig, ExperimentConfig, ModelConfig
+    from ddl.experiments import pipeline
+    from ddl.experiments.config import DataConfig, ExperimentConfig, ModelConfig
     from ddl.data import make_blobs_images
 
     monkeypatch.setattr(ddl.zoo, "ZOO_DIR", tmp_path)  # an empty zoo
@@ -191,7 +191,7 @@ def test_report_marks_the_cells_from_the_verdicts():
 
 
 def test_save_tuned_keeps_the_other_data_sets_entries(tmp_path):
-    from ddl.tune import save_tuned
+    from ddl.experiments.tune import save_tuned
 
     path = tmp_path / "tuned.json"
     save_tuned({"mnist": {"best": {"patch_size": 7}}}, path)

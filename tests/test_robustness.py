@@ -422,7 +422,7 @@ def test_cli_rejects_bad_eps(tmp_path):
 
 
 def test_report_section_and_figure_from_saved_records(tmp_path):
-    from ddl.robustness_report import load_records, robustness_markdown, write_robustness_report
+    from ddl.experiments.robustness_report import load_records, robustness_markdown, write_robustness_report
 
     rec = {"dataset": "cifar10", "model": "resnet", "n_images": 4, "eps": [2 / 255, 8 / 255],
            "clean_accuracy": {"bare": 1.0, "defended": 0.75},

@@ -26,9 +26,9 @@ import torch
 from _run_folder_child import THREADS, TINY
 
 import ddl._io
-from ddl import pipeline
+from ddl.experiments import pipeline
 from ddl.errors import CacheError, RunFolderError
-from ddl.reproduce import reproduce
+from ddl.experiments.reproduce import reproduce
 
 CHILD = Path(__file__).with_name("_run_folder_child.py")
 COMPARED = ("dataset", "model", "attack", "attack_params", "defence_params", "n_images", "accuracy",
@@ -305,7 +305,7 @@ def _read_only(monkeypatch, folder: Path) -> None:
 
 
 def test_finished_folder_reports_from_a_read_only_location(reference, one_thread, tmp_path, monkeypatch):
-    from ddl.report import write_report
+    from ddl.experiments.report import write_report
 
     run_dir = _tampered_copy(reference, tmp_path)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}

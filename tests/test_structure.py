@@ -12,9 +12,6 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "ddl"
 
-#: The experiments layer and the command line; everything else in ddl is the library.
-EXPERIMENTS = {"ddl.config", "ddl.pipeline", "ddl.reproduce", "ddl.tune", "ddl.figures", "ddl.figure_data",
-               "ddl.report", "ddl.robustness_run"}
 CLI = {"ddl.cli", "ddl.__main__"}
 
 
@@ -23,6 +20,11 @@ def _module_name(path: Path) -> str:
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
+
+
+#: The experiments layer (the package ``ddl.experiments``); with the CLI above, everything else in
+#: ddl is the library.
+EXPERIMENTS = {_module_name(p) for p in (PKG / "experiments").rglob("*.py")}
 
 
 def _modules() -> dict[str, Path]:
@@ -93,8 +95,16 @@ def test_library_imports_no_experiment_module_and_experiments_never_import_the_c
     assert not upward, f"imports against the flow library → experiments → cli: {upward}"
 
 
+def test_the_experiments_layer_is_one_package():
+    assert EXPERIMENTS == {"ddl.experiments"} | {f"ddl.experiments.{m}" for m in (
+        "config", "pipeline", "reproduce", "tune", "figures", "figure_data", "report", "robustness_report",
+        "robustness_run")}
+    top = {m for m in _modules() if m.count(".") == 1}
+    assert not top & {f"ddl.{m.rpartition('.')[2]}" for m in EXPERIMENTS - {"ddl.experiments"}}, top
+
+
 def test_config_imports_no_application_module():
-    deps = import_graph()["ddl.config"]
+    deps = import_graph()["ddl.experiments.config"]
     assert not deps & (EXPERIMENTS | CLI), deps
 
 
@@ -102,6 +112,7 @@ def test_config_imports_no_application_module():
 def test_figures_and_report_draw_from_saved_files_only():
     """Redrawing a figure never trains a model, fits a dictionary or runs an attack."""
     graph = import_graph()
-    for mod in ("ddl.figures", "ddl.report"):
-        assert not graph[mod] & {"ddl.pipeline", "ddl.reproduce", "ddl.tune", "ddl.figure_data", "ddl.models",
+    for mod in ("ddl.experiments.figures", "ddl.experiments.report"):
+        assert not graph[mod] & {"ddl.experiments.pipeline", "ddl.experiments.reproduce", "ddl.experiments.tune",
+                                 "ddl.experiments.figure_data", "ddl.models",
                                  "ddl.models.train", "ddl.attacks", "ddl.defence", "ddl.sparse"}, (mod, graph[mod])

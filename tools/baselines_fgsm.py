@@ -6,7 +6,7 @@ Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/baselines_fgsm.py [--n-images 1000] [--data-dir ../shared/data]
 
-Same classifiers, defences (``ddl.robustness_run.build_defence`` specs) and ε as tools/baselines.sh:
+Same classifiers, defences (``ddl.experiments.robustness_run.build_defence`` specs) and ε as tools/baselines.sh:
 MNIST ConvNet at ε 0.1 and 0.3, CIFAR-10 ResNet at 2/255 and 8/255. FGSM is deterministic, so
 the only choice is N; every defence sees the same adversarial images. Per row: clean accuracy of
 the bare and of the defended classifier, accuracy under FGSM without and with the defence, and
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from ddl.attacks import fgsm
     from ddl.data import load_dataset
     from ddl.models.train import predict
-    from ddl.robustness_run import build_defence
+    from ddl.experiments.robustness_run import build_defence
 
     def acc(model, x, y) -> float:
         return (predict(model, x).argmax(1) == y).double().mean().item()

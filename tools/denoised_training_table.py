@@ -33,7 +33,7 @@ def _cells(results: dict) -> dict:
 def main(argv=None) -> int:
     sys.path.insert(0, str(REPO / "src"))
     import ddl.zoo
-    from ddl.report import load_paper_tables
+    from ddl.experiments.report import load_paper_tables
 
     folder = Path((argv or sys.argv[1:] or [REPO / "results" / "denoised-training"])[0])
     new = json.loads((folder / "results.json").read_text())

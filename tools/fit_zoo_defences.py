@@ -9,7 +9,7 @@ Usage::
 Each dictionary is exactly ``DictionaryDenoiser(**preset_params(dataset, name)).fit(x_train)`` on
 the whole clean training set (60,000 MNIST / 50,000 CIFAR-10 images; ``fit``
 draws ``max_patches`` patch positions from it, seeded by ``random_state``), the same call
-``ddl.robustness_run.build_defence`` makes, saved with ``DictionaryDenoiser.save`` (float32, a
+``ddl.experiments.robustness_run.build_defence`` makes, saved with ``DictionaryDenoiser.save`` (float32, a
 weights-only dict). The record holds the parameters, the SHA-256 of the file, the fit's seconds
 and thread count.
 """
@@ -29,11 +29,11 @@ sys.path.insert(0, str(REPO / "src"))
 
 def preset_params(dataset: str, name: str) -> dict:
     """The DictionaryDenoiser parameters of a preset's defence: ``tuned`` from
-    ``ddl.config.load_tuned()``, ``paper`` from ``ddl.config.PAPER.defence`` (the parameters
-    ``ddl.robustness_run.build_defence`` fits with)."""
+    ``ddl.experiments.config.load_tuned()``, ``paper`` from ``ddl.experiments.config.PAPER.defence`` (the parameters
+    ``ddl.experiments.robustness_run.build_defence`` fits with)."""
     import dataclasses
 
-    from ddl import config
+    from ddl.experiments import config
 
     cfg = config.load_tuned()[dataset] if name == "tuned" else config.PAPER.defence[dataset]
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "dictionary_source"}

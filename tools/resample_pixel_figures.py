@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 import ddl
-from ddl import pipeline
+from ddl.experiments import pipeline
 from ddl._io import atomic_torch_save, safe_torch_load
-from ddl.config import get_preset, cell_config
+from ddl.experiments.config import get_preset, cell_config
 
 
 def resample(run_dir: Path, dataset: str, model_name: str, attack_name: str, data_dir: str, cache: Path,
@@ -86,8 +86,8 @@ def main() -> None:
     for i in range(0, len(args.cells), 3):
         print(resample(run_dir, *args.cells[i:i + 3], args.data_dir, Path(args.cache),
                        min_agreement=args.min_agreement), flush=True)
-    from ddl.figures import draw_figures
-    from ddl.report import write_report
+    from ddl.experiments.figures import draw_figures
+    from ddl.experiments.report import write_report
 
     draw_figures(run_dir)
     write_report(run_dir)

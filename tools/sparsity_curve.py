@@ -7,7 +7,7 @@ Usage::
     OMP_NUM_THREADS=1 .venv/bin/python tools/sparsity_curve.py --dataset cifar10 --model resnet
         [--ks 1 2 3 5 8] [--n-images 1000] [--eps 8/255] [--data-dir ../shared/data]
 
-For each k: the tuned defence's other parameters (``ddl.config.load_tuned()``), the dictionary
+For each k: the tuned defence's other parameters (``ddl.experiments.config.load_tuned()``), the dictionary
 fitted on the full clean training set (k = the tuned k: the zoo's shipped one), FGSM computed on
 the bare classifier on the first N test images. A measurement on test images, reported, not used
 to choose anything. Prints a Markdown table.
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     eps = float(Fraction(args.eps))
 
     import ddl.zoo
-    from ddl import config
+    from ddl.experiments import config
     from ddl.attacks import fgsm
     from ddl.data import load_dataset
     from ddl.defence import DictionaryDenoiser

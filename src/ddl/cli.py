@@ -26,7 +26,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ddl._validate import BadFileError, close_match
-from ddl.config import REPRODUCE_PRESET_NAMES, TUNED_FILE
+from ddl.experiments.config import REPRODUCE_PRESET_NAMES, TUNED_FILE
 from ddl.constants import (ATTACK_NAMES, DATASET_TITLES, DATASETS, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA,
                            ZOO_VARIANTS)
 from ddl.errors import DDLError
@@ -340,7 +340,7 @@ def _eps_text(dataset: str) -> str:
 def _tuned(dataset: str, key: str):
     """A parameter of the shipped tuned defence, for the help text ("?" if the file is unreadable:
     the help must not fail; `ddl denoise` itself then reports the file)."""
-    from ddl.config import load_tuned
+    from ddl.experiments.config import load_tuned
 
     try:
         return getattr(load_tuned()[dataset], key)
@@ -451,7 +451,7 @@ def _log(line: str) -> None:
 
 # --- commands ----------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
-    from ddl import config, pipeline
+    from ddl.experiments import config, pipeline
 
     _setup(args)
     cfg = config.PRESETS[args.preset].replace(device=args.device)
@@ -569,10 +569,10 @@ def attack_params(args) -> dict:
 def cmd_attack(args) -> int:
     from ddl import metrics
     from ddl._io import atomic_torch_save
-    from ddl.config import AttackConfig
+    from ddl.experiments.config import AttackConfig
     from ddl.data import load_dataset
     from ddl.models.train import predict
-    from ddl.pipeline import run_attack
+    from ddl.experiments.pipeline import run_attack
 
     params = attack_params(args)
     _setup(args)
@@ -633,7 +633,7 @@ def cmd_denoise(args) -> int:
         print(f"using the dictionary in {args.dictionary} ({den.dictionary_.shape[0]} atoms of "
               f"{have['patch_size']}×{have['patch_size']}, k = {have['n_nonzero_coefs']})")
     else:
-        from ddl.config import load_tuned
+        from ddl.experiments.config import load_tuned
         from ddl.data import DATASETS as FACTS
         from ddl.data import load_dataset
 
@@ -704,8 +704,8 @@ def cmd_reproduce(args) -> int:
     import dataclasses
     import inspect
 
-    from ddl import reproduce
-    from ddl.config import get_preset
+    from ddl.experiments import reproduce
+    from ddl.experiments.config import get_preset
 
     rc = get_preset(args.preset, tuned_file=args.tuned_defence) if args.preset == "tuned" else None
     if args.tuned_defence and args.preset != "tuned":
@@ -719,7 +719,7 @@ def cmd_reproduce(args) -> int:
     kwargs = {}
     if args.strict:
         if "strict" not in inspect.signature(reproduce.reproduce).parameters:
-            raise UsageError("--strict is not supported by this version of ddl.reproduce")
+            raise UsageError("--strict is not supported by this version of ddl.experiments.reproduce")
         kwargs["strict"] = True
     _setup(args)
     run_dir = Path(args.run_dir or f"runs/{args.preset}")
@@ -731,7 +731,7 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from ddl import tune
+    from ddl.experiments import tune
 
     _setup(args)
     run_dir = Path(args.run_dir)
@@ -746,12 +746,12 @@ def cmd_tune(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ddl.report import write_report
+    from ddl.experiments.report import write_report
 
     if not (Path(args.run_dir) / "results.json").is_file():
         raise UsageError(f"{args.run_dir} has no results.json (a folder written by `ddl reproduce`)")
     if args.figures:
-        from ddl.figures import draw_figures
+        from ddl.experiments.figures import draw_figures
 
         figures = draw_figures(args.run_dir)
         print(f"drew {len(figures)} figures in {Path(args.run_dir) / 'figures'}")
@@ -803,7 +803,7 @@ def cmd_download(args) -> int:
 
 
 def cmd_robustness(args) -> int:
-    from ddl.robustness_run import format_table, run_robustness
+    from ddl.experiments.robustness_run import format_table, run_robustness
 
     _setup(args)
     if sorted(args.eps) != args.eps or len(set(args.eps)) != len(args.eps):

@@ -1,6 +1,6 @@
 """What the figures need beyond the cells' arrays, computed once and saved in the run folder.
 
-``ddl reproduce`` calls :func:`save_figure_arrays` after the grid; :mod:`ddl.figures` then draws
+``ddl reproduce`` calls :func:`save_figure_arrays` after the grid; :mod:`ddl.experiments.figures` then draws
 every figure from files alone (``<run_dir>/figure_arrays/*.pt`` and the cells' ``arrays/``), so
 redrawing a figure never trains a model, fits a dictionary or runs an attack. Models,
 dictionaries and attacked sets come from the run's cache (nothing is recomputed that the grid
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ddl._io import atomic_torch_save
-from ddl.config import ReproduceConfig, cell_config
+from ddl.experiments.config import ReproduceConfig, cell_config
 
 FOLDER = "figure_arrays"
 CAM_MODELS = ("convnet", "resnet", "autoencoder")
@@ -52,7 +52,8 @@ def save_figure_arrays(rc: ReproduceConfig, results: dict, run_dir: str | Path, 
 
 
 def _save_tsne(rc, dataset, data_dir, out: Path) -> Path:
-    from ddl import pipeline, plots
+    from ddl import plots
+    from ddl.experiments import pipeline
 
     _, _, x_test, y_test = pipeline.load_data(cell_config(rc, dataset, rc.models[0], data_dir=data_dir))
     n = min(TSNE_POINTS, len(x_test))
@@ -62,7 +63,7 @@ def _save_tsne(rc, dataset, data_dir, out: Path) -> Path:
 
 
 def _save_atoms(rc, dataset, data_dir, device, cache, out: Path) -> Path | None:
-    from ddl import pipeline
+    from ddl.experiments import pipeline
 
     cfg = cell_config(rc, dataset, rc.models[0], data_dir=data_dir, device=device)
     if cfg.defence.dictionary_source != "clean":
@@ -75,7 +76,8 @@ def _save_atoms(rc, dataset, data_dir, device, cache, out: Path) -> Path | None:
 
 
 def _save_cam(rc, dataset, model_name, data_dir, device, cache, out: Path) -> Path | None:
-    from ddl import pipeline, plots
+    from ddl import plots
+    from ddl.experiments import pipeline
     from ddl.models.train import predict
 
     cfg = cell_config(rc, dataset, model_name, data_dir=data_dir, device=device)

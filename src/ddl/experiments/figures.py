@@ -1,5 +1,5 @@
 """The reproduction's figures, drawn from files alone: ``results.json``, the cells' ``arrays/`` and
-``figure_arrays/`` (written by :func:`ddl.figure_data.save_figure_arrays`).
+``figure_arrays/`` (written by :func:`ddl.experiments.figure_data.save_figure_arrays`).
 
 Each figure is a PNG under ``<run_dir>/figures/``; ``<run_dir>/figures.json`` lists (caption,
 path) pairs in the order the report shows them. Nothing here trains a model, fits a dictionary or
@@ -18,7 +18,7 @@ from ddl._io import atomic_write_json
 from ddl._validate import load_torch_file
 from ddl.constants import DATASET_TITLES, DATASETS
 
-FIGURE_ARRAYS = "figure_arrays"  # ddl.figure_data.FOLDER
+FIGURE_ARRAYS = "figure_arrays"  # ddl.experiments.figure_data.FOLDER
 CAM_MODELS = ("convnet", "resnet", "autoencoder")
 
 
@@ -89,7 +89,7 @@ def draw_figures(run_dir: str | Path, results: dict | None = None) -> list[tuple
             fig = plots.plot_eps_curves(sweep, title=f"{name}: FGSM accuracy vs ε", grey_levels=dataset == "cifar10")
             save(fig, f"eps-{dataset}.png", f"Accuracy against the FGSM budget ε, perturbed and denoised ({name})")
     if results.get("robustness"):
-        from ddl.robustness_report import plot_robustness
+        from ddl.experiments.robustness_report import plot_robustness
 
         out.mkdir(parents=True, exist_ok=True)
         plot_robustness(results["robustness"], out / "robustness.png")

@@ -38,7 +38,7 @@ import ddl
 from ddl import metrics
 from ddl._io import (_warn, atomic_torch_save, atomic_write_json, check_entry, check_writable,
                      folder_error, lock_run_folder, remove_entry, safe_torch_load, write_entry_record)
-from ddl.config import AttackConfig, ExperimentConfig, config_key
+from ddl.experiments.config import AttackConfig, ExperimentConfig, config_key
 from ddl.errors import CacheError
 
 CACHE = "cache"
@@ -192,7 +192,7 @@ def run_robustness_cell(cfg: ExperimentConfig, cache: Path, *, n_images: int, ep
     cell: its cached model and its cached clean-patch dictionary, attacked through the defence.
     Every (attack, ε) result is cached under the cell's model and dictionary keys, so an
     interrupted run resumes. Returns the record stored under ``results["robustness"]``."""
-    from ddl.robustness_run import robustness_cell
+    from ddl.experiments.robustness_run import robustness_cell
 
     if cfg.defence.dictionary_source != "clean":
         raise ValueError(f"run_robustness_cell: the defence of {cfg.name} learns its dictionary from "
@@ -214,7 +214,7 @@ def run_robustness_cell(cfg: ExperimentConfig, cache: Path, *, n_images: int, ep
                          **_defence_params(p), "dictionary_key": den_key}
     record["wall_seconds"] = time.perf_counter() - t
     if progress:
-        from ddl.robustness_run import format_table
+        from ddl.experiments.robustness_run import format_table
 
         print(format_table(record))
     return record

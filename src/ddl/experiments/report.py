@@ -303,6 +303,13 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
                    Block("table", rows=compute_time_table(records))]
         unrecorded = sorted({DATASET_NAMES.get(r["dataset"], r["dataset"]) for r in records
                              if not any(v is not None for v in (r.get("computed_seconds") or {}).values())})
+        sources = {}
+        for r in records:
+            if r.get("computed_seconds_source"):
+                sources.setdefault(r["computed_seconds_source"], set()).add(DATASET_NAMES.get(r["dataset"], r["dataset"]))
+        for source, names in sorted(sources.items()):
+            blocks.append(Block("p", f"{', '.join(sorted(names))}: these cells were computed by an earlier ddl that "
+                                     f"did not record stage times; the times shown were {source}."))
         if unrecorded:
             blocks.append(Block("p", f"{', '.join(unrecorded)}: every stage of these cells was read from a cache "
                                      f"written by an earlier ddl that did not record stage times; their wall "
@@ -315,7 +322,7 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
 
 def _robustness_blocks(records: list[dict]) -> list[Block]:
     """The "oblivious vs adaptive" section (ddl.robustness records of results.json)."""
-    from ddl.robustness_report import INTRO, budget_text, flag_lines, robustness_rows
+    from ddl.experiments.robustness_report import INTRO, budget_text, flag_lines, robustness_rows
 
     blocks = [Block("h2", "Oblivious vs adaptive robustness"), Block("p", INTRO)]
     for d in DATASETS:

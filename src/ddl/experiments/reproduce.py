@@ -14,7 +14,7 @@ Presets (``PRESETS``):
   sets, JSMA on the first ``jsma_n_images`` test images (the same for every model).
 - ``noisy-dictionary``: as ``paper`` but the dictionary is learned from the perturbed test
   patches (the paper's other option).
-- ``tuned``: as ``paper`` with the defence parameters chosen by ``ddl.tune`` on a validation
+- ``tuned``: as ``paper`` with the defence parameters chosen by ``ddl.experiments.tune`` on a validation
   split of the training set (never the test set); see ``TUNED_DEFENCE``.
 """
 
@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from ddl._io import atomic_write_bytes, atomic_write_json
-# The presets live in ddl.config (which imports no application module); re-exported here.
-from ddl.config import (NOISY_DICTIONARY, PAPER, QUICK, ReproduceConfig, cell_config,  # noqa: F401
+# The presets live in ddl.experiments.config (which imports no application module); re-exported here.
+from ddl.experiments.config import (NOISY_DICTIONARY, PAPER, QUICK, ReproduceConfig, cell_config,  # noqa: F401
                         get_preset)
-from ddl.config import REPRODUCE_PRESETS as PRESETS  # noqa: F401
+from ddl.experiments.config import REPRODUCE_PRESETS as PRESETS  # noqa: F401
 from ddl.constants import MODEL_NAMES as ALL_MODELS  # noqa: F401
 
 
@@ -43,7 +43,7 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
     the run with ``CacheError`` instead of being recomputed. Every stage is a pure function of its
     cache key, so an interrupted, resumed, reordered or repeated run reports the same numbers; a
     run with nothing left to compute rewrites no file (it works on a read-only run folder)."""
-    from ddl import pipeline
+    from ddl.experiments import pipeline
     from ddl._io import lock_run_folder
 
     run_dir = Path(run_dir)
@@ -84,8 +84,8 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
             seconds["robustness"] = time.perf_counter() - t
             results = _write_results(rc, run_dir, records, sweep, seconds, machine, robustness)
         if figures:
-            from ddl.figure_data import save_figure_arrays
-            from ddl.figures import draw_figures
+            from ddl.experiments.figure_data import save_figure_arrays
+            from ddl.experiments.figures import draw_figures
 
             t = time.perf_counter()
             save_figure_arrays(rc, results, run_dir, data_dir=data_dir, device=device)
@@ -97,8 +97,8 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
 
 def _write_results(rc, run_dir: Path, records, sweep, seconds, machine, robustness=()) -> dict:
     """results.json, results.csv and the report (each rewritten only when its content changed)."""
-    from ddl.pipeline import write_results
-    from ddl.report import write_report
+    from ddl.experiments.pipeline import write_results
+    from ddl.experiments.report import write_report
 
     results = {"ddl_version": _version(), "config": {"preset": rc.name, "name": rc.name, **rc.to_dict()},
                "records": records, "sweep": sweep, "seconds": seconds, "machine": machine}

@@ -33,7 +33,7 @@ def _tensor_sha(t: torch.Tensor) -> str:
 
 
 def _defence_config(name: str, dataset: str):
-    from ddl import config
+    from ddl.experiments import config
 
     if name == "tuned":
         tuned = config.load_tuned()
@@ -202,7 +202,7 @@ def _pct(v) -> str:
 
 def format_table(record: dict[str, Any]) -> str:
     """The terminal table: accuracy (%) per attack and ε, the worst case, the flags."""
-    from ddl.robustness_report import eps_label
+    from ddl.experiments.robustness_report import eps_label
 
     keys = [repr(float(e)) for e in record["eps"]]
     labels = [eps_label(e, record["dataset"]) for e in record["eps"]]

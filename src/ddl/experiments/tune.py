@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ddl._io import atomic_write_json
-from ddl.config import PRESET_MAX_PATCHES
+from ddl.experiments.config import PRESET_MAX_PATCHES
 from ddl.constants import PAPER_FGSM_EPS
 
 SPACE = {
@@ -36,8 +36,9 @@ def tune_defence(dataset: str, *, data_dir=None, model: str = "mlp", n_val: int 
                  n_components: int = 256, max_patches: int = PRESET_MAX_PATCHES, device: str = "cpu",
                  cache_dir: str | Path = "runs/tune/cache", progress: bool = True) -> dict:
     """Grid search of (patch_size, n_nonzero_coefs); returns the best setting and the whole log."""
-    from ddl import metrics, pipeline
-    from ddl.config import AttackConfig, DataConfig, DefenceConfig, ExperimentConfig, ModelConfig
+    from ddl import metrics
+    from ddl.experiments import pipeline
+    from ddl.experiments.config import AttackConfig, DataConfig, DefenceConfig, ExperimentConfig, ModelConfig
     from ddl.data import load_dataset
     from ddl.defence import DictionaryDenoiser
     from ddl.models.train import predict

@@ -1,0 +1,109 @@
+"""Fill the compute-time table of a committed run with the stage times of a recompute (issue 10,
+item 12).
+
+The MNIST cells of ``results/paper`` and ``results/tuned`` were computed by a ddl that did not
+record stage times, so their rows of the report's compute-time table were empty. This script takes
+a second run folder that recomputed those cells with today's ddl (same preset, same data; stage
+times recorded) and, for every committed record without ``computed_seconds``, copies the
+recompute's ``computed_seconds`` **only if the recomputed cell has the same accuracies, bit for
+bit** (clean, perturbed, denoised, denoised clean, the high-confidence subset), i.e. the recompute
+is the same computation. The copied times are labelled (``computed_seconds_source``: when, on
+which machine, by which run folder), and the report says so. Anything that does not match is left
+empty and listed; nothing else in ``results.json`` changes. Then the report is re-rendered.
+
+    DDL_OMP_NATIVE=0 python tools/fill_stage_times.py results/tuned runs/mnist-times-tuned \
+        --recompute mnist --data-dir ../shared/data --threads 1
+    DDL_OMP_NATIVE=0 python tools/fill_stage_times.py results/paper runs/mnist-times-paper \
+        --recompute mnist --data-dir ../shared/data --threads 1
+
+``--recompute DATASET...`` first runs the committed run's preset on those data sets into the
+second folder (its cells only: no ε sweep, no figures, no adaptive suite; resumable like any run
+folder), then fills.
+
+``DDL_OMP_NATIVE=0``: the committed runs used the torch OMP kernel; a dictionary fitted with the C
+kernel is a different fit (see results/tuned's README), so its accuracies would not match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from ddl.experiments.pipeline import write_results
+from ddl.experiments.report import write_report
+
+
+def _cell(r: dict) -> tuple:
+    return r["dataset"], r["model"], r["attack"], json.dumps(r["attack_params"], sort_keys=True), r["n_images"]
+
+
+def fill(committed: Path, recompute: Path) -> tuple[list[str], list[str]]:
+    """Copy stage times into ``committed/results.json``; return (filled cells, refused cells)."""
+    results = json.loads((committed / "results.json").read_text())
+    again = json.loads((recompute / "results.json").read_text())
+    by_cell = {_cell(r): r for r in again["records"]}
+    filled, refused = [], []
+    machine = again.get("machine", {})
+    when = (recompute / "results.json").stat().st_mtime
+    date = datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%d")
+    for r in results["records"]:
+        if any(v is not None for v in (r.get("computed_seconds") or {}).values()):
+            continue
+        name = "/".join(map(str, _cell(r)[:3]))
+        twin = by_cell.get(_cell(r))
+        if twin is None:
+            refused.append(f"{name}: not in the recompute")
+            continue
+        if twin["accuracy"] != r["accuracy"] or twin["defence_params"] != r["defence_params"]:
+            refused.append(f"{name}: the recompute differs (accuracy {twin['accuracy']} vs {r['accuracy']})")
+            continue
+        r["computed_seconds"] = twin["computed_seconds"]
+        r["computed_seconds_source"] = (f"measured on {date} by a recompute of this cell with ddl "
+                                        f"{again.get('ddl_version', '?')} ({recompute.name}; torch "
+                                        f"{machine.get('torch', '?')}, {machine.get('threads', '?')} thread(s), "
+                                        f"{machine.get('device', '?')}) whose accuracies are identical")
+        filled.append(name)
+    if filled:
+        write_results(committed / "results.json", results)
+        write_report(committed)
+    return filled, refused
+
+
+def recompute(committed: Path, run_dir: Path, datasets: list[str], data_dir: str | None) -> None:
+    """The committed run's preset, restricted to ``datasets``, into ``run_dir`` (cells only)."""
+    import dataclasses
+
+    from ddl.experiments.config import get_preset
+    from ddl.experiments.reproduce import reproduce
+
+    name = json.loads((committed / "results.json").read_text())["config"]["name"]
+    rc = dataclasses.replace(get_preset(name), datasets=tuple(datasets), robustness_n_images=0)
+    reproduce(rc, run_dir, data_dir=data_dir, figures=False, sweep=False, progress=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("committed", type=Path, help="the committed run folder (results/tuned)")
+    ap.add_argument("recompute_run", type=Path, help="the run folder that recomputed its cells")
+    ap.add_argument("--recompute", nargs="+", metavar="DATASET", help="recompute these data sets' cells first")
+    ap.add_argument("--data-dir", help="folder holding mnist/ and cifar-10-batches-py/ (with --recompute)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (with --recompute)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.recompute:
+        recompute(args.committed, args.recompute_run, args.recompute, args.data_dir)
+    filled, refused = fill(args.committed, args.recompute_run)
+    print(f"filled {len(filled)} cell(s): {', '.join(filled) or '-'}")
+    for line in refused:
+        print(f"left empty: {line}")
+    return 0 if not refused else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
