@@ -33,8 +33,8 @@ def _record(dataset, model, attack, clean, seconds=None):
     return r
 
 
-def _write(folder: Path, records, **extra) -> Path:
-    folder.mkdir()
+def _write(folder: Path, records, exist_ok=False, **extra) -> Path:
+    folder.mkdir(exist_ok=exist_ok)
     (folder / "results.json").write_text(json.dumps({"ddl_version": "0.1.0", "config": {"name": "tuned"},
                                                      "records": records, **extra}))
     return folder
@@ -43,27 +43,67 @@ def _write(folder: Path, records, **extra) -> Path:
 SECONDS = {"attack": 1.25, "dictionary": 2.5, "denoise": 3.75, "denoise_clean_test_set": 12.0}
 
 
-def test_fill_copies_the_times_of_identical_cells_only_and_labels_them(tmp_path):
-    old = [_record("mnist", "mlp", "fgsm", 0.96), _record("mnist", "convnet", "fgsm", 0.99),
-           _record("mnist", "resnet", "fgsm", 0.97), _record("cifar10", "mlp", "fgsm", 0.6, {"attack": 9.0})]
-    new = [_record("mnist", "mlp", "fgsm", 0.96, SECONDS),
-           _record("mnist", "convnet", "fgsm", 0.98, SECONDS)]  # resnet missing, convnet differs
-    committed = _write(tmp_path / "committed", copy.deepcopy(old))
-    recompute = _write(tmp_path / "again", new, machine={"torch": "2.13.0+cpu", "threads": 1, "device": "cpu"})
+def _arrays(folder: Path, r: dict, flips: dict[str, int]) -> None:
+    """Save the cell's predictions: 1,000 images, all of class 0, but the first ``flips[kind]``
+    of each kind predicted as class 1."""
+    import torch
+
+    preds = {}
+    for k in ("clean", "perturbed", "denoised", "denoised_clean"):
+        p = torch.zeros(1000, dtype=torch.long)
+        p[: flips.get(k, 0)] = 1
+        preds[f"pred_{k}"] = p
+    rel = f"cells/{r['model']}/arrays.pt"
+    (folder / rel).parent.mkdir(parents=True)
+    torch.save(preds, folder / rel)
+    r["files"] = {"arrays": rel}
+
+
+def _pair(tmp_path, cells):
+    """A committed folder and a recompute folder; ``cells``: (model, committed?, recompute flips or
+    None for missing, committed seconds)."""
+    old, new = [], []
+    (tmp_path / "committed").mkdir()
+    (tmp_path / "again").mkdir()
+    for model, flips, seconds in cells:
+        r = _record("mnist", model, "fgsm", 0.96, seconds)
+        _arrays(tmp_path / "committed", r, {})
+        old.append(r)
+        if flips is not None:
+            t = _record("mnist", model, "fgsm", 0.96, SECONDS)
+            _arrays(tmp_path / "again", t, flips)
+            new.append(t)
+    committed = _write(tmp_path / "committed", copy.deepcopy(old), exist_ok=True)
+    recompute = _write(tmp_path / "again", new, machine={"torch": "2.13.0+cpu", "threads": 1, "device": "cpu"},
+                       exist_ok=True)
+    return committed, recompute, old
+
+
+def test_fill_copies_the_times_of_the_same_computation_only_and_labels_them(tmp_path):
+    committed, recompute, old = _pair(tmp_path, [
+        ("mlp", {}, None),                      # identical predictions: filled
+        ("autoencoder", {"perturbed": 1}, None),  # 999 of 1,000 agree: 99.9 %, filled
+        ("convnet", {"denoised": 2}, None),     # 99.8 %: refused
+        ("hrnn", {"clean": 1}, None),           # clean predictions must be identical: refused
+        ("resnet", None, None),                 # not recomputed: refused
+        ("cnn", {}, {"attack": 9.0}),           # already has its own times: untouched
+    ])
     filled, refused = _tool().fill(committed, recompute)
-    assert filled == ["mnist/mlp/fgsm"]
-    assert [line.split(":")[0] for line in refused] == ["mnist/convnet/fgsm", "mnist/resnet/fgsm"]
-    assert "differs" in refused[0] and "not in the recompute" in refused[1]
+    assert filled == ["mnist/mlp/fgsm", "mnist/autoencoder/fgsm"]
+    assert [line.split(":")[0] for line in refused] == ["mnist/convnet/fgsm", "mnist/hrnn/fgsm", "mnist/resnet/fgsm"]
+    assert "denoised 99.80%" in refused[0] and "clean 99.90%" in refused[1] and "not in the recompute" in refused[2]
     out = json.loads((committed / "results.json").read_text())["records"]
-    assert out[0]["computed_seconds"] == SECONDS
-    assert "whose accuracies are identical" in out[0]["computed_seconds_source"]
+    assert out[0]["computed_seconds"] == SECONDS and out[1]["computed_seconds"] == SECONDS
+    assert out[0]["computed_seconds_source"].endswith("whose predictions are identical")
+    assert out[1]["computed_seconds_source"].endswith(
+        "whose predictions agree with this cell's on at least 99.90% of the images")
     assert "1 thread(s)" in out[0]["computed_seconds_source"]
-    # nothing else changed: the refused cells have no times, the recorded CIFAR-10 cell keeps its own
+    # nothing else changed: refused cells have no times, the recorded cell keeps its own
     for got, want in zip(out, old):
         assert {k: v for k, v in got.items() if not k.startswith("computed_seconds")} == \
                {k: v for k, v in want.items() if not k.startswith("computed_seconds")}
-    assert "computed_seconds" not in out[1] and "computed_seconds" not in out[2]
-    assert out[3]["computed_seconds"] == {"attack": 9.0}
+    assert all("computed_seconds" not in r for r in out[2:5])
+    assert out[5]["computed_seconds"] == {"attack": 9.0}
     md = (committed / "report.md").read_text()
     assert "| MNIST | mlp | fgsm | 100 | 1.2 | 2.5 | 3.8 | 12.0 |" in md
     assert "| MNIST | convnet | fgsm | 100 | — | — | — | — |" in md
@@ -71,10 +111,15 @@ def test_fill_copies_the_times_of_identical_cells_only_and_labels_them(tmp_path)
             "shown were measured on ") in md
 
 
+def test_a_stricter_agreement_refuses_the_nearly_identical_cell(tmp_path):
+    committed, recompute, _ = _pair(tmp_path, [("autoencoder", {"perturbed": 1}, None)])
+    filled, refused = _tool().fill(committed, recompute, min_agreement=1.0)
+    assert filled == [] and refused[0].startswith("mnist/autoencoder/fgsm: the recompute differs")
+
+
 def test_fill_of_a_run_with_nothing_to_fill_writes_nothing(tmp_path):
-    committed = _write(tmp_path / "committed", [_record("mnist", "mlp", "fgsm", 0.96, SECONDS)])
+    committed, recompute, _ = _pair(tmp_path, [("mlp", {}, SECONDS)])
     before = (committed / "results.json").read_bytes()
-    recompute = _write(tmp_path / "again", [_record("mnist", "mlp", "fgsm", 0.96, {"attack": 99.0})])
     assert _tool().fill(committed, recompute) == ([], [])
     assert (committed / "results.json").read_bytes() == before
     assert not (committed / "report.md").exists()
