@@ -80,8 +80,8 @@ def fill(committed: Path, recompute: Path, min_agreement: float = 0.999) -> tupl
         same = ("whose predictions are identical" if min(agreement.values()) == 1 else
                 f"whose predictions agree with this cell's on at least {min(agreement.values()):.2%} of the images")
         r["computed_seconds"] = twin["computed_seconds"]
-        r["computed_seconds_source"] = (f"measured on {date} by a recompute of this cell with ddl "
-                                        f"{again.get('ddl_version', '?')} ({recompute.name}; torch "
+        r["computed_seconds_source"] = (f"measured on {date} by recomputing this cell (tools/fill_stage_times.py "
+                                        f"--recompute; ddl {again.get('ddl_version', '?')}, torch "
                                         f"{machine.get('torch', '?')}, {machine.get('threads', '?')} thread(s), "
                                         f"{machine.get('device', '?')}) {same}")
         filled.append(name)
