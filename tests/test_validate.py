@@ -1,12 +1,17 @@
 """ddl._validate: one message style for every check (where: name must be rule; got value.)."""
 
 import pickle
+import re
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
-from ddl._validate import (BadFileError, WrongTypeError, check_bool, check_choice, check_int, check_int_pair, check_number,
-                           check_optional_int, check_optional_number, close_match, load_torch_file, require_keys)
+from ddl._validate import (BadFileError, WrongTypeError, check_bool, check_choice, check_images, check_int,
+                           check_int_pair, check_labels, check_number, check_optional_int, check_optional_number,
+                           close_match, describe, load_torch_file, require_keys)
 from ddl.errors import DDLError
 
 
@@ -116,3 +121,80 @@ def test_numpy_scalars_are_numbers_and_numpy_bools_are_not():
         check_int("f", "n", np.bool_(True), 1)
     with pytest.raises(ValueError, match=r"f: x must be a finite number >= 0; got"):
         check_number("f", "x", np.bool_(False), 0)
+
+
+# ----------------------------------------------------------------------------- tensors
+_IMAGES = "f: x must be a floating-point tensor of shape (N, C, H, W) with values in [0, 1]; got "
+_LABELS = "f: y must be an int64 tensor of shape (3,) with values in [0, 2); got "
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: check_images("f", "x", [[0.5]]), WrongTypeError, _IMAGES + "list."),
+    (lambda: check_images("f", "x", torch.zeros(2, 3, dtype=torch.float64)), WrongTypeError,
+     _IMAGES + "float64 tensor of shape (2, 3)."),
+    (lambda: check_images("f", "x", torch.zeros(2, 1, 4, 4, dtype=torch.uint8)), WrongTypeError,
+     _IMAGES + "uint8 tensor of shape (2, 1, 4, 4) (convert with ddl.data.to_float_images or x.float() / 255)."),
+    (lambda: check_images("f", "x", torch.full((2, 1, 4, 4), 1.5)), ValueError,
+     _IMAGES + "float32 tensor of shape (2, 1, 4, 4) with values in [1.5, 1.5]."),
+    (lambda: check_images("f", "x", torch.tensor([[[[-0.25, 0.5]]]])), ValueError,
+     _IMAGES + "float32 tensor of shape (1, 1, 1, 2) with values in [-0.25, 0.5]."),
+    (lambda: check_images("f", "x", torch.tensor([[[[float("nan"), 0.5]]]])), ValueError,
+     _IMAGES + "float32 tensor of shape (1, 1, 1, 2) with NaN values."),
+    (lambda: check_images("fit", "x", torch.zeros(2, 1, 4, 4, dtype=torch.float64), value_range=None,
+                          dtype=torch.float32), WrongTypeError,
+     "fit: x must be a float32 tensor of shape (N, C, H, W); got float64 tensor of shape (2, 1, 4, 4) "
+     "(convert with x.to(torch.float32))."),
+    (lambda: check_images("pgd", "x", torch.zeros(0, 1, 4, 4), value_range=(-1, 1), nonempty=True,
+                          range_from="the clip range"), WrongTypeError,
+     "pgd: x must be a floating-point tensor of shape (N, C, H, W) with every size >= 1 and values in [-1, 1] "
+     "(the clip range); got float32 tensor of shape (0, 1, 4, 4)."),
+    (lambda: check_images("g", "images", np.zeros((2, 1, 4, 4), np.float32), value_range=None), WrongTypeError,
+     "g: images must be a floating-point tensor of shape (N, C, H, W); got float32 numpy array of shape "
+     "(2, 1, 4, 4)."),
+    (lambda: check_labels("f", "y", [0, 1, 1], 3, 2), WrongTypeError, _LABELS + "list."),
+    (lambda: check_labels("f", "y", torch.zeros(3, dtype=torch.int32), 3, 2), WrongTypeError,
+     _LABELS + "int32 tensor of shape (3,)."),
+    (lambda: check_labels("f", "y", torch.zeros(3, 1, dtype=torch.int64), 3, 2), WrongTypeError,
+     _LABELS + "int64 tensor of shape (3, 1)."),
+    (lambda: check_labels("f", "y", torch.tensor([0, 2, 1]), 3, 2), ValueError,
+     _LABELS + "int64 tensor of shape (3,) with values in [0, 2]."),
+    (lambda: check_labels("f", "y", torch.tensor([-1, 0, 1]), 3, 2), ValueError,
+     _LABELS + "int64 tensor of shape (3,) with values in [-1, 1]."),
+    (lambda: check_labels("fgsm", "y", torch.zeros(2, dtype=torch.int64), 3, 10, per="image of x",
+                          classes_from="the model has 10 outputs"), WrongTypeError,
+     "fgsm: y must be an int64 tensor of shape (3,) (one per image of x) with values in [0, 10) "
+     "(the model has 10 outputs); got int64 tensor of shape (2,)."),
+    (lambda: check_labels("f", "y", torch.zeros(2, dtype=torch.int64), 3, per="prediction"), WrongTypeError,
+     "f: y must be an int64 tensor of shape (3,) (one per prediction); got int64 tensor of shape (2,)."),
+    (lambda: check_labels("cam", "target", 2, 3, 2, allow_int=True), ValueError,
+     "cam: target must be an int or an int64 tensor of shape (3,) with values in [0, 2); got 2."),
+    (lambda: check_labels("cam", "target", True, 3, allow_int=True), WrongTypeError,
+     "cam: target must be an int or an int64 tensor of shape (3,); got bool."),
+])
+def test_tensor_checks_name_where_parameter_rule_and_what_was_received(call, error, message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$") as info:
+        call()
+    assert type(info.value) is error  # values out of range: a ValueError only, not a WrongTypeError
+
+
+def test_tensor_checks_return_the_value():
+    x, y = torch.rand(2, 1, 4, 4), torch.tensor([0, 1])
+    assert check_images("f", "x", x) is x
+    assert check_images("f", "x", x * 9, value_range=None) is not None  # no range: values unchecked
+    assert check_images("f", "x", torch.zeros(0, 1, 4, 4)).shape == (0, 1, 4, 4)  # empty: allowed by default
+    assert check_labels("f", "y", y, 2, 2) is y and check_labels("f", "y", y + 5, 2) is not None
+    assert check_labels("f", "y", torch.zeros(0, dtype=torch.int64), 0, 2).shape == (0,)
+    assert check_labels("f", "t", 1, 3, 2, allow_int=True).tolist() == [1, 1, 1]
+    assert check_labels("f", "t", np.int64(1), 2, allow_int=True).dtype == torch.int64
+
+
+def test_describe_says_dtype_and_shape_or_the_type():
+    assert describe(torch.zeros(2, 3, dtype=torch.float64)) == "float64 tensor of shape (2, 3)"
+    assert describe(torch.tensor(1)) == "int64 tensor of shape ()"
+    assert describe(np.zeros((2,), np.uint8)) == "uint8 numpy array of shape (2,)"
+    assert describe([1, 2]) == "list" and describe(None) == "NoneType"
+
+
+def test_validate_imports_without_torch():
+    code = "import sys, ddl._validate; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

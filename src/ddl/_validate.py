@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 import pickle
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,9 +27,9 @@ import numpy as np
 
 from ddl.errors import DDLError
 
-__all__ = ["BadFileError", "WrongTypeError", "check_bool", "check_choice", "check_int", "check_int_pair",
-           "check_number", "check_optional_int", "check_optional_number", "close_match", "load_torch_file",
-           "require_keys"]
+__all__ = ["BadFileError", "WrongTypeError", "check_bool", "check_choice", "check_images", "check_int",
+           "check_int_pair", "check_labels", "check_number", "check_optional_int", "check_optional_number",
+           "close_match", "describe", "load_torch_file", "require_keys"]
 
 
 class BadFileError(DDLError, ValueError):
@@ -155,6 +156,116 @@ def check_choice(where: str, name: str, value: Any, choices: Iterable) -> Any:
         raise ValueError(f"{where}: {name} must be one of {', '.join(map(str, choices))}; got {value!r}"
                          f"{close_match(value, map(str, choices))}.")
     return value
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``"float32"`` for ``torch.float32`` (and for ``np.float32``)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def describe(value: Any) -> str:
+    """What a value is, for the "got ..." part of a message: ``"float64 tensor of shape (2, 3)"``,
+    ``"uint8 numpy array of shape (2, 3)"``, or the type name (``"list"``)."""
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
+    if torch is not None and isinstance(value, torch.Tensor):
+        return f"{_dtype_name(value.dtype)} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} numpy array of shape {value.shape}"
+    return type(value).__name__
+
+
+def _image_rule(dtype: Any, value_range: tuple[float, float] | None, nonempty: bool,
+                range_from: str | None) -> str:
+    kind = "a floating-point tensor" if dtype is None else f"a {_dtype_name(dtype)} tensor"
+    conditions = ["every size >= 1"] if nonempty else []
+    if value_range is not None:
+        conditions.append(f"values in [{value_range[0]:g}, {value_range[1]:g}]"
+                          + (f" ({range_from})" if range_from else ""))
+    return f"{kind} of shape (N, C, H, W)" + (f" with {' and '.join(conditions)}" if conditions else "")
+
+
+def check_images(where: str, name: str, x: Any, *, value_range: tuple[float, float] | None = (0.0, 1.0),
+                 dtype: Any = None, nonempty: bool = False, range_from: str | None = None) -> Any:
+    """``x`` if it is a batch of images: a floating-point ``torch.Tensor`` of shape (N, C, H, W).
+
+    Parameters
+    ----------
+    value_range : (lo, hi) or None, default (0.0, 1.0)
+        Every value must lie in ``[lo, hi]`` (NaN is refused); the message reports the min and
+        max found. None checks no values (and the message promises none).
+    dtype : torch.dtype, optional
+        The one dtype accepted (``torch.float32``); by default any floating-point dtype.
+    nonempty : bool, default False
+        Every size (N, C, H and W) must be >= 1.
+    range_from : str, optional
+        Where ``value_range`` comes from, for the message (``"the clip range"``).
+
+    A value that is not such a tensor (not a tensor, another dtype, another shape) raises
+    :class:`WrongTypeError` (the checks this replaced raised a ``TypeError`` for some of these and
+    a ``ValueError`` for others), one with values outside the range a ``ValueError``::
+
+        f: x must be a floating-point tensor of shape (N, C, H, W) with values in [0, 1]; got float64 tensor of shape (2, 3).
+        f: x must be a floating-point tensor of shape (N, C, H, W) with values in [0, 1]; got float32 tensor of shape (2, 1, 4, 4) with values in [-0.5, 1].
+    """
+    import torch
+
+    rule = _image_rule(dtype, value_range, nonempty, range_from)
+    at = f"{where}: {name} must be {rule}; got"
+    if not isinstance(x, torch.Tensor):
+        raise WrongTypeError(f"{at} {describe(x)}.")
+    if not x.is_floating_point():
+        raise WrongTypeError(f"{at} {describe(x)} (convert with ddl.data.to_float_images or "
+                             f"{name}.float() / 255).")
+    if dtype is not None and x.dtype != dtype:
+        raise WrongTypeError(f"{at} {describe(x)} (convert with {name}.to(torch.{_dtype_name(dtype)})).")
+    if x.ndim != 4 or (nonempty and 0 in x.shape):
+        raise WrongTypeError(f"{at} {describe(x)}.")
+    if value_range is not None and x.numel():
+        if bool(torch.isnan(x).any()):
+            raise ValueError(f"{at} {describe(x)} with NaN values.")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < value_range[0] or hi > value_range[1]:
+            raise ValueError(f"{at} {describe(x)} with values in [{lo:.6g}, {hi:.6g}].")
+    return x
+
+
+def check_labels(where: str, name: str, y: Any, n: int, n_classes: int | None = None, *,
+                 per: str | None = None, classes_from: str | None = None, allow_int: bool = False) -> Any:
+    """``y`` if it is class labels: an int64 ``torch.Tensor`` of shape ``(n,)`` with values in
+    ``[0, n_classes)`` (any values when ``n_classes`` is None).
+
+    Parameters
+    ----------
+    per : str, optional
+        What each label goes with, for the message (``"image of x"`` → "(one per image of x)").
+    classes_from : str, optional
+        Where ``n_classes`` comes from, for the message (``"the model has 10 outputs"``).
+    allow_int : bool, default False
+        Accept an int as well, and return it as ``torch.full((n,), y)`` (one class for all).
+
+    A value that is not such a tensor (not a tensor, another dtype, another shape) raises
+    :class:`WrongTypeError`, one with labels outside ``[0, n_classes)`` a ``ValueError``::
+
+        fit: y must be an int64 tensor of shape (4,) (one per image of x); got int32 tensor of shape (4,).
+    """
+    import torch
+
+    rule = ("an int or " if allow_int else "") + f"an int64 tensor of shape ({n},)"
+    rule += f" (one per {per})" if per else ""
+    if n_classes is not None:
+        rule += f" with values in [0, {n_classes})" + (f" ({classes_from})" if classes_from else "")
+    at = f"{where}: {name} must be {rule}; got"
+    if allow_int and _is_int(y):
+        if n_classes is not None and not 0 <= y < n_classes:
+            raise ValueError(f"{at} {y!r}.")
+        return torch.full((n,), int(y), dtype=torch.int64)
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or tuple(y.shape) != (n,):
+        raise WrongTypeError(f"{at} {describe(y)}.")
+    if n_classes is not None and n:
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(f"{at} {describe(y)} with values in [{lo}, {hi}].")
+    return y
 
 
 def load_torch_file(path: str | os.PathLike, *, where: str, what: str, map_location: str = "cpu") -> Any:
