@@ -2,6 +2,7 @@
 for the pairwise saliency search, budgets, clipping, θ < 0, random targets, colour, 13 classes."""
 
 import math
+import re
 from importlib import import_module
 
 import numpy as np
@@ -361,6 +362,19 @@ def test_float64_and_info_type(rng):
     assert x_adv.dtype == torch.float64 and isinstance(info, JSMAInfo)
 
 
+_X_RULE = ("jsma: x must be a floating-point tensor of shape (N, C, H, W) with every size >= 1 and values in "
+           "[0, 1] (the clip range); got ")
+
+
+def _labels_rule(name):
+    return (f"jsma: {name} must be an int64 tensor of shape (1,) (one per image of x) with values in [0, 3) "
+            f"(the model has 3 outputs); got ")
+
+
+def _exactly(message):
+    return f"^{re.escape(message)}$"
+
+
 def test_jsma_errors():
     model = _hand_model()
     x, t = torch.zeros(1, 1, 1, 6), torch.tensor([2])
@@ -375,7 +389,8 @@ def test_jsma_errors():
         jsma(model, x, target=t, gamma=0)
     with pytest.raises(ValueError, match=r"^jsma: selection must be one of pairwise, single; got 'triple'\.$"):
         jsma(model, x, target=t, selection="triple")
-    with pytest.raises(ValueError, match=r"jsma: y must have shape \(1,\) to match x; got shape \(2,\)"):
+    with pytest.raises(ValueError, match=_exactly(_labels_rule("y") +
+                                                  "int64 tensor of shape (2,).")):
         jsma(model, x, torch.tensor([0, 1]), target=t)
     with pytest.raises(ValueError, match=r"^jsma: iterations must be one of floor, ceil; got 'round'\.$"):
         jsma(model, x, target=t, iterations="round")
@@ -383,11 +398,14 @@ def test_jsma_errors():
         jsma(model, x, target=t, domain_below=0)
     with pytest.raises(ValueError, match=r"jsma: domain_below applies to theta > 0"):
         jsma(model, x, target=t, theta=-1.0, domain_below=0.99)
-    with pytest.raises(ValueError, match=r"jsma: target values must be class indices in \[0, 3\)"):
+    with pytest.raises(ValueError, match=_exactly(_labels_rule("target") +
+                                                  "int64 tensor of shape (1,) with values in [3, 3].")):
         jsma(model, x, target=torch.tensor([3]))
-    with pytest.raises(TypeError, match="jsma: target must be int64 class labels; got torch.float32"):
+    with pytest.raises(TypeError, match=_exactly(_labels_rule("target") +
+                                                 "float32 tensor of shape (1,).")):
         jsma(model, x, target=torch.tensor([2.0]))
-    with pytest.raises(ValueError, match=r"jsma: y must have shape \(1,\) to match x"):
+    with pytest.raises(ValueError, match=_exactly(_labels_rule("y") +
+                                                  "int64 tensor of shape (2,).")):
         jsma(model, x, y=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="jsma: memory_budget_mb must be a finite number > 0; got 0"):
         jsma(model, x, target=t, memory_budget_mb=0)
@@ -397,7 +415,9 @@ def test_jsma_errors():
         jsma(model, x, seed=-2)
     with pytest.raises(ValueError, match="jsma: return_info must be a bool; got 1"):
         jsma(model, x, target=t, return_info=1)
-    with pytest.raises(TypeError, match="jsma: x must be a floating-point tensor"):
+    with pytest.raises(TypeError, match=_exactly(_X_RULE + "uint8 tensor of shape (1, 1, 1, 6) "
+                                                 "(convert with ddl.data.to_float_images or x.float() / 255).")):
         jsma(model, x.to(torch.uint8), target=t)
-    with pytest.raises(ValueError, match=r"jsma: x values must lie within clip=\(0.0, 1.0\)"):
+    with pytest.raises(ValueError, match=_exactly(_X_RULE + "float32 tensor of shape (1, 1, 1, 6) "
+                                                  "with values in [-1, -1].")):
         jsma(model, x - 1, target=t)

@@ -1,5 +1,7 @@
 """PGD (L∞, Madry et al. 2018): FGSM equivalence, projection, seeded random start, hand steps."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -120,7 +122,10 @@ def test_pgd_errors(linear_model):
         pgd(model, x, y, **kw, seed=-1)
     with pytest.raises(ValueError, match="pgd: eps must be a finite number >= 0; got -1"):
         pgd(model, x, y, **{**kw, "eps": -1})
-    with pytest.raises(TypeError, match="pgd: x must be a floating-point tensor"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "pgd: x must be a floating-point tensor of shape (N, C, H, W) with every size >= 1 and values in [0, 1] "
+            "(the clip range); got int64 tensor of shape (2, 1, 1, 2) (convert with ddl.data.to_float_images or "
+            "x.float() / 255).") + "$"):
         pgd(model, x.to(torch.int64), y, **kw)
     with pytest.raises(ValueError, match="pgd: targeted=True needs the target classes in y"):
         pgd(model, x, None, **kw, targeted=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -252,6 +253,19 @@ def test_parse_attack_rules():
         parse_attack("square:bpda")
     with pytest.raises(ValueError, match="unknown attack 'cw'"):
         parse_attack("cw:bpda")
+
+
+def test_evaluate_robustness_refuses_images_outside_0_1_and_labels_outside_the_classes():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    x, y = torch.rand(2, 1, 2, 2), torch.tensor([0, 2])
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "evaluate_robustness: x must be a floating-point tensor of shape (N, C, H, W) with every size >= 1 and "
+            "values in [0, 1]; got float32 tensor of shape (2, 1, 2, 2) with values in [2, 2].") + "$"):
+        evaluate_robustness(model, torch.full((2, 1, 2, 2), 2.0), y, eps=0.1)
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "evaluate_robustness: y must be an int64 tensor of shape (2,) (one per image of x) with values in "
+            "[0, 3) (the model has 3 outputs); got int64 tensor of shape (2,) with values in [0, 3].") + "$"):
+        evaluate_robustness(model, x, torch.tensor([0, 3]), eps=0.1)
 
 
 # ----------------------------------------------------------------------------- evaluation + flags

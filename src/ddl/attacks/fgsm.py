@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddl.attacks._linf import project_linf
-from ddl._validate import check_choice, check_int, check_number
-from ddl.attacks._checks import check_clip, check_eval_mode, check_image_batch, check_labels, n_classes_of
+from ddl._validate import check_choice, check_images, check_int, check_labels, check_number
+from ddl.attacks._checks import check_clip, check_eval_mode, n_classes_of
 
 __all__ = ["fgsm"]
 
@@ -72,7 +72,8 @@ def _labels_or_predictions(fn_name: str, model: nn.Module, x: torch.Tensor, y: t
             raise ValueError(f"{fn_name}: targeted=True needs the target classes in y; got y=None.")
         with torch.no_grad():
             return torch.cat([model(x[i:i + batch_size]).argmax(dim=1) for i in range(0, len(x), batch_size)])
-    check_labels(fn_name, y, x.shape[0], n_classes)
+    check_labels(fn_name, "y", y, x.shape[0], n_classes, per="image of x",
+                 classes_from=f"the model has {n_classes} outputs")
     return y.to(x.device)
 
 
@@ -132,7 +133,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, ep
     """
     check_eval_mode("fgsm", model)
     lo, hi = check_clip("fgsm", clip)
-    check_image_batch("fgsm", x, (lo, hi))
+    check_images("fgsm", "x", x, value_range=(lo, hi), nonempty=True, range_from="the clip range")
     eps = check_number("fgsm", "eps", eps, 0)
     check_choice("fgsm", "loss", loss, tuple(LOSSES))
     check_int("fgsm", "batch_size", batch_size, 1)

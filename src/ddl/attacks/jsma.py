@@ -76,8 +76,9 @@ import torch
 from torch import nn
 
 from ddl._progress import bar
-from ddl._validate import check_bool, check_choice, check_int, check_number, check_optional_number
-from ddl.attacks._checks import check_clip, check_eval_mode, check_image_batch, check_labels, n_classes_of
+from ddl._validate import (check_bool, check_choice, check_images, check_int, check_labels, check_number,
+                           check_optional_number)
+from ddl.attacks._checks import check_clip, check_eval_mode, n_classes_of
 
 __all__ = ["jsma", "JSMAInfo"]
 
@@ -374,7 +375,7 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     """
     check_eval_mode("jsma", model)
     lo, hi = check_clip("jsma", clip)
-    check_image_batch("jsma", x, (lo, hi))
+    check_images("jsma", "x", x, value_range=(lo, hi), nonempty=True, range_from="the clip range")
     if check_number("jsma", "theta", theta) == 0:
         raise ValueError(f"jsma: theta must be a finite nonzero number; got {theta!r}.")
     check_number("jsma", "gamma", gamma, 0, 1, low_open=True)
@@ -409,13 +410,14 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
 
 def _resolve_target(model, x, target, y, n_classes: int, seed: int, batch_size: int) -> torch.Tensor:
     """Validated ``target``, or random wrong classes relative to ``y`` / the model's predictions."""
+    model_classes = f"the model has {n_classes} outputs"
     if target is not None:
         if y is not None:
-            check_labels("jsma", y, x.shape[0], n_classes)
-        check_labels("jsma", target, x.shape[0], n_classes, name="target")
-        return target
+            check_labels("jsma", "y", y, x.shape[0], n_classes, per="image of x", classes_from=model_classes)
+        return check_labels("jsma", "target", target, x.shape[0], n_classes, per="image of x",
+                            classes_from=model_classes)
     if y is not None:
-        check_labels("jsma", y, x.shape[0], n_classes)
+        check_labels("jsma", "y", y, x.shape[0], n_classes, per="image of x", classes_from=model_classes)
         ref = y
     else:
         with torch.no_grad():

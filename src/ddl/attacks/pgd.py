@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddl._validate import check_choice, check_int, check_number
-from ddl.attacks._checks import check_clip, check_eval_mode, check_image_batch
+from ddl._validate import check_choice, check_images, check_int, check_number
+from ddl.attacks._checks import check_clip, check_eval_mode
 from ddl._progress import bar
 from ddl.attacks._linf import project_linf
 from ddl.attacks.fgsm import LOSSES, _gradient_sign_step, _labels_or_predictions
@@ -82,7 +82,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, eps
     """
     check_eval_mode("pgd", model)
     lo, hi = check_clip("pgd", clip)
-    check_image_batch("pgd", x, (lo, hi))
+    check_images("pgd", "x", x, value_range=(lo, hi), nonempty=True, range_from="the clip range")
     eps = check_number("pgd", "eps", eps, 0)
     step_size = check_number("pgd", "step_size", step_size, 0, low_open=True)
     check_int("pgd", "steps", steps, 1)

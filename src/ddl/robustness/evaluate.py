@@ -88,14 +88,15 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
 
 
 def _check_inputs(model, x, y, eps):
-    from ddl._validate import _is_real, check_number
-    from ddl.attacks._checks import check_eval_mode, check_image_batch, check_labels, n_classes_of
+    from ddl._validate import _is_real, check_images, check_labels, check_number
+    from ddl.attacks._checks import check_eval_mode, n_classes_of
 
     func = "evaluate_robustness"
     check_eval_mode(func, model)
-    check_image_batch(func, x, (0.0, 1.0))
+    check_images(func, "x", x, value_range=(0.0, 1.0), nonempty=True)
     n_classes = n_classes_of(func, model, x)
-    check_labels(func, y, x.shape[0], n_classes)
+    check_labels(func, "y", y, x.shape[0], n_classes, per="image of x",
+                 classes_from=f"the model has {n_classes} outputs")
     if _is_real(eps):
         eps = [eps]
     eps = list(eps)
