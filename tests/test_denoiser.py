@@ -1,5 +1,6 @@
 """DictionaryDenoiser: clean-patch dictionaries, noise removal, gradients, persistence, errors."""
 
+import re
 import warnings
 
 import numpy as np
@@ -156,6 +157,19 @@ def test_grad_none_cuts_the_graph_and_check_warns(fitted):
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_warn_if_zero_gradients_refuses_what_is_not_images_and_labels():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
+    x, y = torch.rand(2, 1, 2, 2), torch.tensor([0, 1])
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "warn_if_zero_gradients: x must be a floating-point tensor of shape (N, C, H, W); got int64 tensor of "
+            "shape (2, 1, 2, 2) (convert with ddl.data.to_float_images or x.float() / 255).") + "$"):
+        warn_if_zero_gradients(model, x.long(), y)
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "warn_if_zero_gradients: y must be an int64 tensor of shape (2,) (one per image of x); got int64 tensor "
+            "of shape (3,).") + "$"):
+        warn_if_zero_gradients(model, x, torch.tensor([0, 1, 1]))
+
+
 def test_sequential_defended_model(fitted):
     den, x = fitted
     torch.manual_seed(0)
@@ -215,9 +229,13 @@ def test_transform_errors(fitted):
         den(other)
     with pytest.raises(ValueError, match=r"transform: patch_size=\(4, 4\) is larger than the image \(3, 3\)"):
         den(x[:, :, :3, :3])
-    with pytest.raises(TypeError, match=r"transform: x must be a floating-point tensor in \[0, 1\]; got torch.uint8"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            f"DictionaryDenoiser.transform: x must be a floating-point tensor of shape (N, C, H, W); got uint8 tensor "
+            f"of shape {tuple(x.shape)} (convert with ddl.data.to_float_images or x.float() / 255).") + "$"):
         den((x * 255).to(torch.uint8))
-    with pytest.raises(ValueError, match=r"transform: x must have shape \(N, C, H, W\); got \(\d, 8, 8\)"):
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"DictionaryDenoiser.transform: x must be a floating-point tensor of shape (N, C, H, W); got float32 tensor "
+            f"of shape {tuple(x.shape[1:])}.") + "$"):
         den(x[0])
     den.n_nonzero_coefs = den.n_components + 1
     with pytest.raises(ValueError, match=r"n_nonzero_coefs must be an int in \[1, n_components=\d+\]; got \d+"):
@@ -245,7 +263,9 @@ def test_fit_errors():
         DictionaryDenoiser(patch_size=3, max_patches=0).fit(x)
     with pytest.raises(ValueError, match=r"fit: every sampled patch is flat"):
         DictionaryDenoiser(patch_size=3, n_components=4, n_nonzero_coefs=1).fit(torch.full((2, 1, 8, 8), 0.5))
-    with pytest.raises(TypeError, match=r"fit: x must be a floating-point tensor"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "DictionaryDenoiser.fit: x_clean must be a floating-point tensor of shape (N, C, H, W); got int64 tensor "
+            "of shape (2, 1, 8, 8) (convert with ddl.data.to_float_images or x_clean.float() / 255).") + "$"):
         DictionaryDenoiser(patch_size=3).fit(torch.zeros(2, 1, 8, 8, dtype=torch.int64))
 
 

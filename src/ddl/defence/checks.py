@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ddl._validate import check_images, check_labels
+
 __all__ = ["warn_if_zero_gradients"]
 
 
@@ -40,13 +42,8 @@ def warn_if_zero_gradients(model: nn.Module, x: Tensor, y: Tensor, *, threshold:
     RuntimeWarning
         When the fraction is > 0, with the count and what to do.
     """
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"warn_if_zero_gradients: x must be a floating-point tensor; got "
-                        f"{getattr(x, 'dtype', type(x).__name__)}.")
-    if not isinstance(y, Tensor) or y.dtype != torch.int64 or y.shape != (x.shape[0],):
-        raise ValueError(f"warn_if_zero_gradients: y must be an int64 tensor of shape "
-                         f"({x.shape[0]},); got {getattr(y, 'dtype', type(y).__name__)} "
-                         f"{tuple(getattr(y, 'shape', ()))}.")
+    check_images("warn_if_zero_gradients", "x", x, value_range=None)
+    check_labels("warn_if_zero_gradients", "y", y, x.shape[0], per="image of x")
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         loss = F.cross_entropy(model(x), y, reduction="sum")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddl._progress import bar
-from ddl._validate import check_bool, check_choice, check_int, check_int_pair, check_optional_number
+from ddl._validate import check_bool, check_choice, check_images, check_int, check_int_pair, check_optional_number
 from ddl.constants import MAX_PATCHES
 from ddl.sparse.omp import (
     _DEPENDENT_MSG,
@@ -185,18 +185,6 @@ class DictionaryDenoiser(nn.Module):
         for name in ("n_epochs", "batch_size", "max_patches"):
             check_int(func, name, getattr(self, name), 1)
 
-    @staticmethod
-    def _check_images(func: str, x) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{func}: x must be a torch.Tensor (N, C, H, W); got {type(x).__name__}.")
-        if not x.is_floating_point():
-            raise TypeError(
-                f"{func}: x must be a floating-point tensor in [0, 1]; got {x.dtype} "
-                f"(convert with ddl.data.to_float_images or x.float() / 255)."
-            )
-        if x.dim() != 4:
-            raise ValueError(f"{func}: x must have shape (N, C, H, W); got {tuple(x.shape)}.")
-
     # ------------------------------------------------------------------ fit
     def fit(self, x_clean: Tensor, y=None, *, progress: bool = False) -> DictionaryDenoiser:
         """Learn ``dictionary_`` from (centered) patches of clean images.
@@ -216,7 +204,7 @@ class DictionaryDenoiser(nn.Module):
 
         func = "DictionaryDenoiser.fit"
         self._check_params(func)
-        self._check_images(func, x_clean)
+        check_images(func, "x_clean", x_clean, value_range=None)
         patch, step = check_int_pair(func, "patch_size", self.patch_size), check_int_pair(func, "step", self.step)
         _check_geometry(func, tuple(x_clean.shape[2:]), patch, step)
         X = self._training_patches(x_clean.detach(), patch, step)
@@ -314,7 +302,7 @@ class DictionaryDenoiser(nn.Module):
         func = "DictionaryDenoiser.transform"
         self._check_fitted("transform")
         self._check_params(func)
-        self._check_images(func, x)
+        check_images(func, "x", x, value_range=None)  # no range test: it would cost a pass per call
         if x.shape[1] != self.n_channels_:
             raise ValueError(
                 f"{func}: x has {x.shape[1]} channels but the dictionary was fitted on "

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ddl._validate import check_choice, check_int, check_number, check_optional_int
+from ddl._validate import check_choice, check_images, check_int, check_number, check_optional_int
 from ddl.sparse.omp import straight_through
 
 __all__ = ["PURIFIERS", "BitDepthReduction", "GaussianBlur", "JPEGCompression", "MedianSmoothing",
@@ -90,20 +90,11 @@ class _Purifier(nn.Module):
     def _check_params(self, func: str) -> None:  # pragma: no cover - overridden
         pass
 
-    @staticmethod
-    def _check_images(func: str, x) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{func}: x must be a torch.Tensor (N, C, H, W); got {type(x).__name__}.")
-        if not x.is_floating_point():
-            raise TypeError(f"{func}: x must be a floating-point tensor in [0, 1]; got {x.dtype}.")
-        if x.dim() != 4:
-            raise ValueError(f"{func}: x must have shape (N, C, H, W); got {tuple(x.shape)}.")
-
     def transform(self, x: Tensor) -> Tensor:
         """Purify a batch: (N, C, H, W) float in [0, 1] → same shape, dtype and device."""
         func = f"{type(self).__name__}.transform"
         self._check(func)
-        self._check_images(func, x)
+        check_images(func, "x", x, value_range=None)  # no range test: it would cost a pass per call
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         if self.grad == "exact" and needs_grad:
             return self._purify(x)
