@@ -1,6 +1,7 @@
 """ddl.metrics against scikit-image (PSNR, SSIM) and hand counts (accuracy, confidence, subset)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -30,9 +31,13 @@ def test_accuracy_from_logits_and_labels_by_hand():
 
 def test_accuracy_errors():
     y = torch.tensor([0, 1])
-    with pytest.raises(ValueError, match=r"accuracy: y must have shape \(3,\)"):
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "accuracy: y must be an int64 tensor of shape (3,) (one per prediction); got int64 tensor of shape (2,).")
+            + "$"):
         metrics.accuracy(torch.zeros(3, 2), y)
-    with pytest.raises(TypeError, match="accuracy: y must be int64.*torch.int32"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "accuracy: y must be an int64 tensor of shape (2,) (one per prediction); got int32 tensor of shape (2,).")
+            + "$"):
         metrics.accuracy(torch.zeros(2, 2), y.int())
     with pytest.raises(TypeError, match="accuracy: predicted labels .* must be int64; got torch.float32"):
         metrics.accuracy(torch.tensor([0.0, 1.0]), y)
@@ -66,11 +71,14 @@ def test_high_confidence_misclassified_by_hand():
 
 
 def test_high_confidence_errors_more():
-    with pytest.raises(ValueError, match=r"high_confidence_misclassified: y must have shape \(2,\)"):
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "high_confidence_misclassified: y must be an int64 tensor of shape (2,) (one per prediction); "
+            "got int64 tensor of shape (3,).") + "$"):
         metrics.high_confidence_misclassified(torch.zeros(2, 3), torch.tensor([0, 1, 2]))
     with pytest.raises(TypeError, match="mean_confidence: logits must be a floating-point tensor; got torch.int64"):
         metrics.mean_confidence(torch.zeros(2, 3, dtype=torch.int64))
-    with pytest.raises(TypeError, match="accuracy: y must be an int64 torch.Tensor of shape \\(N,\\); got list"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "accuracy: y must be an int64 tensor of shape (2,) (one per prediction); got list.") + "$"):
         metrics.accuracy(torch.zeros(2, 3), [0, 1])
 
 

@@ -8,6 +8,7 @@ Grad-CAM worked out by hand on a tiny conv net with fixed weights.
 from __future__ import annotations
 
 import doctest
+import re
 
 import numpy as np
 import pytest
@@ -349,11 +350,17 @@ def test_cam_errors(rng):
         plots.grad_cam(model, x, 0, layer=nn.ReLU())
     with pytest.raises(ValueError, match="layer='nope' is not the name of a sub-module"):
         plots.grad_cam(model, x, 0, layer="nope")
-    with pytest.raises(ValueError, match=r"target must lie in \[0, n_classes=2\); got values from 2 to 2"):
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "grad_cam: target must be an int or an int64 tensor of shape (2,) (one per image of x) with values in "
+            "[0, 2) (the model returns 2 scores); got int64 tensor of shape (2,) with values in [2, 2].") + "$"):
         plots.grad_cam(model, x, 2, layer=model.act)
-    with pytest.raises(ValueError, match=r"target must be an int or an int64 tensor of shape \(2,\)"):
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "grad_cam: target must be an int or an int64 tensor of shape (2,) (one per image of x); "
+            "got int64 tensor of shape (3,).") + "$"):
         plots.grad_cam(model, x, torch.zeros(3, dtype=torch.int64), layer=model.act)
-    with pytest.raises(TypeError, match=r"x must be a floating-point tensor of shape \(N, C, H, W\)"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "grad_cam: x must be a floating-point tensor of shape (N, C, H, W); got float32 tensor of shape (1, 8, 8).")
+            + "$"):
         plots.grad_cam(model, x[0], 0, layer=model.act)
     with pytest.raises(ValueError, match=r"layer output must be a 4-D tensor \(N, K, h, w\); got \(2, 2\)"):
         plots.grad_cam(model, x, 0, layer=model.fc)

@@ -1,6 +1,7 @@
 """Tests of ddl.models.train: fit (seeded, resumable per epoch), predict, augmentation."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -204,7 +205,9 @@ def test_predict_refuses_training_mode():
 
 def test_predict_input_errors():
     model = build_model("mlp", (1, 28, 28)).eval()
-    with pytest.raises(TypeError, match=r"predict: x must be a float32 tensor of shape \(N, C, H, W\).*got torch.uint8"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "predict: x must be a float32 tensor of shape (N, C, H, W); got uint8 tensor of shape (2, 1, 28, 28) "
+            "(convert with ddl.data.to_float_images or x.float() / 255).") + "$"):
         predict(model, torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"predict: batch_size must be an int >= 1; got 0"):
         predict(model, torch.rand(2, 1, 28, 28), batch_size=0)
@@ -237,11 +240,15 @@ def test_fit_argument_errors(kwargs, exc, match):
 def test_fit_data_type_errors():
     x, y = _data(8)
     model = build_model("mlp", (1, 28, 28))
-    with pytest.raises(TypeError, match=r"fit: x must be a float32 tensor .*got torch.float64"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "fit: x must be a float32 tensor of shape (N, C, H, W); got float64 tensor of shape (8, 1, 28, 28) "
+            "(convert with x.to(torch.float32)).") + "$"):
         fit(model, x.double(), y, epochs=1)
-    with pytest.raises(TypeError, match=r"fit: y must be an int64 tensor of shape \(8,\) .*got torch.int32"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "fit: y must be an int64 tensor of shape (8,) (one per image of x); got int32 tensor of shape (8,).") + "$"):
         fit(model, x, y.int(), epochs=1)
-    with pytest.raises(TypeError, match=r"fit: y must be an int64 tensor of shape \(8,\) .*got torch.int64 tensor of shape \(7,\)"):
+    with pytest.raises(TypeError, match="^" + re.escape(
+            "fit: y must be an int64 tensor of shape (8,) (one per image of x); got int64 tensor of shape (7,).") + "$"):
         fit(model, x, y[:7], epochs=1)
     with pytest.raises(TypeError, match=r"fit: model must be a torch.nn.Module; got function"):
         fit(lambda t: t, x, y, epochs=1)

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from ddl._validate import check_choice, check_int, check_number
+from ddl._validate import check_choice, check_int, check_labels, check_number
 
 __all__ = ["accuracy", "mean_confidence", "psnr", "ssim", "high_confidence_misclassified"]
 
@@ -45,16 +45,6 @@ def _check_logits(fn: str, logits: torch.Tensor, name: str = "logits") -> None:
         raise TypeError(f"{fn}: {name} must be a floating-point tensor; got {logits.dtype}.")
     if logits.shape[0] == 0:
         raise ValueError(f"{fn}: {name} holds no samples (N=0); the metric is undefined for an empty set.")
-
-
-def _check_labels(fn: str, y: torch.Tensor, n: int, name: str = "y") -> None:
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{fn}: {name} must be an int64 torch.Tensor of shape (N,); got {type(y).__name__}.")
-    if y.dtype != torch.int64:
-        raise TypeError(f"{fn}: {name} must be int64 class labels; got {y.dtype}.")
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"{fn}: {name} must have shape ({n},) to match the predictions; "
-                         f"got shape {tuple(y.shape)}.")
 
 
 def _check_pair(fn: str, x: torch.Tensor, x_ref: torch.Tensor, data_range: float, reduction: str) -> None:
@@ -109,7 +99,7 @@ def accuracy(logits_or_pred: torch.Tensor, y: torch.Tensor) -> float:
     else:
         _check_logits("accuracy", t, "logits_or_pred")
         pred = t.argmax(dim=1)
-    _check_labels("accuracy", y, pred.shape[0])
+    check_labels("accuracy", "y", y, pred.shape[0], per="prediction")
     return float((pred == y.to(pred.device)).double().mean())
 
 
@@ -162,7 +152,7 @@ def high_confidence_misclassified(logits: torch.Tensor, y: torch.Tensor, *,
     [True, False, False]
     """
     _check_logits("high_confidence_misclassified", logits)
-    _check_labels("high_confidence_misclassified", y, logits.shape[0])
+    check_labels("high_confidence_misclassified", "y", y, logits.shape[0], per="prediction")
     check_number("high_confidence_misclassified", "threshold", threshold, 0, 1)
     prob = torch.softmax(logits.double(), dim=1)
     conf, pred = prob.max(dim=1)

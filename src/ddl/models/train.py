@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ddl._io import atomic_torch_save
-from ddl._validate import check_choice, check_int, check_number, check_optional_number
+from ddl._validate import check_choice, check_images, check_int, check_labels, check_number, check_optional_number
 
 AUGMENTATIONS = ("crop_flip", "flip", "shift")
 LR_SCHEDULES = ("cosine",)
@@ -113,12 +113,8 @@ def _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, 
                     grad_clip=None) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"fit: model must be a torch.nn.Module; got {type(model).__name__}.")
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.ndim != 4:
-        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"fit: x must be a float32 tensor of shape (N, C, H, W) in [0, 1]; got {got}.")
-    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != (x.shape[0],):
-        got = f"{y.dtype} tensor of shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
-        raise TypeError(f"fit: y must be an int64 tensor of shape ({x.shape[0]},) (one label per image); got {got}.")
+    check_images("fit", "x", x, value_range=None, dtype=torch.float32)
+    check_labels("fit", "y", y, x.shape[0], per="image of x")
     check_int("fit", "epochs", epochs, 1)
     check_int("fit", "batch_size", batch_size, 1)
     check_number("fit", "lr", lr, low=0, low_open=True)
@@ -451,9 +447,7 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device:
     if model.training:
         raise ValueError("predict: model is in training mode (dropout/batch-norm would make predictions "
                          "random); call model.eval() first.")
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.ndim != 4:
-        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"predict: x must be a float32 tensor of shape (N, C, H, W) in [0, 1]; got {got}.")
+    check_images("predict", "x", x, value_range=None, dtype=torch.float32)
     check_int("predict", "batch_size", batch_size, 1)
     dev = torch.device(device)
     out = [model(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, x.shape[0], batch_size)]

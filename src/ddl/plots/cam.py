@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.nn import functional as F
 
-from ddl._validate import _is_int, check_int
+from ddl._validate import check_images, check_int, check_labels
 from ddl.plots import _float_array, _to_image
 
 
@@ -279,17 +279,9 @@ def _check_cam_args(func: str, model: Any, x: Any, target: Any, layer: Any) -> t
         raise ValueError(
             f"{func}: model is in training mode (dropout/batch-norm would change the maps); call model.eval() first."
         )
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 4:
-        desc = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"{func}: x must be a floating-point tensor of shape (N, C, H, W); got {desc}.")
+    check_images(func, "x", x, value_range=None)
     layer = _resolve_module(func, model, layer, "layer")
-    n = x.shape[0]
-    if _is_int(target):
-        target = torch.full((n,), int(target), dtype=torch.int64)
-    if not isinstance(target, torch.Tensor) or target.dtype != torch.int64 or target.shape != (n,):
-        is_tensor = isinstance(target, torch.Tensor)
-        desc = f"{target.dtype} tensor of shape {tuple(target.shape)}" if is_tensor else repr(target)
-        raise ValueError(f"{func}: target must be an int or an int64 tensor of shape ({n},); got {desc}.")
+    target = check_labels(func, "target", target, x.shape[0], per="image of x", allow_int=True)
     return layer, target.to(x.device)
 
 
@@ -297,11 +289,8 @@ def _check_scores(func: str, scores: Any, n: int, target: torch.Tensor) -> None:
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or scores.shape[0] != n:
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise ValueError(f"{func}: model must return scores of shape (N={n}, n_classes); got {shape}.")
-    if n and (int(target.min()) < 0 or int(target.max()) >= scores.shape[1]):
-        raise ValueError(
-            f"{func}: target must lie in [0, n_classes={scores.shape[1]}); "
-            f"got values from {int(target.min())} to {int(target.max())}."
-        )
+    check_labels(func, "target", target, n, scores.shape[1], per="image of x", allow_int=True,
+                 classes_from=f"the model returns {scores.shape[1]} scores")
 
 
 def _upsample_and_normalise(cam: torch.Tensor, size: torch.Size) -> torch.Tensor:
