@@ -7,11 +7,13 @@ a second run folder that recomputed those cells with today's ddl (same preset, s
 times recorded) and, for every committed record without ``computed_seconds``, copies the
 recompute's ``computed_seconds`` **only if the recompute is the same computation**: same defence
 parameters, identical clean predictions, and perturbed, denoised and denoised-clean predictions
-that agree with the committed cell's on at least ``--min-agreement`` of the images (default
-99.9 %: an FGSM gradient summed in another order on another thread count can flip the sign of a
-zero-crossing pixel, which moves an image or two of 10,000). The copied times are labelled
-(``computed_seconds_source``: when, on which machine, by which run folder, with what agreement),
-and the report says so. Anything that does not match is left
+that agree with the committed cell's on at least ``--min-agreement`` of the images (default 99 %,
+the rule of ``tools/resample_pixel_figures.py``: a gradient summed in another order on another
+thread count flips the sign of near-zero FGSM components, which moved 1 to 15 images of 10,000 in
+the recomputed MNIST cells; another ε, model or dictionary moves hundreds). The copied times are
+labelled (``computed_seconds_source``: when, with what ddl, torch and threads;
+``computed_seconds_agreement``: the least agreement over the four kinds), and the report says so.
+Anything that does not match is left
 empty and listed; nothing else in ``results.json`` changes. Then the report is re-rendered.
 
     DDL_OMP_NATIVE=0 python tools/fill_stage_times.py results/tuned runs/mnist-times-tuned \
@@ -54,7 +56,7 @@ def _agreement(committed: Path, r: dict, recompute: Path, twin: dict) -> dict[st
     return {k: float((a[f"pred_{k}"] == b[f"pred_{k}"]).double().mean()) for k in KINDS}
 
 
-def fill(committed: Path, recompute: Path, min_agreement: float = 0.999) -> tuple[list[str], list[str]]:
+def fill(committed: Path, recompute: Path, min_agreement: float = 0.99) -> tuple[list[str], list[str]]:
     """Copy stage times into ``committed/results.json``; return (filled cells, refused cells)."""
     results = json.loads((committed / "results.json").read_text())
     again = json.loads((recompute / "results.json").read_text())
@@ -77,13 +79,12 @@ def fill(committed: Path, recompute: Path, min_agreement: float = 0.999) -> tupl
             refused.append(f"{name}: the recompute differs (predictions agree on "
                            f"{', '.join(f'{k} {v:.2%}' for k, v in agreement.items())})")
             continue
-        same = ("whose predictions are identical" if min(agreement.values()) == 1 else
-                f"whose predictions agree with this cell's on at least {min(agreement.values()):.2%} of the images")
         r["computed_seconds"] = twin["computed_seconds"]
-        r["computed_seconds_source"] = (f"measured on {date} by recomputing this cell (tools/fill_stage_times.py "
+        r["computed_seconds_source"] = (f"measured on {date} by recomputing the cells (tools/fill_stage_times.py "
                                         f"--recompute; ddl {again.get('ddl_version', '?')}, torch "
                                         f"{machine.get('torch', '?')}, {machine.get('threads', '?')} thread(s), "
-                                        f"{machine.get('device', '?')}) {same}")
+                                        f"{machine.get('device', '?')})")
+        r["computed_seconds_agreement"] = min(agreement.values())
         filled.append(name)
     if filled:
         write_results(committed / "results.json", results)
@@ -110,8 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--recompute", nargs="+", metavar="DATASET", help="recompute these data sets' cells first")
     ap.add_argument("--data-dir", help="folder holding mnist/ and cifar-10-batches-py/ (with --recompute)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (with --recompute)")
-    ap.add_argument("--min-agreement", type=float, default=0.999,
-                    help="least fraction of images with the same prediction, per kind (default: 0.999)")
+    ap.add_argument("--min-agreement", type=float, default=0.99,
+                    help="least fraction of images with the same prediction, per kind (default: 0.99)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch

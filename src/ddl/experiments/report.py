@@ -303,13 +303,7 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
                    Block("table", rows=compute_time_table(records))]
         unrecorded = sorted({DATASET_NAMES.get(r["dataset"], r["dataset"]) for r in records
                              if not any(v is not None for v in (r.get("computed_seconds") or {}).values())})
-        sources = {}
-        for r in records:
-            if r.get("computed_seconds_source"):
-                sources.setdefault(r["computed_seconds_source"], set()).add(DATASET_NAMES.get(r["dataset"], r["dataset"]))
-        for source, names in sorted(sources.items()):
-            blocks.append(Block("p", f"{', '.join(sorted(names))}: these cells were computed by an earlier ddl that "
-                                     f"did not record stage times; the times shown were {source}."))
+        blocks += _recomputed_times_blocks(records)
         if unrecorded:
             blocks.append(Block("p", f"{', '.join(unrecorded)}: every stage of these cells was read from a cache "
                                      f"written by an earlier ddl that did not record stage times; their wall "
@@ -317,6 +311,26 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
     if figures:
         blocks.append(Block("h2", "Figures"))
         blocks += [Block("figure", text=caption, path=path) for caption, path in figures]
+    return blocks
+
+
+def _recomputed_times_blocks(records: list[dict]) -> list[Block]:
+    """A paragraph per group of cells whose stage times were filled from a recompute
+    (``computed_seconds_source``, written by tools/fill_stage_times.py)."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("computed_seconds_source"):
+            groups.setdefault(r["computed_seconds_source"], []).append(r)
+    blocks = []
+    for source, cells in sorted(groups.items()):
+        names = sorted({DATASET_NAMES.get(r["dataset"], r["dataset"]) for r in cells})
+        agree = [r.get("computed_seconds_agreement", 1.0) for r in cells]
+        same = sum(a == 1.0 for a in agree)
+        blocks.append(Block("p", f"{', '.join(names)}: these {len(cells)} cells were computed by an earlier ddl that "
+                                 f"did not record stage times; the times shown were {source}. The recomputed "
+                                 f"predictions are identical in {same} of the {len(cells)} cells and agree with the "
+                                 f"committed ones on at least {100 * min(agree):.2f} % of the images in every cell "
+                                 f"(the committed numbers are unchanged)."))
     return blocks
 
 
