@@ -1,9 +1,11 @@
 """The report's compute-time table, and tools/fill_stage_times.py, which fills the rows of cells
-computed by a ddl that did not record stage times from a recompute with identical accuracies."""
+computed by a ddl that did not record stage times from a recompute of the same computation
+(identical clean predictions, the others agreeing on >= 99 % of the images)."""
 
 import copy
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -60,8 +62,8 @@ def _arrays(folder: Path, r: dict, flips: dict[str, int]) -> None:
 
 
 def _pair(tmp_path, cells):
-    """A committed folder and a recompute folder; ``cells``: (model, committed?, recompute flips or
-    None for missing, committed seconds)."""
+    """A committed folder and a recompute folder; ``cells``: (model, the recompute's prediction
+    flips per kind or None for a cell it lacks, the committed cell's seconds or None)."""
     old, new = [], []
     (tmp_path / "committed").mkdir()
     (tmp_path / "again").mkdir()
@@ -96,9 +98,9 @@ def test_fill_copies_the_times_of_the_same_computation_only_and_labels_them(tmp_
     assert out[0]["computed_seconds"] == SECONDS and out[1]["computed_seconds"] == SECONDS
     assert out[0]["computed_seconds_agreement"] == 1.0 and out[1]["computed_seconds_agreement"] == 0.997
     assert out[0]["computed_seconds_source"] == out[1]["computed_seconds_source"]
-    assert out[0]["computed_seconds_source"].endswith(
-        "by recomputing the cells (tools/fill_stage_times.py --recompute; ddl 0.1.0, torch 2.13.0+cpu, "
-        "1 thread(s), cpu)")
+    assert re.fullmatch(r"measured by recomputing the cells \(tools/fill_stage_times\.py --recompute; ddl 0\.1\.0, "
+                        r"torch 2\.13\.0\+cpu, 1 thread\(s\), cpu; filled in on \d{4}-\d\d-\d\d\)",
+                        out[0]["computed_seconds_source"])
     # nothing else changed: refused cells have no times, the recorded cell keeps its own
     for got, want in zip(out, old):
         assert {k: v for k, v in got.items() if not k.startswith("computed_seconds")} == \
@@ -108,10 +110,50 @@ def test_fill_copies_the_times_of_the_same_computation_only_and_labels_them(tmp_
     md = (committed / "report.md").read_text()
     assert "| MNIST | mlp | fgsm | 100 | 1.2 | 2.5 | 3.8 | 12.0 |" in md
     assert "| MNIST | convnet | fgsm | 100 | — | — | — | — |" in md
-    assert ("MNIST: these 2 cells were computed by an earlier ddl that did not record stage times; the times "
-            "shown were measured on ") in md
-    assert ("The recomputed predictions are identical in 1 of the 2 cells and agree with the committed ones on "
-            "at least 99.70 % of the images in every cell (the committed numbers are unchanged).") in md
+    assert (f"MNIST: these 2 cells were computed by an earlier ddl that did not record stage times; the times "
+            f"shown were {out[0]['computed_seconds_source']}. The recomputed predictions are identical in 1 of the "
+            f"2 cells and agree with the committed ones on at least 99.70 % of the images in every cell (the "
+            f"committed numbers are unchanged).\n") in md
+
+
+def test_fill_refuses_other_defence_parameters_missing_times_another_preset_and_a_bad_threshold(tmp_path):
+    committed, recompute, _ = _pair(tmp_path, [("mlp", {}, None), ("convnet", {}, None)])
+    again = json.loads((recompute / "results.json").read_text())
+    again["records"][0]["defence_params"] = {**again["records"][0]["defence_params"], "n_nonzero_coefs": 2}
+    again["records"][1]["computed_seconds"] = {k: None for k in SECONDS}  # read from an old cache
+    (recompute / "results.json").write_text(json.dumps(again))
+    before = (committed / "results.json").read_bytes()
+    filled, refused = _tool().fill(committed, recompute)
+    assert filled == []
+    assert refused == [
+        "mnist/mlp/fgsm: the recompute used other defence parameters "
+        "({'n_components': 64, 'n_nonzero_coefs': 2, 'patch_size': 4})",
+        "mnist/convnet/fgsm: the recompute recorded no stage times (its stages were read from a cache "
+        "written without them)"]
+    assert (committed / "results.json").read_bytes() == before
+    again["config"]["name"] = "paper"
+    (recompute / "results.json").write_text(json.dumps(again))
+    with pytest.raises(ValueError, match=re.escape(f"fill_stage_times: the recompute {recompute} ran preset "
+                                                   f"'paper', the committed run {committed} preset 'tuned'; "
+                                                   f"recompute with the same preset.")):
+        _tool().fill(committed, recompute)
+    for bad in (99, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"^fill_stage_times: min_agreement must be a finite number in "
+                                             r"\[0, 1\]; got "):
+            _tool().fill(committed, recompute, min_agreement=bad)
+    assert (committed / "results.json").read_bytes() == before
+
+
+def test_the_report_rounds_the_agreement_down_and_says_when_it_was_not_recorded():
+    source = "measured by recomputing the cells (x)"
+    cells = [dict(_record("mnist", m, "fgsm", 0.9, SECONDS), computed_seconds_source=source) for m in ("a", "b", "c")]
+    cells[0]["computed_seconds_agreement"] = 0.99996  # "at least 99.99 %", not 100.00 %
+    cells[1]["computed_seconds_agreement"] = 1.0
+    md = report.to_markdown(report.build_report({"config": {"name": "tuned"}, "records": cells}))
+    assert ("MNIST: these 3 cells were computed by an earlier ddl that did not record stage times; the times shown "
+            "were measured by recomputing the cells (x). The recomputed predictions are identical in 1 of the 3 "
+            "cells and agree with the committed ones on at least 99.99 % of the images in 2 cells; for 1 the "
+            "agreement was not recorded.\n") in md
 
 
 def test_a_stricter_agreement_refuses_the_nearly_identical_cell(tmp_path):

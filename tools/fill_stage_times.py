@@ -38,6 +38,7 @@ import sys
 from pathlib import Path
 
 from ddl._io import safe_torch_load
+from ddl._validate import check_number
 from ddl.experiments.pipeline import write_results
 from ddl.experiments.report import write_report
 
@@ -58,13 +59,17 @@ def _agreement(committed: Path, r: dict, recompute: Path, twin: dict) -> dict[st
 
 def fill(committed: Path, recompute: Path, min_agreement: float = 0.99) -> tuple[list[str], list[str]]:
     """Copy stage times into ``committed/results.json``; return (filled cells, refused cells)."""
+    min_agreement = check_number("fill_stage_times", "min_agreement", min_agreement, 0, 1)
     results = json.loads((committed / "results.json").read_text())
     again = json.loads((recompute / "results.json").read_text())
+    ours, theirs = results["config"].get("name"), again["config"].get("name")
+    if ours != theirs:
+        raise ValueError(f"fill_stage_times: the recompute {recompute} ran preset {theirs!r}, the committed run "
+                         f"{committed} preset {ours!r}; recompute with the same preset.")
     by_cell = {_cell(r): r for r in again["records"]}
     filled, refused = [], []
     machine = again.get("machine", {})
-    when = (recompute / "results.json").stat().st_mtime
-    date = datetime.datetime.fromtimestamp(when, datetime.timezone.utc).strftime("%Y-%m-%d")
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     for r in results["records"]:
         if any(v is not None for v in (r.get("computed_seconds") or {}).values()):
             continue
@@ -73,17 +78,23 @@ def fill(committed: Path, recompute: Path, min_agreement: float = 0.99) -> tuple
         if twin is None:
             refused.append(f"{name}: not in the recompute")
             continue
+        if not any(v is not None for v in (twin.get("computed_seconds") or {}).values()):
+            refused.append(f"{name}: the recompute recorded no stage times (its stages were read from a cache "
+                           f"written without them)")
+            continue
+        if twin["defence_params"] != r["defence_params"]:
+            refused.append(f"{name}: the recompute used other defence parameters ({twin['defence_params']})")
+            continue
         agreement = _agreement(committed, r, recompute, twin)
-        if twin["defence_params"] != r["defence_params"] or agreement["clean"] < 1 \
-                or min(agreement.values()) < min_agreement:
+        if agreement["clean"] < 1 or min(agreement.values()) < min_agreement:
             refused.append(f"{name}: the recompute differs (predictions agree on "
                            f"{', '.join(f'{k} {v:.2%}' for k, v in agreement.items())})")
             continue
         r["computed_seconds"] = twin["computed_seconds"]
-        r["computed_seconds_source"] = (f"measured on {date} by recomputing the cells (tools/fill_stage_times.py "
+        r["computed_seconds_source"] = (f"measured by recomputing the cells (tools/fill_stage_times.py "
                                         f"--recompute; ddl {again.get('ddl_version', '?')}, torch "
                                         f"{machine.get('torch', '?')}, {machine.get('threads', '?')} thread(s), "
-                                        f"{machine.get('device', '?')})")
+                                        f"{machine.get('device', '?')}; filled in on {date})")
         r["computed_seconds_agreement"] = min(agreement.values())
         filled.append(name)
     if filled:
@@ -120,7 +131,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.recompute:
         recompute(args.committed, args.recompute_run, args.recompute, args.data_dir)
-    filled, refused = fill(args.committed, args.recompute_run, args.min_agreement)
+    try:
+        filled, refused = fill(args.committed, args.recompute_run, args.min_agreement)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"filled {len(filled)} cell(s): {', '.join(filled) or '-'}")
     for line in refused:
         print(f"left empty: {line}")

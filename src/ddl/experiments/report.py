@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -324,13 +325,17 @@ def _recomputed_times_blocks(records: list[dict]) -> list[Block]:
     blocks = []
     for source, cells in sorted(groups.items()):
         names = sorted({DATASET_NAMES.get(r["dataset"], r["dataset"]) for r in cells})
-        agree = [r.get("computed_seconds_agreement", 1.0) for r in cells]
-        same = sum(a == 1.0 for a in agree)
-        blocks.append(Block("p", f"{', '.join(names)}: these {len(cells)} cells were computed by an earlier ddl that "
-                                 f"did not record stage times; the times shown were {source}. The recomputed "
-                                 f"predictions are identical in {same} of the {len(cells)} cells and agree with the "
-                                 f"committed ones on at least {100 * min(agree):.2f} % of the images in every cell "
-                                 f"(the committed numbers are unchanged)."))
+        agree = [r["computed_seconds_agreement"] for r in cells if r.get("computed_seconds_agreement") is not None]
+        text = (f"{', '.join(names)}: these {len(cells)} cells were computed by an earlier ddl that did not record "
+                f"stage times; the times shown were {source}.")
+        if agree:
+            least = math.floor(min(agree) * 10_000) / 100  # rounded down: "at least"
+            text += (f" The recomputed predictions are identical in {sum(a == 1.0 for a in agree)} of the "
+                     f"{len(cells)} cells and agree with the committed ones on at least {least:.2f} % of the "
+                     f"images in {'every cell' if len(agree) == len(cells) else f'{len(agree)} cells'}")
+            text += (" (the committed numbers are unchanged)." if len(agree) == len(cells) else
+                     f"; for {len(cells) - len(agree)} the agreement was not recorded.")
+        blocks.append(Block("p", text))
     return blocks
 
 
