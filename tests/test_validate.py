@@ -9,50 +9,61 @@ import numpy as np
 import pytest
 import torch
 
+import ddl._validate
 from ddl._validate import (BadFileError, WrongTypeError, check_bool, check_choice, check_images, check_int,
                            check_int_pair, check_labels, check_number, check_optional_int, check_optional_number,
-                           close_match, describe, load_torch_file, require_keys)
+                           close_match, describe, is_int, is_real, load_torch_file, require_keys)
 from ddl.errors import DDLError
+
+
+def _full(message: str) -> str:
+    """A pattern matching exactly ``message`` (one line, regex characters escaped)."""
+    return f"^{re.escape(message)}$"
 
 
 @pytest.mark.parametrize("call, message", [
     (lambda: check_int("f", "n", 0, 1), "f: n must be an int >= 1; got 0."),
-    (lambda: check_int("f", "n", 9, 1, 8), r"f: n must be an int in \[1, 8\]; got 9."),
+    (lambda: check_int("f", "n", 9, 1, 8), "f: n must be an int in [1, 8]; got 9."),
     (lambda: check_int("f", "n", True, 0), "f: n must be an int >= 0; got True."),
     (lambda: check_int("f", "n", 2.0, 0), "f: n must be an int >= 0; got 2.0."),
     (lambda: check_optional_int("f", "n", -1, 0), "f: n must be an int >= 0; got -1."),
     (lambda: check_int("f", "win", 4, 3, odd=True), "f: win must be an odd int >= 3; got 4."),
     (lambda: check_int("f", "win", 1, 3, odd=True), "f: win must be an odd int >= 3; got 1."),
     (lambda: check_number("f", "lr", 0, 0, low_open=True), "f: lr must be a finite number > 0; got 0."),
-    (lambda: check_number("f", "t", 1.5, 0, 1), r"f: t must be a finite number in \[0, 1\]; got 1.5."),
+    (lambda: check_number("f", "t", 1.5, 0, 1), "f: t must be a finite number in [0, 1]; got 1.5."),
     (lambda: check_number("f", "t", float("nan")), "f: t must be a finite number; got nan."),
+    (lambda: check_number("f", "t", 10**400), f"f: t must be a finite number; got {10**400}."),
+    (lambda: check_number("f", "t", -10**400, 0), f"f: t must be a finite number >= 0; got {-10**400}."),
+    (lambda: check_optional_number("f", "t", 10**400), f"f: t must be None or a finite number; got {10**400}."),
     (lambda: check_number("f", "p", 9.0, 0, 9, low_open=True, high_open=True),
-     r"f: p must be a finite number in \(0, 9\); got 9.0."),
+     "f: p must be a finite number in (0, 9); got 9.0."),
     (lambda: check_number("f", "t", 1, high=1, high_open=True), "f: t must be a finite number < 1; got 1."),
     (lambda: check_optional_number("f", "clip", 0.0, 0, low_open=True), "f: clip must be None or a finite number > 0; got 0.0."),
     (lambda: check_optional_number("f", "tol", "1", 0), "f: tol must be None or a finite number >= 0; got '1'."),
     (lambda: check_int_pair("f", "step", 0), "f: step must be an int >= 1 or a pair of them; got 0."),
-    (lambda: check_int_pair("f", "patch_size", (8, 2.5)), r"f: patch_size must be an int >= 1 or a pair of them; got \(8, 2.5\)."),
-    (lambda: check_int_pair("f", "patch_size", (8, 8, 8)), r"f: patch_size must be an int >= 1 or a pair of them; got \(8, 8, 8\)."),
+    (lambda: check_int_pair("f", "patch_size", (8, 2.5)), "f: patch_size must be an int >= 1 or a pair of them; got (8, 2.5)."),
+    (lambda: check_int_pair("f", "patch_size", (8, 8, 8)), "f: patch_size must be an int >= 1 or a pair of them; got (8, 8, 8)."),
     (lambda: check_int_pair("f", "patch_size", True), "f: patch_size must be an int >= 1 or a pair of them; got True."),
     (lambda: check_choice("f", "model", "convnt", ("mlp", "convnet")),
-     r"f: model must be one of mlp, convnet; got 'convnt' \(did you mean 'convnet'\?\)."),
+     "f: model must be one of mlp, convnet; got 'convnt' (did you mean 'convnet'?)."),
 ])
 def test_checks_name_where_parameter_rule_and_value(call, message):
-    with pytest.raises(ValueError, match=f"^{message}$"):
+    with pytest.raises(ValueError, match=_full(message)):
         call()
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", None])
 def test_check_bool_refuses_what_is_not_a_bool_with_a_type_error(value):
-    with pytest.raises(TypeError, match=f"^f: flag must be a bool; got {value!r}\\.$"):
+    with pytest.raises(TypeError, match=_full(f"f: flag must be a bool; got {value!r}.")):
         check_bool("f", "flag", value)
 
 
 @pytest.mark.parametrize("call", [
     lambda: check_int("f", "n", 2.0, 0), lambda: check_int("f", "n", None, 0), lambda: check_bool("f", "flag", 1),
     lambda: check_number("f", "x", "1"), lambda: check_number("f", "x", True),
-    lambda: check_optional_number("f", "x", "1"),
+    lambda: check_optional_number("f", "x", "1"), lambda: check_int_pair("f", "p", 2.5),
+    lambda: check_int_pair("f", "p", (8, 8, 8)), lambda: check_int_pair("f", "p", (8, "4")),
+    lambda: check_int_pair("f", "p", True),
 ])
 def test_a_value_of_the_wrong_type_is_both_a_type_error_and_a_value_error(call):
     with pytest.raises(WrongTypeError) as info:
@@ -62,7 +73,8 @@ def test_a_value_of_the_wrong_type_is_both_a_type_error_and_a_value_error(call):
 
 def test_a_value_out_of_range_is_a_value_error_only():
     for call in (lambda: check_int("f", "n", 0, 1), lambda: check_number("f", "x", -1.0, 0),
-                 lambda: check_number("f", "x", float("inf"))):
+                 lambda: check_number("f", "x", float("inf")), lambda: check_number("f", "x", 10**400),
+                 lambda: check_int_pair("f", "p", 0), lambda: check_int_pair("f", "p", (8, 0))):
         with pytest.raises(ValueError) as info:
             call()
         assert not isinstance(info.value, TypeError)
@@ -102,11 +114,12 @@ def test_load_torch_file_reports_each_kind_of_bad_file(tmp_path):
 
 def test_require_keys_names_what_is_missing_and_what_is_there(tmp_path):
     require_keys("f", "file", "a.pt", {"x": 1, "y": 2}, ("x", "y"))
-    with pytest.raises(BadFileError, match=r"^f: file a.pt lacks 'y' \(it holds 'x'\).$"):
+    with pytest.raises(BadFileError, match=_full("f: file a.pt lacks 'y' (it holds 'x').")):
         require_keys("f", "file", "a.pt", {"x": 1}, ("x", "y"))
-    with pytest.raises(BadFileError, match=r"^--input a.pt lacks 'x' or 'x_adv' \(it holds nothing\).$"):
+    with pytest.raises(BadFileError,
+                       match=_full("--input a.pt lacks 'x' or 'x_adv' (it holds nothing).")):
         require_keys("", "--input", "a.pt", {}, ("x", "x_adv"), any_of=True)
-    with pytest.raises(BadFileError, match=r"^--input a.pt holds a list, not a dict with 'x'.$"):
+    with pytest.raises(BadFileError, match=_full("--input a.pt holds a list, not a dict with 'x'.")):
         require_keys("", "--input", "a.pt", [1], ("x",))
 
 
@@ -117,10 +130,29 @@ def test_numpy_scalars_are_numbers_and_numpy_bools_are_not():
 
     assert check_int("f", "n", np.int64(3), 1) == 3
     assert check_number("f", "x", np.float32(0.5), 0, 1) == 0.5
-    with pytest.raises(ValueError, match=r"f: n must be an int >= 1; got np.True_\.|f: n must be an int >= 1; got True\."):
+    with pytest.raises(ValueError, match=_full(f"f: n must be an int >= 1; got {np.bool_(True)!r}.")):
         check_int("f", "n", np.bool_(True), 1)
-    with pytest.raises(ValueError, match=r"f: x must be a finite number >= 0; got"):
+    with pytest.raises(ValueError, match=_full(f"f: x must be a finite number >= 0; got {np.bool_(False)!r}.")):
         check_number("f", "x", np.bool_(False), 0)
+
+
+def test_numpy_scalars_come_back_as_python_numbers():
+    """What the checks return can be pickled weights-only, dumped as JSON and given to Pillow."""
+    for value in (check_int("f", "n", np.int64(3), 1), check_optional_int("f", "n", np.uint8(3), 1),
+                  check_int("f", "w", np.int32(3), 1, odd=True)):
+        assert type(value) is int and value == 3
+    assert type(check_number("f", "x", np.float32(0.5))) is float
+    assert type(check_number("f", "x", np.int64(2))) is float
+    assert type(check_optional_number("f", "x", np.float64(0.5))) is float
+    assert check_int_pair("f", "p", (np.int64(8), np.int16(4))) == (8, 4)
+    assert all(type(v) is int for v in check_int_pair("f", "p", np.int64(8)))
+
+
+def test_is_int_and_is_real_are_public_and_refuse_bools():
+    assert {"is_int", "is_real"} <= set(ddl._validate.__all__)
+    assert not hasattr(ddl._validate, "_is_int") and not hasattr(ddl._validate, "_is_real")
+    assert is_int(3) and is_int(np.int64(3)) and not is_int(True) and not is_int(np.bool_(True)) and not is_int(3.0)
+    assert is_real(3) and is_real(np.float32(0.5)) and not is_real(False) and not is_real("1")
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -172,7 +204,7 @@ _LABELS = "f: y must be an int64 tensor of shape (3,) with values in [0, 2); got
      "cam: target must be an int or an int64 tensor of shape (3,); got bool."),
 ])
 def test_tensor_checks_name_where_parameter_rule_and_what_was_received(call, error, message):
-    with pytest.raises(error, match=f"^{re.escape(message)}$") as info:
+    with pytest.raises(error, match=_full(message)) as info:
         call()
     assert type(info.value) is error  # values out of range: a ValueError only, not a WrongTypeError
 

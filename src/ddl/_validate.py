@@ -29,7 +29,7 @@ from ddl.errors import DDLError
 
 __all__ = ["BadFileError", "WrongTypeError", "check_bool", "check_choice", "check_images", "check_int",
            "check_int_pair", "check_labels", "check_number", "check_optional_int", "check_optional_number",
-           "close_match", "describe", "load_torch_file", "require_keys"]
+           "close_match", "describe", "is_int", "is_real", "load_torch_file", "require_keys"]
 
 
 class BadFileError(DDLError, ValueError):
@@ -43,7 +43,7 @@ class WrongTypeError(TypeError, ValueError):
     other, and callers catch either."""
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     """An int or a NumPy integer (``numbers.Integral``), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
@@ -61,23 +61,28 @@ def _int_rule(low: int | None, high: int | None, odd: bool = False) -> str:
 
 def check_int(where: str, name: str, value: Any, low: int | None = None, high: int | None = None,
               *, odd: bool = False) -> int:
-    """``value`` if it is an int (not a bool) in ``[low, high]`` (either bound may be None), and
-    odd with ``odd`` (window sizes)."""
-    if not _is_int(value):
+    """``int(value)`` if it is an int (not a bool; a NumPy integer becomes a Python int) in
+    ``[low, high]`` (either bound may be None), and odd with ``odd`` (window sizes)."""
+    if not is_int(value):
         raise WrongTypeError(f"{where}: {name} must be {_int_rule(low, high, odd)}; got {value!r}.")
     if (low is not None and value < low) or (high is not None and value > high) or (odd and value % 2 == 0):
         raise ValueError(f"{where}: {name} must be {_int_rule(low, high, odd)}; got {value!r}.")
-    return value
+    return int(value)
 
 
 def check_int_pair(where: str, name: str, value: Any, low: int = 1) -> tuple[int, int]:
     """``(value, value)`` for an int, or ``tuple(value)`` for a pair (tuple or list) of ints, every
-    int ``>= low`` (patch sizes and steps: ``8`` or ``(8, 4)``)."""
-    pair = (value, value) if _is_int(value) else value
-    if (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_int(v) for v in pair)
-            and min(pair) >= low):
-        return int(pair[0]), int(pair[1])
-    raise ValueError(f"{where}: {name} must be an int >= {low} or a pair of them; got {value!r}.")
+    int ``>= low`` (patch sizes and steps: ``8`` or ``(8, 4)``), as Python ints.
+
+    Not an int nor a pair of ints (``2.5``, ``(8, 8, 8)``, ``True``): :class:`WrongTypeError`;
+    an int below ``low``: ``ValueError``."""
+    pair = (value, value) if is_int(value) else value
+    message = f"{where}: {name} must be an int >= {low} or a pair of them; got {value!r}."
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(is_int(v) for v in pair)):
+        raise WrongTypeError(message)
+    if min(pair) < low:
+        raise ValueError(message)
+    return int(pair[0]), int(pair[1])
 
 
 def check_bool(where: str, name: str, value: Any) -> bool:
@@ -89,11 +94,11 @@ def check_bool(where: str, name: str, value: Any) -> bool:
 
 def check_optional_int(where: str, name: str, value: Any, low: int | None = None,
                        high: int | None = None) -> int | None:
-    """``None``, or ``value`` checked by :func:`check_int`."""
+    """``None``, or ``int(value)`` checked by :func:`check_int`."""
     return None if value is None else check_int(where, name, value, low, high)
 
 
-def _is_real(value: Any) -> bool:
+def is_real(value: Any) -> bool:
     """A real number (Python or NumPy), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
@@ -108,8 +113,17 @@ def _number_rule(low: float | None, high: float | None, low_open: bool, high_ope
     return "a finite number"
 
 
+def _finite(value: Any) -> bool:
+    """``math.isfinite``, except that an int too large for a float is not finite (instead of an
+    ``OverflowError``: ``10**400``)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _number_ok(value: Any, low: float | None, high: float | None, low_open: bool, high_open: bool) -> bool:
-    return (math.isfinite(value)
+    return (_finite(value)
             and (low is None or (value > low if low_open else value >= low))
             and (high is None or (value < high if high_open else value <= high)))
 
@@ -119,7 +133,7 @@ def check_number(where: str, name: str, value: Any, low: float | None = None, hi
     """``float(value)`` if it is a finite real number in ``[low, high]`` (``(low`` with ``low_open``,
     ``high)`` with ``high_open``); bools and NaN are refused."""
     rule = _number_rule(low, high, low_open, high_open)
-    if not _is_real(value):
+    if not is_real(value):
         raise WrongTypeError(f"{where}: {name} must be {rule}; got {value!r}.")
     if not _number_ok(value, low, high, low_open, high_open):
         raise ValueError(f"{where}: {name} must be {rule}; got {value!r}.")
@@ -134,7 +148,7 @@ def check_optional_number(where: str, name: str, value: Any, low: float | None =
     if value is None:
         return None
     rule = f"None or {_number_rule(low, high, low_open, high_open)}"
-    if not _is_real(value):
+    if not is_real(value):
         raise WrongTypeError(f"{where}: {name} must be {rule}; got {value!r}.")
     if not _number_ok(value, low, high, low_open, high_open):
         raise ValueError(f"{where}: {name} must be {rule}; got {value!r}.")
@@ -255,7 +269,7 @@ def check_labels(where: str, name: str, y: Any, n: int, n_classes: int | None = 
     if n_classes is not None:
         rule += f" with values in [0, {n_classes})" + (f" ({classes_from})" if classes_from else "")
     at = f"{where}: {name} must be {rule}; got"
-    if allow_int and _is_int(y):
+    if allow_int and is_int(y):
         if n_classes is not None and not 0 <= y < n_classes:
             raise ValueError(f"{at} {y!r}.")
         return torch.full((n,), int(y), dtype=torch.int64)

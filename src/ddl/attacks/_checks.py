@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ddl._validate import _is_real
+from ddl._validate import is_real
 
 
 def check_eval_mode(fn_name: str, model: nn.Module) -> None:
@@ -31,7 +31,7 @@ def check_eval_mode(fn_name: str, model: nn.Module) -> None:
 
 def check_clip(fn_name: str, clip: object) -> tuple[float, float]:
     """Return ``clip`` as ``(lo, hi)`` floats; raise unless it is two finite numbers with lo < hi."""
-    if not isinstance(clip, (tuple, list)) or len(clip) != 2 or not all(_is_real(c) for c in clip):
+    if not isinstance(clip, (tuple, list)) or len(clip) != 2 or not all(is_real(c) for c in clip):
         raise ValueError(f"{fn_name}: clip must be a pair of numbers (lo, hi); got {clip!r}.")
     lo, hi = float(clip[0]), float(clip[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):

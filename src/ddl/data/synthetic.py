@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ddl._validate import _is_int, check_int, check_number
+from ddl._validate import check_int, check_number, is_int
 
 __all__ = ["make_blobs_images", "blob_templates"]
 
@@ -22,7 +22,7 @@ _TEMPLATE_SEED = 20180107  # fixed: templates must not change with the sampling 
 
 def _check_args(n, shape, n_classes, seed, noise) -> None:
     check_int("make_blobs_images", "n", n, 1)
-    if not (isinstance(shape, tuple) and len(shape) == 3 and all(_is_int(s) and s >= 1 for s in shape)):
+    if not (isinstance(shape, tuple) and len(shape) == 3 and all(is_int(s) and s >= 1 for s in shape)):
         raise ValueError(f"make_blobs_images: shape must be a tuple (C, H, W) of ints >= 1; got {shape!r}.")
     check_int("make_blobs_images", "n_classes", n_classes, 2)
     check_int("make_blobs_images", "seed", seed, 0)

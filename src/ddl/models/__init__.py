@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ddl._validate import _is_int, check_choice, check_int
+from ddl._validate import check_choice, check_int, is_int
 
 #: Per-channel (mean, std) of the training set of each supported input shape.
 INPUT_STATS: dict[tuple[int, int, int], tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -69,7 +69,7 @@ def check_input_shape(input_shape: Sequence[int], who: str) -> tuple[int, int, i
         Naming ``who`` (the caller), the rule and the value received.
     """
     shape = None
-    if isinstance(input_shape, (tuple, list, torch.Size)) and all(_is_int(s) for s in input_shape):
+    if isinstance(input_shape, (tuple, list, torch.Size)) and all(is_int(s) for s in input_shape):
         shape = tuple(input_shape)
     if shape not in INPUT_STATS:
         supported = ", ".join(str(s) for s in INPUT_STATS)

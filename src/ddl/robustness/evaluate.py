@@ -88,7 +88,7 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
 
 
 def _check_inputs(model, x, y, eps):
-    from ddl._validate import _is_real, check_images, check_labels, check_number
+    from ddl._validate import check_images, check_labels, check_number, is_real
     from ddl.attacks._checks import check_eval_mode, n_classes_of
 
     func = "evaluate_robustness"
@@ -97,7 +97,7 @@ def _check_inputs(model, x, y, eps):
     n_classes = n_classes_of(func, model, x)
     check_labels(func, "y", y, x.shape[0], n_classes, per="image of x",
                  classes_from=f"the model has {n_classes} outputs")
-    if _is_real(eps):
+    if is_real(eps):
         eps = [eps]
     eps = list(eps)
     if not eps:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ddl._validate import _is_int, check_int_pair
+from ddl._validate import check_int_pair, is_int
 
 __all__ = ["extract_patches", "reconstruct_from_patches", "center_patches"]
 
@@ -135,7 +135,7 @@ def reconstruct_from_patches(patches: Tensor, image_shape, patch_size, *, step=1
     if not patches.is_floating_point():
         raise TypeError(f"{func}: patches must be floating point; got {patches.dtype}.")
     shape = tuple(image_shape)
-    if len(shape) not in (3, 4) or not all(_is_int(s) and s >= 1 for s in shape):
+    if len(shape) not in (3, 4) or not all(is_int(s) and s >= 1 for s in shape):
         raise ValueError(
             f"{func}: image_shape must be (N, C, H, W) or (C, H, W) of positive ints; got {shape}."
         )
