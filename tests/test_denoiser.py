@@ -199,6 +199,29 @@ def test_save_load_round_trip(fitted, tmp_path):
     assert set(blob) >= {"ddl_version", "params", "dictionary"}
 
 
+def test_numpy_integer_parameters_save_and_load(tmp_path):
+    """NumPy numbers pass the checks and are stored as Python ones, so the weights-only load
+    reads the file (it refused numpy scalars with an UnpicklingError)."""
+    x = _smooth_images(6, size=12)
+    den = DictionaryDenoiser(patch_size=np.int64(4), n_components=np.int64(12), n_nonzero_coefs=np.int32(2),
+                             tol=np.float64(0.0), step=(np.int64(2), np.int64(2)), n_epochs=np.int64(1),
+                             batch_size=np.int64(64), max_patches=np.int64(500), random_state=np.int64(3),
+                             method="mod").fit(x)
+    den.save(tmp_path / "den.pt")
+    back = DictionaryDenoiser.load(tmp_path / "den.pt")
+    params = back.get_params()
+    assert params == {**den.get_params(), "device": "cpu"}
+    assert (params["patch_size"], params["step"], params["n_components"], params["n_nonzero_coefs"]) == (4, (2, 2), 12, 2)
+    for name in ("patch_size", "n_components", "n_nonzero_coefs", "n_epochs", "batch_size", "max_patches",
+                 "random_state"):
+        assert type(params[name]) is int, name
+    assert type(params["tol"]) is float and all(type(v) is int for v in params["step"])
+    torch.testing.assert_close(back(x), den(x), rtol=0, atol=0)
+    den.n_nonzero_coefs = np.int64(1)                  # changed after fit: save converts it too
+    den.save(tmp_path / "den1.pt")
+    assert DictionaryDenoiser.load(tmp_path / "den1.pt").n_nonzero_coefs == 1
+
+
 def test_dictionary_is_a_buffer(fitted):
     den, x = fitted
     assert "dictionary_" in den.state_dict()

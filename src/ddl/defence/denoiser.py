@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ddl._progress import bar
-from ddl._validate import check_bool, check_choice, check_images, check_int, check_int_pair, check_optional_number
+from ddl._validate import (check_bool, check_choice, check_images, check_int, check_int_pair,
+                           check_optional_number, is_int)
 from ddl.constants import MAX_PATCHES
 from ddl.sparse.omp import (
     _DEPENDENT_MSG,
@@ -81,8 +82,9 @@ class NotFittedError(ValueError, AttributeError):
 class DictionaryDenoiser(nn.Module):
     """Patch-dictionary denoiser: OMP reconstruction of overlapping patches, overlaps averaged.
 
-    Parameters are stored unchanged (scikit-learn style) and validated in ``fit`` and
-    ``transform``, so they may be changed between calls (e.g. ``n_nonzero_coefs``).
+    Parameters are stored unchanged (scikit-learn style) and validated in ``fit``,
+    ``transform`` and ``save``, so they may be changed between calls (e.g. ``n_nonzero_coefs``);
+    validation stores NumPy numbers as the Python ints and floats they hold.
 
     Parameters
     ----------
@@ -171,19 +173,26 @@ class DictionaryDenoiser(nn.Module):
 
     # ------------------------------------------------------------------ validation
     def _check_params(self, func: str) -> None:
-        check_int_pair(func, "patch_size", self.patch_size)
-        check_int_pair(func, "step", self.step)
-        check_int(func, "n_components", self.n_components, 1)
-        check_int(func, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
+        """Validate the parameters and store them as the checks return them (a NumPy integer as
+        an int, a NumPy float as a float), so that ``save`` writes plain numbers that
+        ``load`` (weights-only) reads and Pillow, JSON and the native code accept."""
+        for name in ("patch_size", "step"):
+            value = getattr(self, name)
+            pair = check_int_pair(func, name, value)
+            setattr(self, name, pair[0] if is_int(value) else type(value)(pair))  # keep 7, (7, 7) or [7, 7]
+        self.n_components = check_int(func, "n_components", self.n_components, 1)
+        self.n_nonzero_coefs = check_int(func, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
         if self.n_nonzero_coefs > self.n_components:
             raise ValueError(f"{func}: n_nonzero_coefs must be an int in [1, n_components={self.n_components}]; "
                              f"got {self.n_nonzero_coefs!r}.")
-        check_optional_number(func, "tol (squared residual norm per patch)", self.tol, 0)
+        self.tol = check_optional_number(func, "tol (squared residual norm per patch)", self.tol, 0)
         check_choice(func, "grad", self.grad, _GRADS)
         for name in ("remove_mean", "clip"):
             check_bool(func, name, getattr(self, name))
         for name in ("n_epochs", "batch_size", "max_patches"):
-            check_int(func, name, getattr(self, name), 1)
+            setattr(self, name, check_int(func, name, getattr(self, name), 1))
+        if is_int(self.random_state):
+            self.random_state = int(self.random_state)
 
     # ------------------------------------------------------------------ fit
     def fit(self, x_clean: Tensor, y=None, *, progress: bool = False) -> DictionaryDenoiser:
@@ -385,6 +394,7 @@ class DictionaryDenoiser(nn.Module):
         from ddl._io import atomic_torch_save
 
         self._check_fitted("save")
+        self._check_params("DictionaryDenoiser.save")  # plain numbers only: load reads weights-only
         params = self.get_params()
         params["device"] = str(params["device"])
         atomic_torch_save(path, {
