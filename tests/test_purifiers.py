@@ -3,6 +3,7 @@ scikit-image, hand-computed values), its grad modes (BPDA backward = identity, e
 and its parameter errors."""
 
 import io
+import json
 import re
 
 import numpy as np
@@ -164,19 +165,51 @@ def test_purifier_composes_with_a_classifier():
 
 
 # ----------------------------------------------------------------------------- parameters
-@pytest.mark.parametrize(("purifier", "match"), [
-    (BitDepthReduction(bits=0), r"BitDepthReduction.transform: bits must be an int in \[1, 8\]; got 0\."),
-    (MedianSmoothing(size=4), r"^MedianSmoothing.transform: size must be an odd int >= 1; got 4\.$"),
-    (GaussianBlur(sigma=-1.0), r"^GaussianBlur.transform: sigma must be a finite number > 0; got -1\.0\.$"),
-    (JPEGCompression(quality=100), r"^JPEGCompression.transform: quality must be an int in \[1, 95\]; got 100\.$"),
-    (TotalVariation(weight=0), r"^TotalVariation.transform: weight must be a finite number > 0; got 0\.$"),
-    (WaveletShrinkage(wavelet="nope"), r"wavelet must be a discrete PyWavelets name .*; got 'nope'\."),
-    (WaveletShrinkage(method="SureShrink"), r"^WaveletShrinkage.transform: method must be one of BayesShrink, VisuShrink; got 'SureShrink' \(did you mean 'VisuShrink'\?\)\.$"),
-    (MedianSmoothing(grad="soft"), r"^MedianSmoothing.transform: grad must be one of exact, bpda, none; got 'soft'\.$"),
+@pytest.mark.parametrize(("purifier", "message"), [
+    (BitDepthReduction(bits=0), "BitDepthReduction.transform: bits must be an int in [1, 8]; got 0."),
+    (MedianSmoothing(size=4),
+     "MedianSmoothing.transform: size (the window is size x size) must be an odd int >= 1; got 4."),
+    (MedianSmoothing(size=np.int64(4)),
+     "MedianSmoothing.transform: size (the window is size x size) must be an odd int >= 1; got 4."),
+    (GaussianBlur(sigma=-1.0), "GaussianBlur.transform: sigma must be a finite number > 0; got -1.0."),
+    (JPEGCompression(quality=100),
+     "JPEGCompression.transform: quality (Pillow's useful range) must be an int in [1, 95]; got 100."),
+    (JPEGCompression(quality=np.bool_(True)),
+     "JPEGCompression.transform: quality (Pillow's useful range) must be an int in [1, 95]; got True."),
+    (TotalVariation(weight=0), "TotalVariation.transform: weight must be a finite number > 0; got 0."),
+    (WaveletShrinkage(wavelet="nope"),
+     "WaveletShrinkage.transform: wavelet must be a discrete PyWavelets name (pywt.wavelist(kind='discrete')); "
+     "got 'nope'."),
+    (WaveletShrinkage(method="SureShrink"),
+     "WaveletShrinkage.transform: method must be one of BayesShrink, VisuShrink; got 'SureShrink' "
+     "(did you mean 'VisuShrink'?)."),
+    (MedianSmoothing(grad="soft"), "MedianSmoothing.transform: grad must be one of exact, bpda, none; got 'soft'."),
 ])
-def test_bad_parameters_name_the_parameter_and_the_value(purifier, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_parameters_name_the_parameter_and_the_value(purifier, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         purifier(_images(c=1, h=8, w=8))
+
+
+def test_jpeg_quality_may_be_a_numpy_integer():
+    x = _images(n=2)
+    assert torch.equal(JPEGCompression(quality=np.int64(50))(x), JPEGCompression(quality=50)(x))
+
+
+@pytest.mark.parametrize("purifier", [
+    BitDepthReduction(bits=np.int64(3)), MedianSmoothing(size=np.int32(3)),
+    GaussianBlur(sigma=np.float32(0.5), truncate=np.int64(3)), JPEGCompression(quality=np.int64(50)),
+    TotalVariation(weight=np.float64(0.2), eps=np.float32(1e-3), max_num_iter=np.int64(20)),
+    WaveletShrinkage(sigma=np.float64(0.1), wavelet_levels=np.int64(1)),
+])
+def test_parameters_given_as_numpy_scalars_are_plain_python_numbers(purifier):
+    """get_params gives what JSON accepts, before use and after (the checks store Python numbers)."""
+    before = purifier.get_params()
+    json.dumps(before)
+    assert all(not isinstance(v, np.generic) for v in before.values())
+    purifier(_images(n=1, c=1, h=8, w=8))
+    after = purifier.get_params()
+    json.dumps(after)
+    assert after == before and all(not isinstance(v, np.generic) for v in after.values())
 
 
 def test_bad_images_are_refused():

@@ -195,7 +195,8 @@ def test_build_defence_parses_purifier_specs(spec, cls, param, value, label):
 
 
 @pytest.mark.parametrize(("spec", "match"), [
-    ("median:4", r"^ddl robustness: --defence median:4: MedianSmoothing.fit: size must be an odd int >= 1; got 4\.$"),
+    ("median:4", r"^ddl robustness: --defence median:4: MedianSmoothing.fit: size \(the window is size x size\) "
+                 r"must be an odd int >= 1; got 4\.$"),
     ("jpeg:high", r"^ddl robustness: --defence jpeg:high: quality must be an int; got 'high'\.$"),
     ("gauss:-2", r"^ddl robustness: --defence gauss:-2: GaussianBlur.fit: sigma must be a finite number > 0; got -2.0\.$"),
     ("blur:3", r"^ddl robustness: --defence must be none, paper, tuned, a purifier NAME:VALUE with NAME one of "
@@ -227,5 +228,5 @@ def test_cli_robustness_with_a_purifier(tmp_path, sample_data_dir):
     bad = subprocess.run([*cmd[:9], "median:2", *cmd[10:]], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [
-        "ddl robustness: error: ddl robustness: --defence median:2: MedianSmoothing.fit: size must be an odd "
-        "int >= 1; got 2."]
+        "ddl robustness: error: ddl robustness: --defence median:2: MedianSmoothing.fit: size (the window is "
+        "size x size) must be an odd int >= 1; got 2."]

@@ -1,7 +1,8 @@
 """Baseline input purifiers, to put beside the dictionary denoiser under the same attacks.
 
 Each is an ``nn.Module`` mapping images to images with the denoiser's interface: parameters
-stored unchanged by ``__init__`` (``get_params``), validated when used, ``fit`` (nothing to learn:
+stored unchanged by ``__init__`` (``get_params``; a NumPy number as the Python number it holds),
+validated when used (and stored as validated), ``fit`` (nothing to learn:
 returns ``self``), ``forward`` = ``transform``, and a ``grad`` attribute saying what the backward
 pass of ``forward`` is:
 
@@ -59,6 +60,14 @@ __all__ = ["PURIFIERS", "BitDepthReduction", "GaussianBlur", "JPEGCompression", 
            "TotalVariation", "WaveletShrinkage"]
 
 
+def _plain(value: Any) -> Any:
+    """A NumPy scalar as the Python number (or bool, or str) it holds; anything else unchanged.
+
+    The checks then judge it as before (``np.bool_(True)`` is still no int), and ``get_params``
+    gives what JSON, Pillow and a weights-only ``torch.load`` accept."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 class _Purifier(nn.Module):
     """Shared machinery: parameters, validation, grad modes, ``fit``."""
 
@@ -76,9 +85,6 @@ class _Purifier(nn.Module):
         """Nothing to learn; checks the parameters and returns ``self`` (the denoiser's interface)."""
         self._check(f"{type(self).__name__}.fit")
         return self
-
-    def _bad(self, func: str, name: str, rule: str) -> ValueError:
-        return ValueError(f"{func}: {name} must be {rule}; got {getattr(self, name)!r}.")
 
     def _check(self, func: str) -> None:
         if self.grad == "exact" and "exact" not in self.GRADS:
@@ -141,11 +147,11 @@ class BitDepthReduction(_Purifier):
 
     def __init__(self, bits: int = 4, grad: str = "bpda"):
         super().__init__()
-        self.bits = bits
+        self.bits = _plain(bits)
         self.grad = grad
 
     def _check_params(self, func):
-        check_int(func, "bits", self.bits, 1, 8)
+        self.bits = check_int(func, "bits", self.bits, 1, 8)
 
     def _purify(self, x):
         levels = 2 ** self.bits - 1
@@ -168,11 +174,11 @@ class MedianSmoothing(_Purifier):
 
     def __init__(self, size: int = 3, grad: str = "exact"):
         super().__init__()
-        self.size = size
+        self.size = _plain(size)
         self.grad = grad
 
     def _check_params(self, func):
-        check_int(func, "size", self.size, 1, odd=True)  # the window is size x size
+        self.size = check_int(func, "size (the window is size x size)", self.size, 1, odd=True)
 
     def _purify(self, x):
         r = self.size // 2
@@ -199,13 +205,13 @@ class GaussianBlur(_Purifier):
 
     def __init__(self, sigma: float = 1.0, truncate: float = 4.0, grad: str = "exact"):
         super().__init__()
-        self.sigma = sigma
-        self.truncate = truncate
+        self.sigma = _plain(sigma)
+        self.truncate = _plain(truncate)
         self.grad = grad
 
     def _check_params(self, func):
         for name in ("sigma", "truncate"):
-            check_number(func, name, getattr(self, name), 0, low_open=True)
+            setattr(self, name, check_number(func, name, getattr(self, name), 0, low_open=True))
 
     def kernel(self, dtype=torch.float64) -> Tensor:
         """The 1-D kernel (length ``2r + 1``, sums to 1), scipy's ``_gaussian_kernel1d``."""
@@ -252,11 +258,11 @@ class JPEGCompression(_Purifier):
 
     def __init__(self, quality: int = 75, grad: str = "bpda"):
         super().__init__()
-        self.quality = quality
+        self.quality = _plain(quality)
         self.grad = grad
 
     def _check_params(self, func):
-        check_int(func, "quality", self.quality, 1, 95)  # Pillow's useful range
+        self.quality = check_int(func, "quality (Pillow's useful range)", self.quality, 1, 95)
 
     def _purify(self, x):
         from PIL import Image
@@ -298,15 +304,15 @@ class TotalVariation(_Purifier):
     def __init__(self, weight: float = 0.1, eps: float = 2e-4, max_num_iter: int = 200,
                  grad: str = "bpda"):
         super().__init__()
-        self.weight = weight
-        self.eps = eps
-        self.max_num_iter = max_num_iter
+        self.weight = _plain(weight)
+        self.eps = _plain(eps)
+        self.max_num_iter = _plain(max_num_iter)
         self.grad = grad
 
     def _check_params(self, func):
         for name in ("weight", "eps"):
-            check_number(func, name, getattr(self, name), 0, low_open=True)
-        check_int(func, "max_num_iter", self.max_num_iter, 1)
+            setattr(self, name, check_number(func, name, getattr(self, name), 0, low_open=True))
+        self.max_num_iter = check_int(func, "max_num_iter", self.max_num_iter, 1)
 
     def _purify(self, x):
         from skimage.restoration import denoise_tv_chambolle
@@ -339,24 +345,25 @@ class WaveletShrinkage(_Purifier):
     def __init__(self, sigma: float = 0.05, wavelet: str = "db1", mode: str = "soft",
                  method: str = "BayesShrink", wavelet_levels: int | None = None, grad: str = "bpda"):
         super().__init__()
-        self.sigma = sigma
+        self.sigma = _plain(sigma)
         self.wavelet = wavelet
         self.mode = mode
         self.method = method
-        self.wavelet_levels = wavelet_levels
+        self.wavelet_levels = _plain(wavelet_levels)
         self.grad = grad
 
     def _check_params(self, func):
-        check_number(func, "sigma", self.sigma, 0, low_open=True)
+        self.sigma = check_number(func, "sigma", self.sigma, 0, low_open=True)
         check_choice(func, "mode", self.mode, ("soft", "hard"))
         check_choice(func, "method", self.method, ("BayesShrink", "VisuShrink"))
-        check_optional_int(func, "wavelet_levels", self.wavelet_levels, 1)
+        self.wavelet_levels = check_optional_int(func, "wavelet_levels", self.wavelet_levels, 1)
         try:
             import pywt
         except ImportError as exc:
             raise ImportError(f"{func}: needs PyWavelets (pip install PyWavelets).") from exc
         if self.wavelet not in pywt.wavelist(kind="discrete"):
-            raise self._bad(func, "wavelet", "a discrete PyWavelets name (pywt.wavelist(kind='discrete'))")
+            raise ValueError(f"{func}: wavelet must be a discrete PyWavelets name (pywt.wavelist(kind='discrete')); "
+                             f"got {self.wavelet!r}.")
 
     def _purify(self, x):
         from skimage.restoration import denoise_wavelet
