@@ -110,6 +110,9 @@ def test_fill_copies_the_times_of_the_same_computation_only_and_labels_them(tmp_
     md = (committed / "report.md").read_text()
     assert "| MNIST | mlp | fgsm | 100 | 1.2 | 2.5 | 3.8 | 12.0 |" in md
     assert "| MNIST | convnet | fgsm | 100 | — | — | — | — |" in md
+    assert ("Rows without times (MNIST: 3 cells): every stage of these cells was read from a cache written by an "
+            "earlier ddl that did not record stage times; their wall time per cell is in the table of stages "
+            "above.") in md
     assert (f"MNIST: these 2 cells were computed by an earlier ddl that did not record stage times; the times "
             f"shown were {out[0]['computed_seconds_source']}. The recomputed predictions are identical in 1 of the "
             f"2 cells and agree with the committed ones on at least 99.70 % of the images in every cell (the "

@@ -302,13 +302,14 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
                               "denoised clean test set is computed once per dictionary and shared by the "
                               "cells that use it."),
                    Block("table", rows=compute_time_table(records))]
-        unrecorded = sorted({DATASET_NAMES.get(r["dataset"], r["dataset"]) for r in records
-                             if not any(v is not None for v in (r.get("computed_seconds") or {}).values())})
         blocks += _recomputed_times_blocks(records)
+        unrecorded = [DATASET_NAMES.get(r["dataset"], r["dataset"]) for r in records
+                      if not any(v is not None for v in (r.get("computed_seconds") or {}).values())]
         if unrecorded:
-            blocks.append(Block("p", f"{', '.join(unrecorded)}: every stage of these cells was read from a cache "
-                                     f"written by an earlier ddl that did not record stage times; their wall "
-                                     f"time per cell is in the table of stages above."))
+            counts = ", ".join(f"{name}: {unrecorded.count(name)}" for name in sorted(set(unrecorded)))
+            blocks.append(Block("p", f"Rows without times ({counts} cells): every stage of these cells was read "
+                                     f"from a cache written by an earlier ddl that did not record stage times; "
+                                     f"their wall time per cell is in the table of stages above."))
     if figures:
         blocks.append(Block("h2", "Figures"))
         blocks += [Block("figure", text=caption, path=path) for caption, path in figures]
