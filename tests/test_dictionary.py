@@ -382,6 +382,18 @@ def test_init_rows_are_normalised_and_data_init_skips_zero_rows():
 
 
 # ------------------------------------------------------------------------------- errors
+def test_numpy_numbers_are_stored_as_python_numbers():
+    learner = DictionaryLearner(np.int64(8), n_nonzero_coefs=np.int32(2), n_epochs=np.int64(1),
+                                batch_size=np.int64(16), max_iter=np.int64(3), forgetting_exponent=np.float32(2.0),
+                                lasso_max_iter=np.int64(5), random_state=np.int64(1))
+    for name in ("n_components", "n_nonzero_coefs", "n_epochs", "batch_size", "max_iter", "lasso_max_iter",
+                 "random_state"):
+        assert type(getattr(learner, name)) is int, name
+    assert type(learner.forgetting_exponent) is float
+    lasso = DictionaryLearner(8, coding="lasso", alpha=np.float32(0.5))
+    assert type(lasso.alpha) is float and lasso.alpha == 0.5
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -71,6 +71,12 @@ def test_soft_forward_is_the_real_denoiser_bit_for_bit_and_backward_the_surrogat
     assert g_wrap.abs().sum() > 0
 
 
+def test_defended_model_stores_numpy_numbers_as_python_numbers():
+    wrapper = DefendedModel(nn.Identity(), None, "bpda", beta=np.float32(2.0), eot_samples=np.int64(3))
+    assert type(wrapper.eot_samples) is int and wrapper.eot_samples == 3
+    assert type(wrapper.beta) is float and wrapper.beta == 2.0
+
+
 def test_soft_surrogate_gradcheck_float64():
     g = torch.Generator().manual_seed(4)
     D = F.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1)

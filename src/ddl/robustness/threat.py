@@ -123,8 +123,8 @@ class DefendedModel(nn.Module):
                  beta: float = 10.0, eot_samples: int = 1):
         super().__init__()
         check_choice("DefendedModel", "threat", threat, THREATS)
-        check_int("DefendedModel", "eot_samples", eot_samples, 1)
-        check_number("DefendedModel", "beta", beta, 0, low_open=True)
+        eot_samples = check_int("DefendedModel", "eot_samples", eot_samples, 1)
+        beta = check_number("DefendedModel", "beta", beta, 0, low_open=True)
         if threat == "soft" and defence is not None and not (
                 hasattr(defence, "soft_surrogate") or hasattr(defence, "dictionary_")):
             raise ValueError(
@@ -134,7 +134,7 @@ class DefendedModel(nn.Module):
         self.model = model
         self.defence = defence
         self.threat = threat
-        self.beta = float(beta)
+        self.beta = beta
         self.eot_samples = eot_samples
         # kept in a tuple so that they are not registered as submodules (no duplicate state)
         self._twins = (None, None) if defence is None else (_with_grad(defence, "none"),

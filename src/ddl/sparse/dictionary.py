@@ -352,8 +352,10 @@ class DictionaryLearner:
         return torch.device(self.device)
 
     def _check_params(self) -> None:
+        """Validate the parameters and store the numbers as the checks return them (a NumPy
+        integer as an int, a NumPy float as a float)."""
         name = "DictionaryLearner"
-        check_int(name, "n_components", self.n_components, 1)
+        self.n_components = check_int(name, "n_components", self.n_components, 1)
         check_choice(name, "method", self.method, METHODS)
         check_choice(name, "coding", self.coding, CODINGS)
         if self.coding == "lasso":
@@ -362,23 +364,23 @@ class DictionaryLearner:
                     f"{name}: coding='lasso' is only available with method='online' (the K-SVD and MOD "
                     f"updates ignore the l1 term); got method={self.method!r}."
                 )
-            check_number(f"{name}(coding='lasso')", "alpha", self.alpha, 0, low_open=True)
+            self.alpha = check_number(f"{name}(coding='lasso')", "alpha", self.alpha, 0, low_open=True)
         elif self.alpha is not None:
             raise ValueError(f"{name}: alpha is only used with coding='lasso'; got alpha={self.alpha!r} with coding='omp'.")
-        check_int(name, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
+        self.n_nonzero_coefs = check_int(name, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
         if self.n_nonzero_coefs > self.n_components:
             raise ValueError(
                 f"{name}: n_nonzero_coefs must be an int in [1, n_components={self.n_components}]; "
                 f"got {self.n_nonzero_coefs}."
             )
-        check_int(name, "n_epochs", self.n_epochs, 1)
-        check_int(name, "batch_size", self.batch_size, 1)
-        check_optional_int(name, "max_iter", self.max_iter, 1)
-        check_number(name, "forgetting_exponent", self.forgetting_exponent, 0)
-        check_int(name, "lasso_max_iter", self.lasso_max_iter, 1)
+        self.n_epochs = check_int(name, "n_epochs", self.n_epochs, 1)
+        self.batch_size = check_int(name, "batch_size", self.batch_size, 1)
+        self.max_iter = check_optional_int(name, "max_iter", self.max_iter, 1)
+        self.forgetting_exponent = check_number(name, "forgetting_exponent", self.forgetting_exponent, 0)
+        self.lasso_max_iter = check_int(name, "lasso_max_iter", self.lasso_max_iter, 1)
         check_bool(name, "shuffle", self.shuffle)
         check_bool(name, "progress", self.progress)
-        check_int(name, "random_state", self.random_state, 0)
+        self.random_state = check_int(name, "random_state", self.random_state, 0)
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"{name}: callback must be callable or None; got {type(self.callback).__name__}.")
         try:
