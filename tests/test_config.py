@@ -1,3 +1,7 @@
+import json
+import re
+
+import numpy as np
 import pytest
 
 from ddl.experiments.config import (DEMO, SMOKE, AttackConfig, DataConfig, DefenceConfig, ExperimentConfig,
@@ -38,6 +42,27 @@ def test_unknown_keys_are_errors_at_every_level():
 def test_bad_values_name_the_parameter_and_the_value(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_remove_mean_must_be_a_bool():
+    for value in (1, "yes", None):
+        message = f"DefenceConfig: remove_mean must be a bool; got {value!r}."
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$") as info:
+            DefenceConfig(remove_mean=value)
+        assert isinstance(info.value, TypeError)  # a WrongTypeError, like every wrong type
+
+
+def test_numpy_integers_are_stored_as_ints():
+    cfg = ExperimentConfig(data=DataConfig(n_train=np.int64(100), n_test=np.int32(10)),
+                           model=ModelConfig(epochs=np.int64(1), batch_size=np.int64(8)),
+                           attacks=(AttackConfig(n_images=np.int64(5)),),
+                           defence=DefenceConfig(patch_size=np.int64(5), n_components=np.int64(16),
+                                                 n_nonzero_coefs=np.int64(2), step=np.int64(1),
+                                                 n_epochs=np.int64(1), max_patches=np.int64(1000)))
+    d = cfg.to_dict()
+    assert json.loads(json.dumps(d)) == d
+    assert d["defence"]["patch_size"] == 5 and type(cfg.defence.n_nonzero_coefs) is int
+    assert type(cfg.data.n_train) is int and type(cfg.attacks[0].n_images) is int
 
 
 def test_config_key_is_stable_and_sensitive():

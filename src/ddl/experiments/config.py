@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ddl._validate import BadFileError, check_choice, check_int, check_number, check_optional_int
+from ddl._validate import BadFileError, check_bool, check_choice, check_int, check_number, check_optional_int
 from ddl.constants import (ATTACK_NAMES, DATASETS, MAX_PATCHES, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA,
                            ZOO_VARIANTS)
 
@@ -117,8 +117,8 @@ class DataConfig:
             raise ValueError(
                 f"DataConfig: source='sample' exists only for dataset='mnist'; got dataset={self.dataset!r}."
             )
-        check_optional_int("DataConfig", "n_train", self.n_train, 1)
-        check_optional_int("DataConfig", "n_test", self.n_test, 1)
+        _set(self, "n_train", check_optional_int("DataConfig", "n_train", self.n_train, 1))
+        _set(self, "n_test", check_optional_int("DataConfig", "n_test", self.n_test, 1))
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,8 @@ class ModelConfig:
         if self.variant != "standard" and not self.use_zoo:
             raise ValueError(f"ModelConfig: variant={self.variant!r} models come from the zoo only; "
                              f"got use_zoo=False.")
-        check_int("ModelConfig", "epochs", self.epochs, 1)
-        check_int("ModelConfig", "batch_size", self.batch_size, 1)
+        _set(self, "epochs", check_int("ModelConfig", "epochs", self.epochs, 1))
+        _set(self, "batch_size", check_int("ModelConfig", "batch_size", self.batch_size, 1))
         check_number("ModelConfig", "lr", self.lr, 0, low_open=True)
 
 
@@ -163,7 +163,7 @@ class AttackConfig:
         if not isinstance(self.params, dict):
             raise ValueError(f"AttackConfig: params must be a dict; got {type(self.params).__name__}.")
         _set(self, "params", _freeze(self.params))
-        check_optional_int("AttackConfig", "n_images", self.n_images, 1)
+        _set(self, "n_images", check_optional_int("AttackConfig", "n_images", self.n_images, 1))
 
     @property
     def label(self) -> str:
@@ -192,16 +192,16 @@ class DefenceConfig:
     dictionary_source: str = "clean"
 
     def __post_init__(self):
-        check_int("DefenceConfig", "patch_size", self.patch_size, 1)
-        check_int("DefenceConfig", "n_components", self.n_components, 1)
-        check_int("DefenceConfig", "n_nonzero_coefs", self.n_nonzero_coefs, 1, self.n_components)
-        check_int("DefenceConfig", "step", self.step, 1)
-        check_int("DefenceConfig", "n_epochs", self.n_epochs, 1)
-        check_int("DefenceConfig", "max_patches", self.max_patches, 1)
+        _set(self, "patch_size", check_int("DefenceConfig", "patch_size", self.patch_size, 1))
+        _set(self, "n_components", check_int("DefenceConfig", "n_components", self.n_components, 1))
+        _set(self, "n_nonzero_coefs",
+             check_int("DefenceConfig", "n_nonzero_coefs", self.n_nonzero_coefs, 1, self.n_components))
+        _set(self, "step", check_int("DefenceConfig", "step", self.step, 1))
+        _set(self, "n_epochs", check_int("DefenceConfig", "n_epochs", self.n_epochs, 1))
+        _set(self, "max_patches", check_int("DefenceConfig", "max_patches", self.max_patches, 1))
         check_choice("DefenceConfig", "method", self.method, DICTIONARY_METHODS)
         check_choice("DefenceConfig", "dictionary_source", self.dictionary_source, DICTIONARY_SOURCES)
-        if not isinstance(self.remove_mean, bool):
-            raise ValueError(f"DefenceConfig: remove_mean must be True or False; got {self.remove_mean!r}.")
+        check_bool("DefenceConfig", "remove_mean", self.remove_mean)
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,8 @@ class ReproduceConfig:
         for name in ("fgsm_eps", "jsma_params", "jsma_n_images", "eps_sweep", "defence",
                      "robustness_eps", "robustness_budgets"):
             _set(self, name, _freeze(getattr(self, name)))
-        check_int("ReproduceConfig", "robustness_n_images", self.robustness_n_images, 0)
+        _set(self, "robustness_n_images",
+             check_int("ReproduceConfig", "robustness_n_images", self.robustness_n_images, 0))
         for key in self.robustness_budgets:
             check_choice("ReproduceConfig", "robustness_budgets key", key, ROBUSTNESS_BUDGETS)
         for d in self.datasets:
