@@ -350,10 +350,14 @@ def test_cam_errors(rng):
         plots.grad_cam(model, x, 0, layer=nn.ReLU())
     with pytest.raises(ValueError, match="layer='nope' is not the name of a sub-module"):
         plots.grad_cam(model, x, 0, layer="nope")
-    with pytest.raises(ValueError, match="^" + re.escape(
-            "grad_cam: target must be an int or an int64 tensor of shape (2,) (one per image of x) with values in "
-            "[0, 2) (the model returns 2 scores); got int64 tensor of shape (2,) with values in [2, 2].") + "$"):
-        plots.grad_cam(model, x, 2, layer=model.act)
+    rule = ("target must be an int or an int64 tensor of shape (2,) (one per image of x) with values in "
+            "[0, 2) (the model returns 2 scores); got")
+    for func in (plots.grad_cam, lambda m, x, t, layer: plots.class_activation_map(m, x, t, layer=layer, fc=m.fc)):
+        name = "grad_cam" if func is plots.grad_cam else "class_activation_map"
+        for target, got in ((10, "10"), (np.int64(2), repr(np.int64(2))),
+                            (torch.tensor([0, 2]), "int64 tensor of shape (2,) with values in [0, 2]")):
+            with pytest.raises(ValueError, match="^" + re.escape(f"{name}: {rule} {got}.") + "$"):
+                func(model, x, target, layer=model.act)
     with pytest.raises(ValueError, match="^" + re.escape(
             "grad_cam: target must be an int or an int64 tensor of shape (2,) (one per image of x); "
             "got int64 tensor of shape (3,).") + "$"):

@@ -63,12 +63,12 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Any, *, layer: nn.Module
     ----------
     R. R. Selvaraju et al., "Grad-CAM", ICCV 2017, eqs. (1)-(2).
     """
-    layer, target = _check_cam_args("grad_cam", model, x, target, layer)
+    layer, labels = _check_cam_args("grad_cam", model, x, target, layer)
     with torch.enable_grad(), _Capture(layer, "grad_cam") as cap:
         xin = x.detach().clone().requires_grad_(True)  # gives A a graph even if the weights are frozen
         scores = model(xin)  # (N, n_classes)
         _check_scores("grad_cam", scores, x.shape[0], target)
-        (grads,) = torch.autograd.grad(scores.gather(1, target[:, None]).sum(), cap.output)  # (N, K, h, w)
+        (grads,) = torch.autograd.grad(scores.gather(1, labels[:, None]).sum(), cap.output)  # (N, K, h, w)
     a = cap.output.detach()
     alpha = grads.mean(dim=(2, 3), keepdim=True)  # (N, K, 1, 1), eq. (1)
     cam = F.relu((alpha * a).sum(1))  # (N, h, w), eq. (2)
@@ -104,7 +104,7 @@ def class_activation_map(
         If the input of ``fc`` is not the spatial mean of ``layer``'s output (then the CAM is not
         what the model computes; use :func:`grad_cam`).
     """
-    layer, target = _check_cam_args("class_activation_map", model, x, target, layer)
+    layer, labels = _check_cam_args("class_activation_map", model, x, target, layer)
     fc = _resolve_module("class_activation_map", model, fc, "fc")
     if not isinstance(fc, nn.Linear):
         raise TypeError(f"class_activation_map: fc must be an nn.Linear; got {type(fc).__name__}.")
@@ -122,7 +122,7 @@ def class_activation_map(
             "class_activation_map: the input of fc is not the global average pool of layer's output "
             f"(shapes {tuple(fc_in.output.shape)} and {tuple(pooled.shape)}), so CAM does not apply; use grad_cam."
         )
-    cam = torch.einsum("nk,nkhw->nhw", fc.weight[target].to(a.dtype), a)  # (N, h, w), eq. (2)
+    cam = torch.einsum("nk,nkhw->nhw", fc.weight[labels].to(a.dtype), a)  # (N, h, w), eq. (2)
     return _upsample_and_normalise(cam, x.shape[-2:])
 
 
@@ -285,7 +285,9 @@ def _check_cam_args(func: str, model: Any, x: Any, target: Any, layer: Any) -> t
     return layer, target.to(x.device)
 
 
-def _check_scores(func: str, scores: Any, n: int, target: torch.Tensor) -> None:
+def _check_scores(func: str, scores: Any, n: int, target: Any) -> None:
+    """The scores' shape, and ``target`` (as the caller gave it, so that an int out of range is
+    reported as that int) against their number of classes."""
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2 or scores.shape[0] != n:
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
         raise ValueError(f"{func}: model must return scores of shape (N={n}, n_classes); got {shape}.")
