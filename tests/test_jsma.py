@@ -381,8 +381,14 @@ def test_jsma_errors():
     with pytest.raises(ValueError, match="jsma: model is in training mode"):
         jsma(model.train(), x, target=t)
     model.eval()
-    with pytest.raises(ValueError, match="jsma: theta must be a finite nonzero number; got 0"):
-        jsma(model, x, target=t, theta=0)
+    for theta in (0, 0.0, float("inf"), float("nan"), -float("inf"), 10**400):  # one rule for every failure
+        message = f"jsma: theta must be a finite nonzero number; got {theta!r}."
+        with pytest.raises(ValueError, match=_exactly(message)) as info:
+            jsma(model, x, target=t, theta=theta)
+        assert not isinstance(info.value, TypeError)
+    for theta in (True, "1", None):
+        with pytest.raises(TypeError, match=_exactly(f"jsma: theta must be a finite nonzero number; got {theta!r}.")):
+            jsma(model, x, target=t, theta=theta)
     with pytest.raises(ValueError, match=r"^jsma: gamma must be a finite number in \(0, 1\]; got 1.5\.$"):
         jsma(model, x, target=t, gamma=1.5)
     with pytest.raises(ValueError, match=r"^jsma: gamma must be a finite number in \(0, 1\]; got 0\.$"):
@@ -407,14 +413,16 @@ def test_jsma_errors():
     with pytest.raises(ValueError, match=_exactly(_labels_rule("y") +
                                                   "int64 tensor of shape (2,).")):
         jsma(model, x, y=torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="jsma: memory_budget_mb must be a finite number > 0; got 0"):
+    with pytest.raises(ValueError, match=_exactly("jsma: memory_budget_mb must be a finite number > 0; got 0.")):
         jsma(model, x, target=t, memory_budget_mb=0)
-    with pytest.raises(ValueError, match="jsma: batch_size must be an int >= 1; got 0"):
+    with pytest.raises(ValueError, match=_exactly("jsma: batch_size must be an int >= 1; got 0.")):
         jsma(model, x, target=t, batch_size=0)
-    with pytest.raises(ValueError, match="jsma: seed must be an int >= 0; got -2"):
+    with pytest.raises(ValueError, match=_exactly("jsma: seed must be an int >= 0; got -2.")):
         jsma(model, x, seed=-2)
-    with pytest.raises(ValueError, match="jsma: return_info must be a bool; got 1"):
+    with pytest.raises(ValueError, match=_exactly("jsma: return_info must be a bool; got 1.")):
         jsma(model, x, target=t, return_info=1)
+    with pytest.raises(ValueError, match=_exactly("jsma: return_info must be a bool; got 10.")):
+        jsma(model, x, target=t, return_info=10)
     with pytest.raises(TypeError, match=_exactly(_X_RULE + "uint8 tensor of shape (1, 1, 1, 6) "
                                                  "(convert with ddl.data.to_float_images or x.float() / 255).")):
         jsma(model, x.to(torch.uint8), target=t)

@@ -76,8 +76,8 @@ import torch
 from torch import nn
 
 from ddl._progress import bar
-from ddl._validate import (check_bool, check_choice, check_images, check_int, check_labels, check_number,
-                           check_optional_number)
+from ddl._validate import (WrongTypeError, check_bool, check_choice, check_images, check_int, check_labels,
+                           check_number, check_optional_number)
 from ddl.attacks._checks import check_clip, check_eval_mode, n_classes_of
 
 __all__ = ["jsma", "JSMAInfo"]
@@ -308,6 +308,20 @@ def _info(x: torch.Tensor, x_adv: torch.Tensor, success, target, n_iter) -> JSMA
                     linf=d.flatten(1).abs().amax(dim=1), target=target.cpu(), n_iter=n_iter.cpu())
 
 
+def _check_theta(theta) -> None:
+    """theta must be a finite nonzero number: one rule in every message (a wrong type is a
+    :class:`WrongTypeError`, inf, NaN and 0 a ``ValueError``)."""
+    message = f"jsma: theta must be a finite nonzero number; got {theta!r}."
+    try:
+        nonzero = check_number("jsma", "theta", theta) != 0
+    except WrongTypeError:
+        raise WrongTypeError(message) from None
+    except ValueError:
+        raise ValueError(message) from None
+    if not nonzero:
+        raise ValueError(message)
+
+
 def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
          target: torch.Tensor | None = None, theta: float = 1.0, gamma: float = 0.1,
          clip: tuple[float, float] = (0.0, 1.0), selection: str = "pairwise", iterations: str = "floor",
@@ -376,8 +390,7 @@ def jsma(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     check_eval_mode("jsma", model)
     lo, hi = check_clip("jsma", clip)
     check_images("jsma", "x", x, value_range=(lo, hi), nonempty=True, range_from="the clip range")
-    if check_number("jsma", "theta", theta) == 0:
-        raise ValueError(f"jsma: theta must be a finite nonzero number; got {theta!r}.")
+    _check_theta(theta)
     check_number("jsma", "gamma", gamma, 0, 1, low_open=True)
     check_choice("jsma", "selection", selection, _SELECTIONS)
     check_choice("jsma", "iterations", iterations, _ITERATION_RULES)
