@@ -164,9 +164,9 @@ def test_fgsm_errors(linear_model):
     with pytest.raises(TypeError, match=_exactly(f"{_X_RULE}uint8 tensor of shape (4, 1, 1, 2) (convert with "
                                                  f"ddl.data.to_float_images or x.float() / 255).")):
         fgsm(model, x.to(torch.uint8), y, eps=0.1)
-    with pytest.raises(ValueError, match="fgsm: eps must be a finite number >= 0; got -0.1"):
+    with pytest.raises(ValueError, match=_exactly("fgsm: eps must be a finite number >= 0; got -0.1.")):
         fgsm(model, x, y, eps=-0.1)
-    with pytest.raises(ValueError, match="fgsm: eps must be a finite number >= 0; got nan"):
+    with pytest.raises(ValueError, match=_exactly("fgsm: eps must be a finite number >= 0; got nan.")):
         fgsm(model, x, y, eps=float("nan"))
     with pytest.raises(ValueError, match=_exactly(f"{_X_RULE}float32 tensor of shape (4, 2).")):
         fgsm(model, X, y, eps=0.1)
@@ -184,7 +184,7 @@ def test_fgsm_errors(linear_model):
         fgsm(model, x, eps=0.1, targeted=True)
     with pytest.raises(ValueError, match=r"^fgsm: loss must be one of ce, margin; got 'mse'\.$"):
         fgsm(model, x, y, eps=0.1, loss="mse")
-    with pytest.raises(ValueError, match="fgsm: batch_size must be an int >= 1; got 0"):
+    with pytest.raises(ValueError, match=_exactly("fgsm: batch_size must be an int >= 1; got 0.")):
         fgsm(model, x, y, eps=0.1, batch_size=0)
     with pytest.raises(ValueError, match=r"fgsm: clip must be finite with lo < hi; got \(1.0, 0.0\)"):
         fgsm(model, x, y, eps=0.1, clip=(1.0, 0.0))

@@ -105,6 +105,10 @@ def test_x_and_model_untouched(rng):
     assert all(p.grad is None and p.requires_grad for p in model.parameters())
 
 
+def _exactly(message):
+    return f"^{re.escape(message)}$"
+
+
 def test_pgd_errors(linear_model):
     model = _wrap(linear_model)
     x, y = torch.full((2, 1, 1, 2), 0.5), torch.tensor([0, 1])
@@ -112,15 +116,15 @@ def test_pgd_errors(linear_model):
     with pytest.raises(ValueError, match=r"pgd: model is in training mode"):
         pgd(model.train(), x, y, **kw)
     model.eval()
-    with pytest.raises(ValueError, match="pgd: step_size must be a finite number > 0; got 0"):
+    with pytest.raises(ValueError, match=_exactly("pgd: step_size must be a finite number > 0; got 0.")):
         pgd(model, x, y, **{**kw, "step_size": 0})
-    with pytest.raises(ValueError, match="pgd: steps must be an int >= 1; got 0"):
+    with pytest.raises(ValueError, match=_exactly("pgd: steps must be an int >= 1; got 0.")):
         pgd(model, x, y, **{**kw, "steps": 0})
-    with pytest.raises(ValueError, match="pgd: steps must be an int >= 1; got 2.0"):
+    with pytest.raises(ValueError, match=_exactly("pgd: steps must be an int >= 1; got 2.0.")):
         pgd(model, x, y, **{**kw, "steps": 2.0})
-    with pytest.raises(ValueError, match="pgd: seed must be an int >= 0; got -1"):
+    with pytest.raises(ValueError, match=_exactly("pgd: seed must be an int >= 0; got -1.")):
         pgd(model, x, y, **kw, seed=-1)
-    with pytest.raises(ValueError, match="pgd: eps must be a finite number >= 0; got -1"):
+    with pytest.raises(ValueError, match=_exactly("pgd: eps must be a finite number >= 0; got -1.")):
         pgd(model, x, y, **{**kw, "eps": -1})
     with pytest.raises(TypeError, match="^" + re.escape(
             "pgd: x must be a floating-point tensor of shape (N, C, H, W) with every size >= 1 and values in [0, 1] "
