@@ -71,6 +71,15 @@ def test_soft_forward_is_the_real_denoiser_bit_for_bit_and_backward_the_surrogat
     assert g_wrap.abs().sum() > 0
 
 
+def test_run_robustness_n_images_must_be_an_int():
+    from ddl.experiments.robustness_run import run_robustness
+
+    for value, error in ((True, TypeError), (2.5, TypeError), (0, ValueError)):
+        message = f"ddl robustness: --n-images must be an int >= 1; got {value!r}."
+        with pytest.raises(error, match=f"^{re.escape(message)}$"):
+            run_robustness(dataset="mnist", model_name="mlp", n_images=value, eps=[0.1], out="never")
+
+
 def test_defended_model_stores_numpy_numbers_as_python_numbers():
     wrapper = DefendedModel(nn.Identity(), None, "bpda", beta=np.float32(2.0), eot_samples=np.int64(3))
     assert type(wrapper.eot_samples) is int and wrapper.eot_samples == 3

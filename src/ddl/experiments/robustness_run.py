@@ -126,13 +126,13 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
     reconstructions); only with ``model_name``."""
     from ddl import zoo
     from ddl._io import atomic_write_json
+    from ddl._validate import check_int
     from ddl.data import load_dataset
     from ddl.robustness import DEFAULT_ATTACKS, evaluate_robustness
 
     if (model_name is None) == (checkpoint is None):
         raise ValueError("ddl robustness: give exactly one of --zoo MODEL or --checkpoint FILE.")
-    if not isinstance(n_images, int) or n_images < 1:
-        raise ValueError(f"ddl robustness: --n-images must be an int >= 1; got {n_images!r}.")
+    n_images = check_int("ddl robustness", "--n-images", n_images, 1)
     out = Path(out)
     cache = out / "cache"
     if variant != "standard" and model_name is None:
