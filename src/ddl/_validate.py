@@ -48,15 +48,19 @@ def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _int_rule(low: int | None, high: int | None, odd: bool = False) -> str:
-    an = "an odd int" if odd else "an int"
+def _bounds_rule(kind: str, low: Any, high: Any, low_open: bool = False, high_open: bool = False) -> str:
+    """``"an int in [1, 8]"``, ``"a finite number > 0"``, ``"an int"``: ``kind`` and its bounds."""
     if low is not None and high is not None:
-        return f"{an} in [{low}, {high}]"
+        return f"{kind} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     if low is not None:
-        return f"{an} >= {low}"
+        return f"{kind} {'>' if low_open else '>='} {low}"
     if high is not None:
-        return f"{an} <= {high}"
-    return an
+        return f"{kind} {'<' if high_open else '<='} {high}"
+    return kind
+
+
+def _int_rule(low: int | None, high: int | None, odd: bool = False) -> str:
+    return _bounds_rule("an odd int" if odd else "an int", low, high)
 
 
 def check_int(where: str, name: str, value: Any, low: int | None = None, high: int | None = None,
@@ -104,13 +108,7 @@ def is_real(value: Any) -> bool:
 
 
 def _number_rule(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    if low is not None and high is not None:
-        return f"a finite number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-    if low is not None:
-        return f"a finite number {'>' if low_open else '>='} {low}"
-    if high is not None:
-        return f"a finite number {'<' if high_open else '<='} {high}"
-    return "a finite number"
+    return _bounds_rule("a finite number", low, high, low_open, high_open)
 
 
 def _finite(value: Any) -> bool:
