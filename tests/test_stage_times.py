@@ -75,6 +75,9 @@ def _pair(tmp_path, cells):
             t = _record("mnist", model, "fgsm", 0.96, SECONDS)
             _arrays(tmp_path / "again", t, flips)
             new.append(t)
+    (tmp_path / "again" / "cache").mkdir()
+    (tmp_path / "again" / "cache" / "dictionary-0123.pt.entry.json").write_text(
+        json.dumps({"stage": "dictionary", "inputs": {"images": "ab", "omp_kernel": "torch"}}))
     committed = _write(tmp_path / "committed", copy.deepcopy(old), exist_ok=True)
     recompute = _write(tmp_path / "again", new, machine={"torch": "2.13.0+cpu", "threads": 1, "device": "cpu"},
                        exist_ok=True)
@@ -99,7 +102,7 @@ def test_fill_copies_the_times_of_the_same_computation_only_and_labels_them(tmp_
     assert out[0]["computed_seconds_agreement"] == 1.0 and out[1]["computed_seconds_agreement"] == 0.997
     assert out[0]["computed_seconds_source"] == out[1]["computed_seconds_source"]
     assert re.fullmatch(r"measured by recomputing the cells \(tools/fill_stage_times\.py --recompute; ddl 0\.1\.0, "
-                        r"torch 2\.13\.0\+cpu, 1 thread\(s\), cpu; filled in on \d{4}-\d\d-\d\d\)",
+                        r"torch 2\.13\.0\+cpu, 1 thread\(s\), cpu, OMP kernel torch; filled in on \d{4}-\d\d-\d\d\)",
                         out[0]["computed_seconds_source"])
     # nothing else changed: refused cells have no times, the recorded cell keeps its own
     for got, want in zip(out, old):

@@ -50,6 +50,15 @@ def _cell(r: dict) -> tuple:
 KINDS = ("clean", "perturbed", "denoised", "denoised_clean")
 
 
+def _omp_kernel(run_dir: Path) -> str:
+    """The OMP kernel(s) that fitted the run's dictionaries, from their cache entry records
+    (``torch``, ``native``; ``?`` when none says)."""
+    kernels = set()
+    for rec in sorted((run_dir / "cache").glob("dictionary-*.entry.json")):
+        kernels.add(json.loads(rec.read_text()).get("inputs", {}).get("omp_kernel", "?"))
+    return "/".join(sorted(kernels)) or "?"
+
+
 def _agreement(committed: Path, r: dict, recompute: Path, twin: dict) -> dict[str, float]:
     """Fraction of images on which the two cells' saved predictions agree, per kind."""
     a = safe_torch_load(committed / r["files"]["arrays"])
@@ -70,6 +79,7 @@ def fill(committed: Path, recompute: Path, min_agreement: float = 0.99) -> tuple
     filled, refused = [], []
     machine = again.get("machine", {})
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    kernel = _omp_kernel(recompute)
     for r in results["records"]:
         if any(v is not None for v in (r.get("computed_seconds") or {}).values()):
             continue
@@ -94,7 +104,7 @@ def fill(committed: Path, recompute: Path, min_agreement: float = 0.99) -> tuple
         r["computed_seconds_source"] = (f"measured by recomputing the cells (tools/fill_stage_times.py "
                                         f"--recompute; ddl {again.get('ddl_version', '?')}, torch "
                                         f"{machine.get('torch', '?')}, {machine.get('threads', '?')} thread(s), "
-                                        f"{machine.get('device', '?')}; filled in on {date})")
+                                        f"{machine.get('device', '?')}, OMP kernel {kernel}; filled in on {date})")
         r["computed_seconds_agreement"] = min(agreement.values())
         filled.append(name)
     if filled:
