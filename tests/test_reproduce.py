@@ -90,6 +90,19 @@ def test_second_quick_run_recomputes_nothing(quick_run, forbid_recompute):
     assert [r["accuracy"] for r in again["records"]] == [r["accuracy"] for r in first["records"]]
 
 
+def test_quiet_rerun_prints_no_stage_line(quick_run, forbid_recompute, capsys):
+    """--quiet: no stage line from any step, the figure arrays' CAM attack included."""
+    import re
+
+    run_dir, _ = quick_run
+    capsys.readouterr()
+    assert main(["reproduce", "--preset", "quick", "--run-dir", str(run_dir), "--quiet"]) == 0
+    out = capsys.readouterr()
+    stage = re.compile(r"^\s+(model|attack|dictionary|denoise)\s+(cached|computing|done in|resumed)")
+    assert not [line for line in (out.out + out.err).splitlines() if stage.match(line)]
+    assert out.out.splitlines()[-1].startswith("done in ")
+
+
 def test_paper_preset_reads_the_paper_sparsity():
     paper = report.load_paper_tables()
     for dataset in ("mnist", "cifar10"):

@@ -86,7 +86,7 @@ def _save_cam(rc, dataset, model_name, data_dir, device, cache, out: Path) -> Pa
     attack = cfg.attacks[0]
     n = attack.n_images or len(x_test)
     x, y = x_test[:n], y_test[:n]
-    x_adv = pipeline.get_adversarial(cfg, attack, model, info["key"], x, y, cache)
+    x_adv = pipeline.get_adversarial(cfg, attack, model, info["key"], x, y, cache, progress=False)
     logits = predict(model, x_adv, device=device).cpu()
     idx = torch.as_tensor(plots.top_misclassified(logits, y, CAM_K))
     if len(idx) == 0:
