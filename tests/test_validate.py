@@ -230,3 +230,14 @@ def test_describe_says_dtype_and_shape_or_the_type():
 def test_validate_imports_without_torch():
     code = "import sys, ddl._validate; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_check_int_names_where_its_upper_bound_comes_from():
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "omp: n_nonzero_coefs must be an int in [1, n_components=24]; got 25.") + "$") as err:
+        check_int("omp", "n_nonzero_coefs", 25, 1, 24, high_name="n_components")
+    assert not isinstance(err.value, TypeError)
+    with pytest.raises(WrongTypeError, match="^" + re.escape(
+            "f: k must be an int in [1, min(a, b)=6]; got 2.0.") + "$"):
+        check_int("f", "k", 2.0, 1, 6, high_name="min(a, b)")
+    assert check_int("f", "k", np.int64(6), 1, 6, high_name="n") == 6

@@ -59,18 +59,23 @@ def _bounds_rule(kind: str, low: Any, high: Any, low_open: bool = False, high_op
     return kind
 
 
-def _int_rule(low: int | None, high: int | None, odd: bool = False) -> str:
-    return _bounds_rule("an odd int" if odd else "an int", low, high)
+def _int_rule(low: int | None, high: int | None, odd: bool = False, high_name: str | None = None) -> str:
+    shown = high if high is None or high_name is None else f"{high_name}={high}"
+    return _bounds_rule("an odd int" if odd else "an int", low, shown)
 
 
 def check_int(where: str, name: str, value: Any, low: int | None = None, high: int | None = None,
-              *, odd: bool = False) -> int:
+              *, odd: bool = False, high_name: str | None = None) -> int:
     """``int(value)`` if it is an int (not a bool; a NumPy integer becomes a Python int) in
-    ``[low, high]`` (either bound may be None), and odd with ``odd`` (window sizes)."""
+    ``[low, high]`` (either bound may be None), and odd with ``odd`` (window sizes).
+
+    ``high_name`` says where ``high`` comes from: ``check_int("omp", "n_nonzero_coefs", 25, 1, 24,
+    high_name="n_components")`` → ``omp: n_nonzero_coefs must be an int in [1, n_components=24]; got 25.``"""
+    rule = _int_rule(low, high, odd, high_name)
     if not is_int(value):
-        raise WrongTypeError(f"{where}: {name} must be {_int_rule(low, high, odd)}; got {value!r}.")
+        raise WrongTypeError(f"{where}: {name} must be {rule}; got {value!r}.")
     if (low is not None and value < low) or (high is not None and value > high) or (odd and value % 2 == 0):
-        raise ValueError(f"{where}: {name} must be {_int_rule(low, high, odd)}; got {value!r}.")
+        raise ValueError(f"{where}: {name} must be {rule}; got {value!r}.")
     return int(value)
 
 

@@ -182,9 +182,7 @@ class DictionaryDenoiser(nn.Module):
             setattr(self, name, pair[0] if is_int(value) else type(value)(pair))  # keep 7, (7, 7) or [7, 7]
         self.n_components = check_int(func, "n_components", self.n_components, 1)
         self.n_nonzero_coefs = check_int(func, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
-        if self.n_nonzero_coefs > self.n_components:
-            raise ValueError(f"{func}: n_nonzero_coefs must be an int in [1, n_components={self.n_components}]; "
-                             f"got {self.n_nonzero_coefs!r}.")
+        check_int(func, "n_nonzero_coefs", self.n_nonzero_coefs, 1, self.n_components, high_name="n_components")
         self.tol = check_optional_number(func, "tol (squared residual norm per patch)", self.tol, 0)
         check_choice(func, "grad", self.grad, _GRADS)
         for name in ("remove_mean", "clip"):

@@ -368,11 +368,7 @@ class DictionaryLearner:
         elif self.alpha is not None:
             raise ValueError(f"{name}: alpha is only used with coding='lasso'; got alpha={self.alpha!r} with coding='omp'.")
         self.n_nonzero_coefs = check_int(name, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
-        if self.n_nonzero_coefs > self.n_components:
-            raise ValueError(
-                f"{name}: n_nonzero_coefs must be an int in [1, n_components={self.n_components}]; "
-                f"got {self.n_nonzero_coefs}."
-            )
+        check_int(name, "n_nonzero_coefs", self.n_nonzero_coefs, 1, self.n_components, high_name="n_components")
         self.n_epochs = check_int(name, "n_epochs", self.n_epochs, 1)
         self.batch_size = check_int(name, "batch_size", self.batch_size, 1)
         self.max_iter = check_optional_int(name, "max_iter", self.max_iter, 1)
@@ -391,11 +387,9 @@ class DictionaryLearner:
     def _check_against_data(self, X: Tensor) -> None:
         n_features = X.shape[1]
         limit = min(self.n_components, n_features)
-        if self.coding == "omp" and self.n_nonzero_coefs > limit:
-            raise ValueError(
-                f"DictionaryLearner.fit: n_nonzero_coefs must be an int in [1, min(n_components, "
-                f"n_features)={limit}]; got {self.n_nonzero_coefs}."
-            )
+        if self.coding == "omp":
+            check_int("DictionaryLearner.fit", "n_nonzero_coefs", self.n_nonzero_coefs, 1, limit,
+                      high_name="min(n_components, n_features)")
 
     def _check_same_kind(self, X_batch: Tensor) -> None:
         D = self.dictionary_

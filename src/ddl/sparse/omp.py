@@ -80,7 +80,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ddl._validate import WrongTypeError, check_choice, check_int, check_number, is_int
+from ddl._validate import check_choice, check_int, check_number
 from ddl.sparse import _omp_native as _native
 
 __all__ = ["omp", "omp_reconstruct", "omp_support", "straight_through"]
@@ -136,15 +136,7 @@ def _check_inputs(func, X, dictionary, n_nonzero_coefs, tol, precompute_gram=Non
     if n_nonzero_coefs is None and tol is None:
         raise ValueError(f"{func}: give n_nonzero_coefs, tol or both; got neither.")
     if n_nonzero_coefs is not None:
-        # not check_int: its "in [1, 24]" would drop where the bound comes from (n_components=24),
-        # which DictionaryLearner and DictionaryDenoiser also say
-        message = (f"{func}: n_nonzero_coefs must be an int in [1, n_components={n_components}]; "
-                   f"got {n_nonzero_coefs!r}.")
-        if not is_int(n_nonzero_coefs):
-            raise WrongTypeError(message)
-        if not 1 <= n_nonzero_coefs <= n_components:
-            raise ValueError(message)
-        k_max = int(n_nonzero_coefs)
+        k_max = check_int(func, "n_nonzero_coefs", n_nonzero_coefs, 1, n_components, high_name="n_components")
     else:
         k_max = min(n_features, n_components)
     if tol is not None:
