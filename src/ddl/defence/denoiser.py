@@ -172,14 +172,16 @@ class DictionaryDenoiser(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
 
     # ------------------------------------------------------------------ validation
-    def _check_params(self, func: str) -> None:
+    def _check_params(self, func: str) -> tuple[tuple[int, int], tuple[int, int]]:
         """Validate the parameters and store them as the checks return them (a NumPy integer as
         an int, a NumPy float as a float), so that ``save`` writes plain numbers that
-        ``load`` (weights-only) reads and Pillow, JSON and the native code accept."""
+        ``load`` (weights-only) reads and Pillow, JSON and the native code accept. Returns the
+        patch size and the step as pairs."""
+        pairs = []
         for name in ("patch_size", "step"):
             value = getattr(self, name)
-            pair = check_int_pair(func, name, value)
-            setattr(self, name, pair[0] if is_int(value) else type(value)(pair))  # keep 7, (7, 7) or [7, 7]
+            pairs.append(check_int_pair(func, name, value))
+            setattr(self, name, pairs[-1][0] if is_int(value) else type(value)(pairs[-1]))  # keep 7, (7, 7), [7, 7]
         self.n_components = check_int(func, "n_components", self.n_components, 1)
         self.n_nonzero_coefs = check_int(func, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
         check_int(func, "n_nonzero_coefs", self.n_nonzero_coefs, 1, self.n_components, high_name="n_components")
@@ -191,6 +193,7 @@ class DictionaryDenoiser(nn.Module):
             setattr(self, name, check_int(func, name, getattr(self, name), 1))
         if is_int(self.random_state):
             self.random_state = int(self.random_state)
+        return pairs[0], pairs[1]
 
     # ------------------------------------------------------------------ fit
     def fit(self, x_clean: Tensor, y=None, *, progress: bool = False) -> DictionaryDenoiser:
@@ -210,9 +213,8 @@ class DictionaryDenoiser(nn.Module):
         from ddl.sparse import learn_dictionary
 
         func = "DictionaryDenoiser.fit"
-        self._check_params(func)
+        patch, step = self._check_params(func)
         check_images(func, "x_clean", x_clean, value_range=None)
-        patch, step = check_int_pair(func, "patch_size", self.patch_size), check_int_pair(func, "step", self.step)
         _check_geometry(func, tuple(x_clean.shape[2:]), patch, step)
         X = self._training_patches(x_clean.detach(), patch, step)
         if X.shape[0] == 0:
@@ -275,8 +277,7 @@ class DictionaryDenoiser(nn.Module):
             )
         params["n_components"] = int(dictionary.shape[0])
         den = cls(**params)
-        den._check_params(func)
-        ph, pw = check_int_pair(func, "patch_size", den.patch_size)
+        (ph, pw), _ = den._check_params(func)
         if dictionary.shape[1] % (ph * pw):
             raise ValueError(
                 f"{func}: dictionary rows have {dictionary.shape[1]} features, not a multiple "
@@ -308,7 +309,7 @@ class DictionaryDenoiser(nn.Module):
         """
         func = "DictionaryDenoiser.transform"
         self._check_fitted("transform")
-        self._check_params(func)
+        patch, step = self._check_params(func)
         check_images(func, "x", x, value_range=None)  # no range test: it would cost a pass per call
         if x.shape[1] != self.n_channels_:
             raise ValueError(
@@ -320,7 +321,6 @@ class DictionaryDenoiser(nn.Module):
                 f"{func}: x is on {x.device} but the dictionary on {self.dictionary_.device}; "
                 f"move one (denoiser.to(device) or x.to(device))."
             )
-        patch, step = check_int_pair(func, "patch_size", self.patch_size), check_int_pair(func, "step", self.step)
         n_h, n_w = _check_geometry(func, tuple(x.shape[2:]), patch, step)
         if patch[0] * patch[1] * x.shape[1] != self.dictionary_.shape[1]:
             raise ValueError(
