@@ -25,7 +25,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-from ddl._validate import BadFileError, close_match
+from ddl._validate import BadFileError, check_int_pair, close_match
 from ddl.experiments.config import REPRODUCE_PRESET_NAMES, TUNED_FILE
 from ddl.constants import (ATTACK_NAMES, DATASET_TITLES, DATASETS, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA,
                            ZOO_VARIANTS)
@@ -479,8 +479,7 @@ def cmd_train(args) -> int:
     x, y = load_dataset(args.dataset, "train", data_dir=args.data_dir)
     x_test, y_test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
     if denoiser is not None:
-        p = denoiser.patch_size
-        ph, pw = (p, p) if isinstance(p, int) else tuple(p)
+        ph, pw = check_int_pair("ddl train", "--defence patch_size", denoiser.patch_size)  # checked on load
         if denoiser.dictionary_.shape[1] != x.shape[1] * ph * pw:
             raise UsageError(f"--defence {args.defence}: its dictionary has atoms of {denoiser.dictionary_.shape[1]} "
                              f"values, not {x.shape[1]} channels x {ph}x{pw} patches; it was fitted on another "
