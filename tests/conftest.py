@@ -9,6 +9,16 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _omp_kernel_per_test():
+    """No test leaks an OMP kernel choice (set_omp_kernel, a CLI --omp-kernel) into the next."""
+    from ddl.sparse import kernel
+
+    saved = dict(kernel._state)
+    yield
+    kernel._state.update(saved)
+
+
 @pytest.fixture
 def rng():
     """A seeded NumPy generator; torch is seeded too so tests never depend on global state."""

@@ -38,7 +38,7 @@ def kernel(request, monkeypatch):
     """Run the test once with each CPU kernel."""
     if request.param == "native" and _omp_native.load() is None:
         pytest.skip("no C compiler here: torch kernel only")
-    monkeypatch.setattr(omp_module, "_NATIVE_ENABLED", request.param == "native")
+    monkeypatch.setenv("DDL_OMP_KERNEL", request.param)
     return request.param
 
 
@@ -80,7 +80,7 @@ def test_native_equals_torch_kernel(problem, monkeypatch, dtype, selection):
     kw = {"n_nonzero_coefs": 6, "selection": selection, "return_support": True}
     c_nat, s_nat = omp(X, D, **kw)
     r_nat = omp_reconstruct(X, D, n_nonzero_coefs=6, selection=selection, grad="none")
-    monkeypatch.setattr(omp_module, "_NATIVE_ENABLED", False)
+    monkeypatch.setenv("DDL_OMP_KERNEL", "torch")
     c_ref, s_ref = omp(X, D, **kw)
     r_ref = omp_reconstruct(X, D, n_nonzero_coefs=6, selection=selection, grad="none")
     assert (s_nat == s_ref).all(1).float().mean() >= (0.99 if dtype == torch.float32 else 1.0)
@@ -193,11 +193,14 @@ def test_small_and_dense_projection_agree(rng):
 
 
 def test_load_respects_the_switch(monkeypatch):
-    monkeypatch.setattr(_omp_native, "_tried", False)
-    monkeypatch.setattr(_omp_native, "_lib", None)
-    monkeypatch.setenv("DDL_OMP_NATIVE", "0")
-    assert _omp_native.load() is None
-    monkeypatch.setattr(_omp_native, "_tried", False)
-    monkeypatch.setenv("DDL_OMP_NATIVE", "1")
-    monkeypatch.setenv("CC", "/nonexistent/cc")
-    assert _omp_native.load() is None                # no compiler: torch kernel, no error
+    monkeypatch.setenv("DDL_OMP_NATIVE", "0")          # the older switch: the torch kernel
+    assert omp_module.native_library("cpu") is None
+    monkeypatch.delenv("DDL_OMP_NATIVE")
+    saved = (_omp_native._lib, _omp_native._tried, _omp_native._reason)
+    try:
+        _omp_native._reset()
+        monkeypatch.setenv("CC", "/nonexistent/cc")
+        assert _omp_native.load() is None                # no compiler: torch kernel, no error
+        assert _omp_native.reason() == "no C compiler (/nonexistent/cc is not on the PATH)"
+    finally:
+        _omp_native._lib, _omp_native._tried, _omp_native._reason = saved

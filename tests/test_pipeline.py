@@ -123,12 +123,12 @@ def test_the_dictionary_cache_key_names_the_omp_kernel(tmp_path, monkeypatch):
     x, _ = make_blobs_images(12, (1, 28, 28), seed=0)
     cfg = ExperimentConfig(data=DataConfig(source="synthetic"),
                            defence=DefenceConfig(patch_size=4, n_components=8, n_nonzero_coefs=1, max_patches=300))
-    monkeypatch.setattr(omp_module, "_NATIVE_ENABLED", False)
+    monkeypatch.setenv("DDL_OMP_KERNEL", "torch")
     assert omp_module.kernel_name() == "torch"
     _, torch_key = pipeline.get_denoiser(cfg, x, tmp_path, progress=False)
     record = json.loads(next(tmp_path.glob("dictionary-*.entry.json")).read_text())
     assert record["inputs"]["omp_kernel"] == "torch"
-    monkeypatch.setattr(omp_module, "_NATIVE_ENABLED", True)
+    monkeypatch.setenv("DDL_OMP_KERNEL", "auto")
     if _omp_native.load() is None:  # no C compiler here: only the torch kernel exists
         assert omp_module.kernel_name() == "torch"
         return

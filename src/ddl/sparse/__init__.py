@@ -9,18 +9,24 @@ Orientation everywhere in ddl: atoms are the ROWS of ``dictionary``, shape
   (``ddl.sparse.patches``): unfold/fold with exact overlap averaging.
 - :func:`omp`, :func:`omp_reconstruct` (``ddl.sparse.omp``): Batch-OMP over chunks of signals,
   CPU or CUDA, with exact / BPDA / no gradient for the reconstruction.
+- :func:`set_omp_kernel`, :func:`kernel_name` (``ddl.sparse.kernel``): the compiled C kernel or
+  the torch kernel on the CPU (``DDL_OMP_KERNEL``, ``--omp-kernel``).
 - :func:`learn_dictionary` (``ddl.sparse.dictionary``): online, K-SVD and MOD learning.
 """
 
 from ddl.sparse.dictionary import learn_dictionary
+from ddl.sparse.kernel import get_omp_kernel, kernel_name, set_omp_kernel
 from ddl.sparse.omp import omp, omp_reconstruct
 from ddl.sparse.patches import center_patches, extract_patches, reconstruct_from_patches
 
 __all__ = [
     "center_patches",
     "extract_patches",
+    "get_omp_kernel",
+    "kernel_name",
     "learn_dictionary",
     "omp",
     "omp_reconstruct",
     "reconstruct_from_patches",
+    "set_omp_kernel",
 ]

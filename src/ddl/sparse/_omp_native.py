@@ -9,14 +9,35 @@ the torch kernel reached 0.4x SPAMS there). Done one signal at a time with the s
 vectorised loops of length ``n_components`` per step, with no temporaries: 3-10x faster than the
 torch kernel at k >= 2 on the machine measured. The GEMM ``X Dᵀ`` stays in torch (MKL).
 
-How it is built: :func:`load` writes the C source below to a cache folder
-(``$DDL_CACHE_DIR`` or ``~/.cache/ddl``, else a temporary folder) and compiles it with the
-system C compiler (``$CC``, else ``cc``) into a shared library loaded by ``ctypes``; the file
-name holds a hash of the source, the flags, the compiler and the CPU's flags, so a changed
-source or another machine rebuilds. No compiler, a failed build or ``DDL_OMP_NATIVE=0`` in the
-environment: :func:`load` returns None and ddl uses the torch kernel (same results up to
-float rounding; the tests run both). Nothing is compiled at install time, so the README's
-install commands need no compiler; the first OMP call on a machine pays ~1 s of compilation.
+How it is built: :func:`load` compiles the C source below with the system C compiler (``$CC``,
+split like a shell word list, else ``cc``) into a shared library loaded by ``ctypes``, cached in
+``$DDL_CACHE_DIR/native`` or else ``~/.cache/ddl/native``. The file name holds a hash of the
+source, the flags, the compiler, the CPU model and its sorted instruction-set flags, so another
+source, compiler or vector unit rebuilds (a home folder shared by two machines never loads an
+AVX-512 build on a CPU without it). Nothing is compiled at install time, so the README's install
+commands need no compiler; the first OMP call on a machine pays ~1 s of compilation.
+
+Safety: compiled code is loaded only from a place this user owns and no one else can write. The
+cache folder is created 0700 and checked (owner, no group/other write, every folder above it
+owned by this user or root and not writable by others unless sticky); the library file is opened
+without following links, checked by ``fstat`` (regular, ours, not group/other-writable) and
+loaded through ``/proc/self/fd`` so the file checked is the file loaded. A folder or file that
+fails is passed over with a one-line notice, and the kernel is built in a private ``mkdtemp``
+folder instead (removed once loaded); there is no shared temporary folder. No compiler, a failed
+or hung build (one timeout), an unloadable file: :func:`load` returns None, :func:`reason` says
+why, and :mod:`ddl.sparse.kernel` runs the torch kernel (saying so once) unless ``native`` was
+required.
+
+Same bits on any x86-64: the flags forbid contraction into FMAs (``-ffp-contract=off``) and
+fast-math; the vectorised loops are element-wise or max-reductions, exact in any order. So a
+``-march=native`` build and a baseline ``-march=x86-64`` build code the same bits (tested); the
+GEMM ``X Dᵀ`` is torch's (MKL), whose instruction set :mod:`ddl.provenance` records.
+
+Why a hand-made loader and not Numba or an install-time build: Numba is not among ddl's run-time
+dependencies (llvmlite, ~100 MB) and without ``fastmath`` (the contraction we must avoid) it
+vectorises neither the max-reduction nor the argmax scan that dominate k = 1; an install-time
+build needs a compiler at ``pip install``, which the README's set-up commands must not. The C
+kernel keeps W1 at 2-4x SPAMS (bench/README.md); the loader is the ~150 lines below.
 
 ``ctypes`` releases the GIL during the call, so chunks can be coded by several Python threads
 (see ``_omp_native_run`` in :mod:`ddl.sparse.omp`).
@@ -32,7 +53,9 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -387,8 +410,19 @@ _HEADER = r"""
 #endif
 """
 
-_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fPIC", "-shared", "-std=gnu99", "-ffp-contract=fast",
-          "-fno-math-errno"]
+# No contraction (-ffp-contract=off) and no fast-math: every operation of the C code is one IEEE
+# operation in source order, whatever vector unit -march=native selects. The vectorised loops are
+# element-wise or max-reductions (exact in any order), so a build for AVX-512 and one for plain
+# x86-64 give the same bits (tested: test_omp_native.py::test_two_isa_builds_code_bit_identically).
+_BASE_FLAGS = ("-O3", "-fopenmp-simd", "-fPIC", "-shared", "-std=gnu99", "-ffp-contract=off",
+               "-fno-math-errno")
+MARCH = "native"
+_COMPILE_TIMEOUT_S = 60
+
+
+def flags(march: str = MARCH) -> list[str]:
+    """The compiler flags of a build for ``-march=<march>``."""
+    return [*_BASE_FLAGS[:1], f"-march={march}", *_BASE_FLAGS[1:]]
 
 
 def _source() -> str:
@@ -403,48 +437,194 @@ def _source() -> str:
     return "\n".join(parts)
 
 
-def _cpu_id() -> str:
+# ----------------------------------------------------------------------------- the machine
+def cpu_info(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """``{"model": ..., "flags": ...}`` of this CPU (``/proc/cpuinfo``; empty strings elsewhere).
+
+    ``flags`` is the instruction-set feature list (``flags`` on x86, ``Features`` on ARM),
+    sorted, whatever line order the kernel prints: the cache key and the recorded machine use
+    it, so two CPUs with one model name and different vector units never share a build.
+    """
+    model, feats = "", ""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith(("flags", "Features", "model name")):
-                    return line
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Processor", "cpu model") and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not feats:
+                    feats = " ".join(sorted(value.split()))
+                if model and feats:
+                    break
     except OSError:
         pass
-    return platform.processor() + platform.machine()
+    return {"model": model or platform.processor() or platform.machine(), "flags": feats}
 
 
-def _cache_dirs():
+def compiler_version(cc: str | None = None) -> str | None:
+    """First line of ``<cc> --version`` (None without a working compiler)."""
+    argv = _compiler_argv(cc)
+    if argv is None:
+        return None
+    try:
+        proc = subprocess.run([*argv, "--version"], capture_output=True, text=True,
+                              timeout=_COMPILE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out = proc.stdout.strip().splitlines()
+    return out[0] if proc.returncode == 0 and out else None
+
+
+def _compiler_argv(cc: str | None = None) -> list[str] | None:
+    """``$CC`` (else ``cc``) split like a shell word list (``CC="gcc -m64"`` works); None when
+    the program is not on the PATH."""
+    try:
+        argv = shlex.split(cc if cc is not None else (os.environ.get("CC") or "cc"))
+    except ValueError:
+        return None
+    if not argv or shutil.which(argv[0]) is None:
+        return None
+    return argv
+
+
+def library_name(argv: list[str], march: str = MARCH) -> str:
+    """File name of the build: a hash of the source, flags, compiler, CPU model, CPU flags and
+    architecture, so another source, compiler or instruction set never loads this build."""
+    cpu = cpu_info()
+    key = hashlib.sha256("\0".join([_source(), " ".join(flags(march)), " ".join(argv),
+                                    cpu["model"], cpu["flags"], platform.machine()]).encode())
+    return f"ddl_omp_{key.hexdigest()[:16]}.so"
+
+
+# ----------------------------------------------------------------------------- safe folders
+class UnsafePath(Exception):
+    """A cache folder or library another user could have written: never loaded."""
+
+
+def _uid() -> int:
+    return os.getuid()
+
+
+def check_private(path: str, *, directory: bool) -> None:
+    """Raise UnsafePath unless ``path`` is a real directory (or regular file) that this user
+    owns and that neither its group nor others can write, and every folder above it is owned
+    by this user or root and not writable by others (unless sticky, as ``/tmp``: then others
+    cannot rename or remove what is ours inside it)."""
+    uid = _uid()
+    st = os.lstat(path)
+    kind = stat.S_ISDIR if directory else stat.S_ISREG
+    if not kind(st.st_mode):
+        raise UnsafePath(f"{path} is not a {'folder' if directory else 'regular file'}"
+                         " (a link or another kind of file)")
+    if st.st_uid != uid:
+        raise UnsafePath(f"{path} is owned by uid {st.st_uid}, not by this user (uid {uid})")
+    if st.st_mode & 0o022:
+        raise UnsafePath(f"{path} is writable by its group or others "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o})")
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        st = os.stat(parent)
+        if st.st_uid not in (uid, 0):
+            raise UnsafePath(f"{parent} (above {path}) is owned by uid {st.st_uid}, "
+                             "neither this user nor root")
+        if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+            raise UnsafePath(f"{parent} (above {path}) is writable by others and not sticky "
+                             f"(mode {stat.S_IMODE(st.st_mode):04o})")
+        up = os.path.dirname(parent)
+        if up == parent:
+            return
+        parent = up
+
+
+def _private_folder(path: str) -> str:
+    """``path`` created mode 0700 if absent, then checked (UnsafePath if someone else could
+    write it)."""
+    try:
+        os.makedirs(path, mode=0o700)
+    except FileExistsError:
+        pass
+    check_private(path, directory=True)
+    return path
+
+
+def _cache_folders():
+    """Where a build may be cached: ``$DDL_CACHE_DIR/native``, else ``~/.cache/ddl/native``
+    (when a home folder is known). No shared temporary folder: without either, :func:`_load`
+    builds into a private ``mkdtemp`` folder removed after loading."""
     env = os.environ.get("DDL_CACHE_DIR")
     if env:
         yield os.path.join(env, "native")
-    yield os.path.join(os.path.expanduser("~"), ".cache", "ddl", "native")
-    yield os.path.join(tempfile.gettempdir(), f"ddl-native-{os.getuid() if hasattr(os, 'getuid') else 0}")
+        return
+    home = os.path.expanduser("~")
+    if home and home != "~" and os.path.isabs(home):
+        yield os.path.join(home, ".cache", "ddl", "native")
 
 
-def _build(cc: str, src: str, target: str) -> bool:
+def _build(argv: list[str], src: str, target: str, march: str = MARCH) -> None:
+    """Compile ``src`` into ``target`` (atomically: a concurrent builder never sees half a
+    file). Raises BuildError with the reason."""
     folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
     fd, tmp_c = tempfile.mkstemp(suffix=".c", dir=folder)
     with os.fdopen(fd, "w") as f:
         f.write(src)
     tmp_so = tmp_c[:-2] + ".so"
     try:
-        proc = subprocess.run([cc, *_FLAGS, tmp_c, "-o", tmp_so, "-lm"], capture_output=True,
-                              timeout=120)
+        try:
+            proc = subprocess.run([*argv, *flags(march), tmp_c, "-o", tmp_so, "-lm"],
+                                  capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"{' '.join(argv)} did not finish in {_COMPILE_TIMEOUT_S} s") from None
+        except OSError as e:
+            raise BuildError(f"{' '.join(argv)} could not run ({e})") from None
         if proc.returncode != 0:
-            return False
-        os.replace(tmp_so, target)          # atomic: concurrent builders never see half a file
-        return True
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise BuildError(f"{' '.join(argv)} failed (exit {proc.returncode}): {last}")
+        os.chmod(tmp_so, 0o600)
+        os.replace(tmp_so, target)
     finally:
         for p in (tmp_c, tmp_so):
             if os.path.exists(p):
                 os.unlink(p)
 
 
+class BuildError(Exception):
+    """The compiler is missing, failed or hung: the torch kernel runs instead."""
+
+
+def _open_checked(target: str):
+    """Load ``target`` after checking the very file that is loaded (opened without following
+    links, checked with fstat, loaded through ``/proc/self/fd`` where there is one)."""
+    fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != _uid() or st.st_mode & 0o022:
+            raise UnsafePath(f"{target} is not a regular file owned by this user and writable "
+                             f"by no one else (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
+        check_private(target, directory=False)
+        path = f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else target
+        return _Lib(ctypes.CDLL(path))
+    finally:
+        os.close(fd)
+
+
+def build_into(folder: str, march: str = MARCH, cc: str | None = None) -> "_Lib":
+    """Build (if absent) and load the kernel for ``-march=<march>`` in ``folder`` (which must be
+    private: see :func:`check_private`). Raises BuildError or UnsafePath with the reason."""
+    argv = _compiler_argv(cc)
+    if argv is None:
+        raise BuildError(f"no C compiler ({os.environ.get('CC') or 'cc'} is not on the PATH)")
+    _private_folder(folder)
+    target = os.path.join(folder, library_name(argv, march))
+    if not os.path.lexists(target):
+        _build(argv, _source(), target, march)
+    return _open_checked(target)
+
+
 _lock = threading.Lock()
 _lib = None
 _tried = False
+_reason: str | None = None          # why the kernel is not loaded (None: loaded or not tried)
 
 
 class _Lib:
@@ -477,37 +657,57 @@ class _Lib:
 
 
 def load():
-    """The compiled kernel (an object with ``fns["omp_float"/"omp_double"]``), or None."""
-    global _lib, _tried
+    """The compiled kernel (an object with ``fns["omp_float"/"omp_double"]``), or None; then
+    :func:`reason` says why."""
+    global _lib, _tried, _reason
     if _tried:
         return _lib
     with _lock:
         if _tried:
             return _lib
         try:
-            _lib = _load()
+            _lib, _reason = _load()
         finally:
             _tried = True
     return _lib
 
 
+def reason() -> str | None:
+    """Why :func:`load` returned None (None when the kernel loaded or was not tried)."""
+    return _reason
+
+
+def _reset() -> None:
+    """Forget the loaded kernel (tests; the library stays mapped in the process)."""
+    global _lib, _tried, _reason
+    with _lock:
+        _lib, _tried, _reason = None, False, None
+
+
 def _load():
-    if os.environ.get("DDL_OMP_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
+    """(kernel, None) or (None, reason). Cached builds come only from private folders; a folder
+    that fails the check is passed over with a one-line notice (the reason) on stderr, and the
+    kernel is built in a private temporary folder instead."""
     if sys.platform == "win32":
-        return None
-    cc = os.environ.get("CC") or "cc"
-    if shutil.which(cc) is None:
-        return None
-    src = _source()
-    key = hashlib.sha256("\0".join([src, " ".join(_FLAGS), cc, _cpu_id(),
-                                    platform.machine()]).encode()).hexdigest()[:16]
-    for folder in _cache_dirs():
-        target = os.path.join(folder, f"ddl_omp_{key}.so")
+        return None, "the C kernel is not built on Windows"
+    argv = _compiler_argv()
+    if argv is None:
+        return None, f"no C compiler ({os.environ.get('CC') or 'cc'} is not on the PATH)"
+    for folder in _cache_folders():
         try:
-            if not os.path.exists(target) and not _build(cc, src, target):
-                return None                  # the compiler failed: no point in other folders
-            return _Lib(ctypes.CDLL(target))
-        except (OSError, subprocess.SubprocessError):
-            continue
-    return None
+            return build_into(folder), None
+        except UnsafePath as e:
+            print(f"ddl: not using the OMP kernel cache: {e}; building in a private "
+                  "temporary folder", file=sys.stderr)
+        except BuildError as e:
+            return None, str(e)               # the compiler failed: no point in other folders
+        except (OSError, AttributeError) as e:  # unwritable folder, unloadable or foreign file
+            print(f"ddl: not using the OMP kernel cache {folder}: {e}; building in a private "
+                  "temporary folder", file=sys.stderr)
+    tmp = tempfile.mkdtemp(prefix="ddl-native-")   # 0700, ours, random name: never shared
+    try:
+        return build_into(tmp), None
+    except (BuildError, UnsafePath, OSError, AttributeError) as e:
+        return None, str(e)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)    # the loaded library stays mapped

@@ -53,8 +53,9 @@ next ``max |α|`` fused into the update, and nothing is dispatched per step. Pro
 over (K, chunk) blocks and their dispatch (k = 5: ``addcmul_`` 15 %, ``index_select`` 15 %,
 bit tricks of the argmax 12 %; k = 38: ``addcmul_`` 46 %), reaching 0.4–1.7x SPAMS; the C loop
 with the same GEMM is 2.8–3.6x SPAMS at k = 1…38 (bench/README.md). The GEMM ``X Dᵀ`` stays in
-torch (MKL), in chunks whose (m, K) output stays near 512 kB. With no compiler (or
-``DDL_OMP_NATIVE=0``), and on CUDA, the torch kernel runs; the tests run both on the CPU.
+torch (MKL), in chunks whose (m, K) output stays near 512 kB. Which kernel runs is
+:mod:`ddl.sparse.kernel`'s (``set_omp_kernel``, ``DDL_OMP_KERNEL``); on CUDA the torch kernel
+runs; the tests run both on the CPU.
 Threads: with ``torch.get_num_threads() = T > 1`` the chunks go to T Python threads (ctypes
 releases the GIL) while torch is held at one thread, so no OpenMP worker ever spins on a
 busy machine (``_run_workers``). ``_denoise_native`` / ``_ExactDenoise`` run the denoiser's
@@ -81,7 +82,7 @@ import torch
 from torch import Tensor
 
 from ddl._validate import check_choice, check_int, check_number
-from ddl.sparse import _omp_native as _native
+from ddl.sparse.kernel import kernel_name, native_library
 
 __all__ = ["omp", "omp_reconstruct", "omp_support", "straight_through"]
 
@@ -376,29 +377,10 @@ def _omp_chunk(ws, norms2, gram, gram_diag, k_max, tol, ols):
 
 
 # ----------------------------------------------------------------------------- the C kernel
-# On the CPU the per-signal loop runs in C (ddl.sparse._omp_native, compiled on first use);
-# the torch kernel above is the fallback (no compiler, DDL_OMP_NATIVE=0) and the CUDA path.
-_NATIVE_ENABLED = True          # tests switch it off to cover the torch kernel on the CPU
-
-
+# On the CPU the per-signal loop runs in C (ddl.sparse._omp_native, compiled on first use) unless
+# ddl.sparse.kernel says otherwise; the torch kernel above is the fallback and the CUDA path.
 def _native_lib(X: Tensor):
-    if not _NATIVE_ENABLED or X.device.type != "cpu":
-        return None
-    return _native.load()
-
-
-def kernel_name(device: str | torch.device = "cpu") -> str:
-    """``"native"`` when OMP on ``device`` runs the compiled C kernel here, else ``"torch"``.
-
-    Both kernels give the same codes up to float rounding, but online dictionary learning
-    amplifies rounding: a dictionary fitted with one kernel is a different (equally good) fit
-    from one fitted with the other (measured: the tuned CIFAR-10 dictionary re-fitted with the C
-    kernel changes 11.5 % of the committed ConvNet's denoised FGSM predictions; with the torch
-    kernel, 0.08 %). Cache keys and records of fitted dictionaries therefore name the kernel.
-    """
-    if not _NATIVE_ENABLED or torch.device(device).type != "cpu":
-        return "torch"
-    return "native" if _native.load() is not None else "torch"
+    return native_library(X.device)
 
 
 def _ptr(t: Tensor | None) -> int | None:
