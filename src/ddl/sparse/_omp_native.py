@@ -33,9 +33,10 @@ fast-math; the vectorised loops are element-wise or max-reductions, exact in any
 ``-march=native`` build and a baseline ``-march=x86-64`` build code the same bits (tested); the
 GEMM ``X Dᵀ`` is torch's (MKL), whose instruction set :mod:`ddl.provenance` records.
 
-Why a hand-made loader and not Numba or an install-time build: Numba is not among ddl's run-time
-dependencies (llvmlite, ~100 MB) and without ``fastmath`` (the contraction we must avoid) it
-vectorises neither the max-reduction nor the argmax scan that dominate k = 1; an install-time
+Why a hand-made loader and not Numba or an install-time build (a reasoned choice, Numba not
+measured here): Numba is not among ddl's run-time dependencies (it brings llvmlite), and without
+``fastmath`` (the contraction we must avoid) LLVM does not vectorise the float max-reduction of
+the argmax scan that dominates k = 1; an install-time
 build needs a compiler at ``pip install``, which the README's set-up commands must not. The C
 kernel keeps W1 at 2-4x SPAMS (bench/README.md); the loader is the ~150 lines below.
 
