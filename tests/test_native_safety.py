@@ -259,3 +259,19 @@ def test_a_hanging_compiler_costs_one_timeout(fresh, tmp_path, monkeypatch):
     assert time.perf_counter() - start < 10
     assert "did not finish in 1 s" in fresh.reason()
     assert calls.read_text().count("x") == 1
+
+
+def test_cli_omp_kernel_option(fresh, monkeypatch, capsys, tmp_path):
+    from ddl.cli import main
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    code = main(["demo", "--preset", "smoke", "--run-dir", str(tmp_path / "run"), "--quiet",
+                 "--omp-kernel", "native"])
+    assert code == 2
+    assert capsys.readouterr().err == ("ddl demo: error: --omp-kernel native: the native OMP kernel cannot be "
+                                       "used here: no C compiler "
+                                       "(/nonexistent/cc is not on the PATH)\n")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit):
+        main(["demo", "--omp-kernel", "c"])
+    assert "argument --omp-kernel: invalid choice: 'c'" in capsys.readouterr().err

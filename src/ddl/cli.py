@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=0, help="seed of torch's generator and of the attacks")
         sp.add_argument("--threads", type=_int_from(1), default=None,
                         help="torch CPU threads (default: torch's choice)")
+        sp.add_argument("--omp-kernel", choices=("auto", "native", "torch"), default=None,
+                        help="CPU OMP kernel: the compiled C one, the torch one, or auto (C where it "
+                             "builds, else torch, with a notice); default: $DDL_OMP_KERNEL, else auto")
         if data:
             sp.add_argument("--data-dir", default=None,
                             help="folder holding mnist/ and cifar-10-batches-py/ (default: $DDL_DATA, "
@@ -382,6 +385,13 @@ def _setup(args):
         raise UsageError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    if getattr(args, "omp_kernel", None):
+        from ddl.sparse.kernel import KernelUnavailableError, set_omp_kernel
+
+        try:
+            set_omp_kernel(args.omp_kernel)
+        except KernelUnavailableError as e:
+            raise UsageError(f"--omp-kernel native: {str(e).split(': ', 1)[1]}") from None
     torch.manual_seed(getattr(args, "seed", 0))
 
 
