@@ -1,5 +1,6 @@
 """ddl.metrics against scikit-image (PSNR, SSIM) and hand counts (accuracy, confidence, subset)."""
 
+import json
 import math
 import re
 
@@ -201,3 +202,140 @@ def test_ssim_errors():
         metrics.ssim(x, x, win_size=5, k2=-0.1)
     with pytest.raises(ValueError, match=r"ssim: x must have shape \(N, C, H, W\); got shape \(2, 8, 8\)"):
         metrics.ssim(x[:, 0], x[:, 0], win_size=5)
+
+
+# ------------------------------------------------------------------- intervals and paired tests
+# References: scipy.stats.binomtest (Wilson interval, exact binomial test) and the paired-difference
+# interval published by Fagerland, Lydersen & Laake (2017) for Newcombe's method 10.
+from scipy.stats import binomtest  # noqa: E402
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (1, 1), (0, 8), (3, 8), (7, 8), (8, 8), (1, 50), (49, 50),
+                                  (500, 1000), (9321, 10000), (9999, 10000), (0, 10000)])
+@pytest.mark.parametrize("confidence", [0.95, 0.99, 0.5])
+def test_wilson_interval_equals_scipy(k, n, confidence):
+    ref = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    low, high = metrics.wilson_interval(k, n, confidence)
+    assert (low, high) == pytest.approx((ref.low, ref.high), rel=1e-12, abs=1e-15)
+    assert isinstance(low, float) and isinstance(high, float)
+    assert 0.0 <= low <= k / n <= high <= 1.0
+
+
+def test_wilson_interval_by_hand():
+    # k = 7, n = 8, z = 1.959964: (2·7 + z² ∓ z·sqrt(4·7·(1/8) + z²)) / (2·(8 + z²))
+    z = 1.959963984540054
+    half = z * math.sqrt(4 * 7 * (1 / 8) + z * z)
+    expected = ((14 + z * z - half) / (2 * (8 + z * z)), (14 + z * z + half) / (2 * (8 + z * z)))
+    assert metrics.wilson_interval(7, 8) == pytest.approx(expected, rel=1e-14)
+    assert metrics.wilson_interval(7, 8) == pytest.approx((0.52911, 0.97758), abs=1e-5)
+    assert metrics.wilson_interval(0, 10) == (0.0, pytest.approx(0.27753, abs=1e-5))
+    assert metrics.wilson_interval(10, 10) == (pytest.approx(0.72247, abs=1e-5), 1.0)
+
+
+@pytest.mark.parametrize("args, kw, error, message", [
+    ((3, 0), {}, ValueError, "wilson_interval: n must be an int >= 1; got 0."),
+    ((3, 2), {}, ValueError, "wilson_interval: k must be an int in [0, n=2]; got 3."),
+    ((-1, 2), {}, ValueError, "wilson_interval: k must be an int in [0, n=2]; got -1."),
+    ((1.0, 2), {}, TypeError, "wilson_interval: k must be an int in [0, n=2]; got 1.0."),
+    ((True, 2), {}, TypeError, "wilson_interval: k must be an int in [0, n=2]; got True."),
+    ((1, 2), {"confidence": 1.0}, ValueError, "wilson_interval: confidence must be a finite number in (0, 1); got 1.0."),
+    ((1, 2), {"confidence": 95}, ValueError, "wilson_interval: confidence must be a finite number in (0, 1); got 95."),
+    ((1, 2), {"confidence": float("nan")}, ValueError,
+     "wilson_interval: confidence must be a finite number in (0, 1); got nan."),
+])
+def test_wilson_interval_errors(args, kw, error, message):
+    with pytest.raises(error, match="^" + re.escape(message) + "$"):
+        metrics.wilson_interval(*args, **kw)
+
+
+def _paired(n11, n10, n01, n00):
+    """Per-image correctness of A and B with the given cell counts (n10: A right, B wrong)."""
+    a = [1] * n11 + [1] * n10 + [0] * n01 + [0] * n00
+    b = [1] * n11 + [0] * n10 + [1] * n01 + [0] * n00
+    return a, b
+
+
+@pytest.mark.parametrize("n11, n10, n01, n00", [
+    (3, 0, 0, 1), (3, 1, 0, 1), (0, 2, 0, 0), (5, 3, 3, 0), (10, 7, 1, 2), (59, 6, 16, 80),
+    (900, 40, 25, 35), (9000, 210, 150, 640), (100, 0, 13, 0), (1, 17, 0, 0)])
+def test_mcnemar_counts_and_p_value_equal_scipy_binomtest(n11, n10, n01, n00):
+    a, b = _paired(n11, n10, n01, n00)
+    perm = np.random.default_rng(0).permutation(len(a))  # the order of the images is irrelevant
+    r = metrics.mcnemar(np.array(a)[perm].astype(bool), torch.tensor(b)[perm])
+    assert (r["n_images"], r["b01"], r["b10"]) == (len(a), n01, n10)
+    expected = 1.0 if n10 + n01 == 0 else binomtest(n10, n10 + n01, 0.5).pvalue
+    assert r["p_value"] == pytest.approx(expected, rel=1e-12)
+    assert r["difference"] == pytest.approx((n10 - n01) / len(a), rel=1e-15)
+    json.dumps(r)  # plain numbers: results.json stores it
+
+
+def test_mcnemar_by_hand():
+    # A right on 4 of 6 images, B on 2; A alone right on images 1 and 2 (b10 = 2), B alone on none:
+    # p = P(2 or 0 of 2 fair coins) = 2 · (1/2)² = 0.5
+    r = metrics.mcnemar([True, True, True, False, False, True], [True, False, False, False, False, True])
+    assert (r["b01"], r["b10"], r["p_value"], r["difference"]) == (0, 2, 0.5, 2 / 6)
+    # 1 discordant image: p = 2 · 1/2 = 1; none: p = 1 and the difference is 0
+    assert metrics.mcnemar([1, 0], [1, 1])["p_value"] == 1.0
+    same = metrics.mcnemar([1, 0, 1], [1, 0, 1])
+    assert (same["b01"], same["b10"], same["p_value"], same["difference"]) == (0, 0, 1.0, 0.0)
+
+
+def test_mcnemar_difference_interval_equals_the_published_newcombe_interval():
+    # Fagerland, Lydersen & Laake (2017) §8 (Cavo et al. 2012): the paired table [[59, 6], [16, 80]]
+    # (rows: first measurement success/failure; columns: second), Newcombe square-and-add interval
+    # "estimate = -0.0621 (95% CI -0.1186 to -0.0046)"
+    r = metrics.mcnemar(*_paired(59, 6, 16, 80))
+    assert round(r["difference"], 4) == -0.0621
+    assert [round(v, 4) for v in r["difference_ci"]] == [-0.1186, -0.0046]
+    assert r["confidence"] == 0.95
+    # swapping A and B mirrors the interval
+    s = metrics.mcnemar(*_paired(59, 16, 6, 80))
+    assert s["difference_ci"] == pytest.approx([-v for v in reversed(r["difference_ci"])], rel=1e-12)
+
+
+def test_mcnemar_difference_interval_without_correlation_is_newcombes_square_and_add():
+    # A always right, B right on 7 of 10: φ = 0 (a margin is empty), so the interval is
+    # d − sqrt((1 − l_a)² + (u_b − 0.7)²), d + sqrt((0.7 − l_b)² + (u_a − 1)²) with the Wilson
+    # bounds from scipy; u_a = 1, so the upper bound is d + (0.7 − l_b)
+    r = metrics.mcnemar(*_paired(7, 3, 0, 0))
+    la, ua = binomtest(10, 10).proportion_ci(method="wilson")
+    lb, ub = binomtest(7, 10).proportion_ci(method="wilson")
+    d = 0.3
+    assert r["difference_ci"] == pytest.approx(
+        [d - math.hypot(1 - la, ub - 0.7), d + math.hypot(0.7 - lb, ua - 1)], rel=1e-12)
+
+
+@pytest.mark.parametrize("a, b, error, message", [
+    ([1, 0], [1, 0, 1], ValueError, "mcnemar: a_correct and b_correct must hold one value per image of the "
+                                    "same images; got 2 and 3 values."),
+    ([], [], TypeError, "mcnemar: a_correct must be a 1-D sequence of booleans (or of 0 and 1), one per image, "
+                        "with at least one image; got list."),
+    ([0.5, 1.0], [1, 0], TypeError, "mcnemar: a_correct must be a 1-D sequence of booleans (or of 0 and 1), one "
+                                    "per image, with at least one image; got list."),
+    ([1, 0], [[1, 0]], TypeError, "mcnemar: b_correct must be a 1-D sequence of booleans (or of 0 and 1), one "
+                                  "per image, with at least one image; got list."),
+    ([1, 2], [1, 0], ValueError, "mcnemar: a_correct must be a 1-D sequence of booleans (or of 0 and 1), one per "
+                                 "image, with at least one image; got list holding 2."),
+    (torch.tensor([1.0, 0.0]), [1, 0], TypeError, "mcnemar: a_correct must be a 1-D sequence of booleans (or of 0 "
+                                                  "and 1), one per image, with at least one image; got float32 "
+                                                  "tensor of shape (2,)."),
+])
+def test_mcnemar_errors(a, b, error, message):
+    with pytest.raises(error, match="^" + re.escape(message) + "$"):
+        metrics.mcnemar(a, b)
+    with pytest.raises(ValueError, match="^" + re.escape(
+            "mcnemar: confidence must be a finite number in (0, 1); got 0.") + "$"):
+        metrics.mcnemar([1, 0], [1, 1], confidence=0)
+
+
+def test_stats_examples_run_and_need_no_torch():
+    import doctest
+    import subprocess
+    import sys
+
+    import ddl._stats
+
+    assert doctest.testmod(ddl._stats).failed == 0
+    # the report computes intervals of old results with them, and never imports torch
+    code = "import sys, ddl._stats; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -1,8 +1,14 @@
-"""Evaluation metrics: accuracy, confidence, PSNR, SSIM and the high-confidence subset.
+"""Evaluation metrics: accuracy, confidence, PSNR, SSIM, the high-confidence subset, and the
+statistics of an accuracy over images (Wilson interval, paired McNemar test).
 
 Everything here takes torch tensors in the project's conventions (images float ``(N, C, H, W)``,
 labels int64 ``(N,)``, logits ``(N, K)``) and returns plain Python floats for reductions, so
 results drop straight into ``results.json``.
+
+:func:`wilson_interval` and :func:`mcnemar` are defined in ``ddl._stats`` (standard library and
+NumPy only, so that the report can use them without torch) and are public here: every accuracy ddl
+reports carries its 95 % Wilson interval over images, and every comparison of two accuracies on
+the same images a paired McNemar test (DESIGN.md §5b).
 
 SSIM is written by hand in torch rather than called from scikit-image because the pipeline scores
 tens of thousands of images per run: one batched, separable Gaussian filter over the whole batch
@@ -26,9 +32,11 @@ import math
 
 import torch
 
+from ddl._stats import mcnemar, wilson_interval
 from ddl._validate import check_choice, check_int, check_labels, check_number
 
-__all__ = ["accuracy", "mean_confidence", "psnr", "ssim", "high_confidence_misclassified"]
+__all__ = ["accuracy", "mean_confidence", "psnr", "ssim", "high_confidence_misclassified", "mcnemar",
+           "wilson_interval"]
 
 _REDUCTIONS = ("mean", "none")
 # Images per chunk in ssim: bounds memory (float64 intermediates) for tens of thousands of images.
