@@ -34,6 +34,50 @@ def test_results_file_has_every_field(smoke_run):
     assert set(r["seconds"]) == {"attack", "dictionary", "denoise", "evaluate"}
 
 
+def test_every_accuracy_has_its_wilson_interval_and_every_comparison_a_mcnemar_test(smoke_run):
+    # counts from the saved per-image predictions, intervals and p-values from scipy
+    from scipy.stats import binomtest
+
+    run_dir, results = smoke_run
+    (r,) = json.loads((run_dir / "results.json").read_text())["records"]
+    arrays = torch.load(run_dir / r["files"]["arrays"], weights_only=True)
+    y = arrays["y"].long()
+    right = {k: arrays[f"pred_{k}"].long() == y for k in ("clean", "perturbed", "denoised", "denoised_clean")}
+    assert r["accuracy_ci_method"] == {"method": "wilson", "confidence": 0.95}
+    for kind, c in right.items():
+        ref = binomtest(int(c.sum()), len(y)).proportion_ci(method="wilson")
+        assert r["accuracy_ci"][kind] == pytest.approx([ref.low, ref.high], rel=1e-12, abs=1e-15)
+    mask = arrays["high_confidence_mask"]
+    hc = r["accuracy_ci"]["high_confidence"]
+    assert int(mask.sum()) == r["accuracy"]["high_confidence"]["n_images"]
+    for kind in ("perturbed", "denoised"):
+        if mask.any():
+            ref = binomtest(int(right[kind][mask].sum()), int(mask.sum())).proportion_ci(method="wilson")
+            assert hc[kind] == pytest.approx([ref.low, ref.high], rel=1e-12, abs=1e-15)
+        else:
+            assert hc[kind] is None
+    for name, (a, b) in {"denoised_vs_perturbed": ("denoised", "perturbed"),
+                         "denoised_clean_vs_clean": ("denoised_clean", "clean")}.items():
+        t = r["paired_tests"][name]
+        b10, b01 = int((right[a] & ~right[b]).sum()), int((~right[a] & right[b]).sum())
+        assert (t["n_images"], t["b10"], t["b01"]) == (len(y), b10, b01)
+        assert t["p_value"] == pytest.approx(binomtest(b10, b10 + b01).pvalue if b10 + b01 else 1.0, rel=1e-12)
+        assert t["difference"] == pytest.approx(r["accuracy"][a] - r["accuracy"][b], abs=1e-12)
+        assert t["difference_ci"][0] <= t["difference"] <= t["difference_ci"][1]
+
+
+def test_results_name_the_machine_that_produced_them(smoke_run):
+    import ddl
+    from ddl.sparse.kernel import kernel_name
+
+    _, results = smoke_run
+    m = results["machine"]
+    assert m["ddl_version"] == ddl.__version__ and m["torch"] == torch.__version__
+    assert m["device"] == SMOKE.device and m["omp_kernel"]["used"] == kernel_name(SMOKE.device)
+    assert len(m["cpu"]["flags_sha256"]) == 16 and m["threads"]["torch"] >= 1
+    assert "platform" in m  # the fields of the machine record before ddl.provenance are kept
+
+
 def test_fgsm_perturbation_has_the_psnr_of_its_eps(smoke_run):
     # Every pixel moves by exactly eps unless clipped, so PSNR >= 10 log10(1 / eps^2) = 20 dB.
     _, results = smoke_run
@@ -103,9 +147,19 @@ def test_a_denoised_variant_is_evaluated_behind_the_shipped_dictionary_it_was_tr
     other = cfg.replace(defence=DefenceConfig(**{**params, "n_components": 6}))
     den2, key2 = pipeline.get_denoiser(other, x_fit, tmp_path / "cache", progress=False, status=status)
     assert status == {"dictionary": "computing"} and den2.dictionary_.shape[0] == 6 and key2 != key
+    # a standard classifier with the shipped defence's parameters: the shipped dictionary too
+    # (so committed runs reproduce on any machine), unless a re-fit is asked for
     standard = cfg.replace(model=ModelConfig(name="mlp"))
-    den3, _ = pipeline.get_denoiser(standard, x_fit, tmp_path / "cache", progress=False, status=status)
-    assert status == {"dictionary": "computing"} and not torch.equal(den3.dictionary_, shipped.dictionary_)
+    den3, key3 = pipeline.get_denoiser(standard, x_fit, tmp_path / "cache", progress=False, status=status)
+    assert status == {"dictionary": "zoo"} and torch.equal(den3.dictionary_, shipped.dictionary_)
+    assert key3 == key
+    refit = standard.replace(refit_dictionary=True)
+    den4, key4 = pipeline.get_denoiser(refit, x_fit, tmp_path / "cache", progress=False, status=status)
+    assert status == {"dictionary": "computing"} and not torch.equal(den4.dictionary_, shipped.dictionary_)
+    assert key4 != key
+    subset = standard.replace(data=DataConfig(source="full", n_train=20))   # not what was shipped
+    pipeline.get_denoiser(subset, x_fit, tmp_path / "cache", progress=False, status=status)
+    assert status["dictionary"] != "zoo"
 
 
 def test_the_dictionary_cache_key_names_the_omp_kernel(tmp_path, monkeypatch):
@@ -136,3 +190,11 @@ def test_the_dictionary_cache_key_names_the_omp_kernel(tmp_path, monkeypatch):
     status = {}
     _, native_key = pipeline.get_denoiser(cfg, x, tmp_path, progress=False, status=status)
     assert native_key != torch_key and status == {"dictionary": "computing"}
+
+
+def test_reproduce_refit_dictionary_flag(capsys):
+    from ddl.cli import main
+
+    assert main(["reproduce", "--preset", "quick", "--refit-dictionary"]) == 2
+    assert capsys.readouterr().err == ("ddl reproduce: error: --refit-dictionary: --preset quick always "
+                                       "fits its dictionaries (no shipped ones for the bundled data)\n")

@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                          f"shipped with ddl)")
     sp.add_argument("--no-figures", action="store_true", help="skip the figures")
     sp.add_argument("--no-sweep", action="store_true", help="skip the FGSM ε sweep")
+    sp.add_argument("--refit-dictionary", action="store_true",
+                    help="fit the dictionaries again instead of using the zoo's shipped, SHA-256-"
+                         "checked ones (a re-fit on another machine or OMP kernel is another "
+                         "dictionary: the committed results/ are reproduced without this)")
     sp.add_argument("--strict", action="store_true",
                     help="stop on a cache entry that fails verification instead of recomputing it")
     common(sp)
@@ -724,6 +728,11 @@ def cmd_reproduce(args) -> int:
         raise UsageError(f"--preset {args.preset} uses the {rc.source} data bundled with ddl; "
                          f"--data-dir would be ignored (drop it, or use --preset paper/tuned)")
     changes = {k: tuple(v) for k, v in (("datasets", args.datasets), ("models", args.models)) if v}
+    if args.refit_dictionary:
+        if rc.source != "full":
+            raise UsageError(f"--refit-dictionary: --preset {args.preset} always fits its "
+                             "dictionaries (no shipped ones for the bundled data)")
+        changes["refit_dictionary"] = True
     rc = dataclasses.replace(rc, **changes)
     kwargs = {}
     if args.strict:

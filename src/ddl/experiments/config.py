@@ -215,9 +215,14 @@ class ExperimentConfig:
     defence: DefenceConfig = field(default_factory=DefenceConfig)
     device: str = "cpu"
     high_confidence_threshold: float = 0.9
+    #: False: on the full data sets, a zoo defence with these parameters is used as shipped
+    #: (SHA-256 checked) instead of fitted again; online dictionary learning amplifies float
+    #: rounding, so a re-fit on another machine or OMP kernel is another dictionary
+    refit_dictionary: bool = False
 
     def __post_init__(self):
         _set(self, "attacks", tuple(self.attacks))
+        check_bool("ExperimentConfig", "refit_dictionary", self.refit_dictionary)
         if not self.attacks:
             raise ValueError("ExperimentConfig: attacks must name at least one attack; got none.")
         check_number("ExperimentConfig", "high_confidence_threshold", self.high_confidence_threshold, 0, 1)
@@ -324,9 +329,12 @@ class ReproduceConfig:
     robustness_budgets: FrozenDict = field(default_factory=FrozenDict)  # evaluate_robustness kwargs
     #: the zoo variant of every classifier ("denoised": fine-tuned behind the tuned defence)
     variant: str = "standard"
+    #: fit the dictionaries again rather than use the zoo's shipped ones (ExperimentConfig)
+    refit_dictionary: bool = False
 
     def __post_init__(self):
         check_choice("ReproduceConfig", "variant", self.variant, ZOO_VARIANTS)
+        check_bool("ReproduceConfig", "refit_dictionary", self.refit_dictionary)
         for name in ("datasets", "models", "robustness_attacks"):
             _set(self, name, tuple(getattr(self, name)))
         for name in ("fgsm_eps", "jsma_params", "jsma_n_images", "eps_sweep", "defence",
@@ -455,4 +463,5 @@ def cell_config(rc: ReproduceConfig, dataset: str, model: str, *, data_dir=None,
                         n_train=rc.n_train, n_test=rc.n_test),
         model=ModelConfig(name=model, epochs=rc.train_epochs, use_zoo=True, variant=rc.variant),
         attacks=attacks, defence=rc.defence[dataset], device=device,
-        high_confidence_threshold=rc.high_confidence_threshold)
+        high_confidence_threshold=rc.high_confidence_threshold,
+        refit_dictionary=rc.refit_dictionary)

@@ -483,24 +483,37 @@ def _kernel_key_part(device: str) -> tuple[str, ...]:
 
 
 def _trained_behind(cfg: ExperimentConfig) -> dict | None:
-    """For a zoo ``denoised`` variant evaluated behind the defence it was trained with (same
-    parameters, clean dictionary): that defence's zoo record (``name``, ``sha256``), so the
-    pipeline uses the shipped dictionary rather than a re-fit, which online dictionary learning
-    need not reproduce bit for bit. None otherwise (the dictionary is fitted as usual)."""
-    variant = getattr(cfg.model, "variant", "standard")
-    if variant == "standard" or not cfg.model.use_zoo or cfg.data.source != "full" \
+    """The zoo defence (``name``, ``sha256``) this cell uses as shipped instead of a fit, or None.
+
+    - a zoo ``denoised`` variant evaluated behind the defence it was trained with (same
+      parameters, clean dictionary): that very dictionary;
+    - any other cell on the full data sets with a clean dictionary whose parameters equal a
+      shipped defence's (the ``paper`` and ``tuned`` presets): that defence, so a committed run
+      reproduces on another machine or OMP kernel (online dictionary learning amplifies float
+      rounding: a re-fit is another dictionary). ``refit_dictionary=True`` fits instead.
+    """
+    if cfg.refit_dictionary or not cfg.model.use_zoo or cfg.data.source != "full" \
             or cfg.defence.dictionary_source != "clean":
         return None
     from ddl import zoo
 
-    entry = zoo.find(cfg.model.name, cfg.data.dataset, variant)
-    behind = entry.defence if entry is not None else None
-    if not behind:
+    params = _defence_params(cfg.defence)
+    variant = getattr(cfg.model, "variant", "standard")
+    if variant != "standard":
+        entry = zoo.find(cfg.model.name, cfg.data.dataset, variant)
+        behind = entry.defence if entry is not None else None
+        if not behind:
+            return None
+        record = zoo.find_defence(cfg.data.dataset, behind["name"])
+        if record is None or record["sha256"] != behind["sha256"] or record["params"] != params:
+            return None
+        return {"name": behind["name"], "sha256": behind["sha256"]}
+    if cfg.data.n_train is not None:          # the shipped ones were fitted on the whole set
         return None
-    record = zoo.find_defence(cfg.data.dataset, behind["name"])
-    if record is None or record["sha256"] != behind["sha256"] or record["params"] != _defence_params(cfg.defence):
-        return None
-    return {"name": behind["name"], "sha256": behind["sha256"]}
+    for record in zoo.defence_records():
+        if record["dataset"] == cfg.data.dataset and record["params"] == params:
+            return {"name": record["name"], "sha256": record["sha256"]}
+    return None
 
 
 def get_denoised(denoiser, den_key: str, x: torch.Tensor, cache: Path, device: str, *,
