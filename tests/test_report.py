@@ -40,11 +40,15 @@ def test_paper_tables_hold_the_20_cells_of_each_table():
 
 
 def test_comparison_row_reads_paper_then_ours():
+    # RECORD has no recorded intervals (written before ddl recorded them): each is the Wilson interval
+    # of accuracy x n_images correct images, here of 9931, 8012, 9234, 9876 of 10,000 and 617 of 1,234
+    # (scipy.stats.binomtest(k, n).proportion_ci(method="wilson"), in percent, rounded to 0.1)
     rows = report.comparison_table([RECORD], report.load_paper_tables(), "fgsm")
     assert len(rows) == 1 + 10
     convnet_mnist = rows[2]
-    assert convnet_mnist[:5] == ["convnet", "MNIST", "99.35 → 99.31", "79.9 → 80.12", "90.46 → 92.34"]
-    assert convnet_mnist[5:] == ["98.76", "1234, 50.00"]
+    assert convnet_mnist[:5] == ["convnet", "MNIST", "99.35 → 99.31 [99.1, 99.5]", "79.9 → 80.12 [79.3, 80.9]",
+                                 "90.46 → 92.34 [91.8, 92.8]"]
+    assert convnet_mnist[5:] == ["98.76 [98.5, 99.0]", "1234, 50.00 [47.2, 52.8]"]
     assert rows[1][2] == "98.39 → –"  # a cell we did not run shows the paper and a dash
 
 
@@ -102,6 +106,39 @@ def test_evaluate_on_hand_made_tensors_gives_the_hand_computed_record():
         assert record["ssim"][kind] == pytest.approx(float(np.mean(sk)), abs=1e-6)
 
 
+def _wilson(k, n):
+    """scipy's Wilson interval of k of n, the reference of every interval here."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(method="wilson")
+    return [ci.low, ci.high]
+
+
+def test_evaluate_gives_the_intervals_and_paired_tests_of_the_hand_made_record():
+    # tallies from DESIGN (see the test above): right clean 0-6, perturbed 0-2, denoised 0-4,
+    # denoised clean 0-5; high-confidence subset 3-6, of which denoised gets 3 and 4 right
+    record, _ = evaluated_record()
+    ci = record["accuracy_ci"]
+    for kind, k in (("clean", 7), ("perturbed", 3), ("denoised", 5), ("denoised_clean", 6)):
+        assert ci[kind] == pytest.approx(_wilson(k, 8), rel=1e-12, abs=1e-15), kind
+    assert ci["high_confidence"]["perturbed"] == pytest.approx(_wilson(0, 4), rel=1e-12, abs=1e-15)
+    assert ci["high_confidence"]["perturbed"][0] == 0.0
+    assert ci["high_confidence"]["denoised"] == pytest.approx(_wilson(2, 4), rel=1e-12)
+    assert record["accuracy_ci_method"] == {"method": "wilson", "confidence": 0.95}
+    tests = record["paired_tests"]
+    # denoised vs perturbed: only denoised right on 3 and 4, never only perturbed:
+    # p = P(0 or 2 heads of 2 fair coins) = 2 · (1/2)² = 0.5
+    t = tests["denoised_vs_perturbed"]
+    assert (t["n_images"], t["b10"], t["b01"], t["p_value"], t["difference"]) == (8, 2, 0, 0.5, 0.25)
+    # denoised clean vs clean: only clean right on 6: one discordant image, p = 2 · 1/2 = 1
+    t = tests["denoised_clean_vs_clean"]
+    assert (t["n_images"], t["b10"], t["b01"], t["p_value"], t["difference"]) == (8, 0, 1, 1.0, -0.125)
+    # on the subset 3-6, perturbed is never right (that is the subset); denoised is on 3 and 4
+    t = tests["high_confidence_denoised_vs_perturbed"]
+    assert (t["n_images"], t["b10"], t["b01"], t["p_value"], t["difference"]) == (4, 2, 0, 0.5, 0.5)
+    json.dumps(record)  # plain numbers only
+
+
 def test_markdown_matches_golden_file():
     # the golden file is the report of the record checked above (tests/_golden_record.py regenerates it)
     md = report.to_markdown(report.build_report(golden_results()))
@@ -111,12 +148,21 @@ def test_markdown_matches_golden_file():
 def test_golden_file_holds_the_hand_computed_cells():
     # a wrong number in the golden file fails here and in test_markdown_matches_golden_file
     golden = (GOLDEN / "report_small.md").read_text()
-    # accuracies 7/8, 3/8, 5/8, 6/8; high-confidence subset 4 images, 2 of 4 denoised right
-    assert "| convnet | MNIST | 99.35 → 87.50 | 79.9 → 37.50 | 90.46 → 62.50 | 75.00 | 4, 50.00 |" in golden
+    # accuracies 7/8, 3/8, 5/8, 6/8; high-confidence subset 4 images, 2 of 4 denoised right, with the
+    # Wilson intervals (scipy) of 7, 3, 5, 6 of 8 and 2 of 4, in percent
+    assert "| convnet | MNIST | 99.35 → 87.50 [52.9, 97.8] | 79.9 → 37.50 [13.7, 69.4] | " \
+           "90.46 → 62.50 [30.6, 86.3] | 75.00 [40.9, 92.9] | 4, 50.00 [15.0, 85.0] |" in golden
+    assert [round(100 * v, 1) for k, n in ((7, 8), (3, 8), (5, 8), (6, 8), (2, 4)) for v in _wilson(k, n)] == \
+        [52.9, 97.8, 13.7, 69.4, 30.6, 86.3, 40.9, 92.9, 15.0, 85.0]
     # PSNR 20·log10(10), 20·log10(20); SSIM 0.96588, 0.98885; confidence (5·0.98 + 3·0.5)/8, (7·0.98 + 0.5)/8
     assert "| MNIST | convnet | fgsm | 8 | 20.00 | 26.02 | 0.966 | 0.989 | 0.800 → 0.920 |" in golden
     assert "| MNIST | fgsm | eps=0.1 | 8 |" in golden
     assert "| MNIST | convnet | zoo | 5 | – |" in golden
+    # paired tests: +25 points (2 / 0 discordant, p 0.5), -12.5 (0 / 1, p 1), subset +50 (2 / 0, p 0.5)
+    row = next(line for line in golden.splitlines() if line.startswith("| MNIST | convnet | fgsm | 8 | +25.00"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5:7] == ["2 / 0", "0.5"] and cells[8:10] == ["0 / 1", "1"] and cells[11:13] == ["2 / 0", "0.5"]
+    assert cells[7].startswith("-12.50 [") and cells[10].startswith("+50.00 [")
 
 
 def test_html_is_self_contained_with_embedded_figure(tmp_path):
@@ -129,8 +175,74 @@ def test_html_is_self_contained_with_embedded_figure(tmp_path):
     md_path, html_path = report.write_report(tmp_path)
     page = html_path.read_text()
     assert "data:image/png;base64,iVBORw0KGgo" in page and "src=\"fig.png\"" not in page
-    assert "<td>90.46 → 92.34</td>" in page
+    assert "<td>90.46 → 92.34 [91.8, 92.8]</td>" in page
     assert "![A figure](fig.png)" in md_path.read_text()
+
+
+def test_an_old_record_without_intervals_gets_them_from_its_counts_or_says_it_has_none():
+    # RECORD (no accuracy_ci): 99.31 % of 10,000 images is 9,931 images, so its interval is exact
+    assert report.interval_of(RECORD, "clean") == pytest.approx(_wilson(9931, 10000), rel=1e-12)
+    assert report.interval_of(RECORD, "denoised", "high_confidence") == pytest.approx(_wilson(617, 1234), rel=1e-12)
+    assert report.interval_of(RECORD, "perturbed", "high_confidence") == pytest.approx(_wilson(0, 1234), rel=1e-12)
+    # 0.5 of 3 images is no whole number of images: no interval, and the report says why
+    odd = {**RECORD, "n_images": 3, "accuracy": {**RECORD["accuracy"], "clean": 0.5}}
+    assert report.interval_of(odd, "clean") is None
+    assert report.interval_of(odd, "perturbed") is None  # 0.8012 of 3 neither
+    md = report.to_markdown(report.build_report({**RESULTS, "records": [odd]}))
+    assert "| convnet | MNIST | 99.35 → 50.00 | 79.9 → 80.12 | " in md
+    assert report.NO_INTERVAL in md
+    assert report.NO_INTERVAL not in report.to_markdown(report.build_report(RESULTS))
+    # no per-image predictions were recorded: no paired test, said in words, and no empty table
+    assert "No paired test is recorded for 1 of the 1 cells" in md
+    assert "| data set | model | attack | images | denoised − perturbed" not in md
+
+
+def test_a_recorded_interval_is_printed_as_recorded():
+    record = {**RECORD, "accuracy_ci": {"clean": [0.5, 0.75], "perturbed": None, "denoised": [0.9, 0.95],
+                                        "denoised_clean": [0.125, 0.25],
+                                        "high_confidence": {"perturbed": [0.0, 0.1], "denoised": None}}}
+    row = report.comparison_table([record], report.load_paper_tables(), "fgsm")[2]
+    assert row[2:] == ["99.35 → 99.31 [50.0, 75.0]", "79.9 → 80.12", "90.46 → 92.34 [90.0, 95.0]",
+                       "98.76 [12.5, 25.0]", "1234, 50.00"]
+
+
+def test_paired_tests_table_from_recorded_tests():
+    t = {"n_images": 1000, "b01": 3, "b10": 240, "p_value": 2.2e-66, "difference": 0.237,
+         "difference_ci": [0.21, 0.2641], "confidence": 0.95}
+    u = {**t, "b01": 12, "b10": 4, "p_value": 0.0768, "difference": -0.008, "difference_ci": [-0.0171, 0.0009]}
+    record = {**RECORD, "n_images": 1000,
+              "paired_tests": {"denoised_vs_perturbed": t, "denoised_clean_vs_clean": u,
+                               "high_confidence_denoised_vs_perturbed": None}}
+    rows = report.paired_table([record, RECORD])  # the old record has no row
+    assert rows[1] == ["MNIST", "convnet", "fgsm", "1000", "+23.70 [+21.0, +26.4]", "240 / 3", "2.2e-66",
+                       "-0.80 [-1.7, +0.1]", "4 / 12", "0.077", "–", "–", "–"]
+    assert len(rows) == 2
+    md = report.to_markdown(report.build_report({**RESULTS, "records": [record, RECORD]}))
+    assert "## Paired tests" in md and "No paired test is recorded for 1 of the 2 cells" in md
+
+
+MACHINE = {"ddl_version": "0.1.0", "git_commit": "0123abcd", "python": "3.12.3", "platform": "Linux-6.8-x86_64",
+           "torch": "2.5.1", "blas": {"torch_blas": "mkl", "torch_mkl": "2024.2", "torch_cpu_capability": "AVX2"},
+           "omp_kernel": {"requested": "auto", "used": "native", "compiler": "gcc 13.2.0"},
+           "cpu": {"model": "Some CPU", "machine": "x86_64", "flags_sha256": "0011223344556677", "cores": 2},
+           "threads": {"torch": 1, "interop": 2}, "device": "cpu"}
+
+
+def test_the_report_says_what_produced_the_results(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({**RESULTS, "machine": MACHINE}))
+    md_path, html_path = report.write_report(tmp_path)
+    md, page = md_path.read_text(), html_path.read_text()
+    section = md.split("## Produced by\n", 1)[1]
+    for text in ("ddl 0.1.0 (commit 0123abcd)", "torch 2.5.1, BLAS mkl 2024.2 (AVX2)",
+                 "OMP kernel native (asked: auto), compiler gcc 13.2.0",
+                 "CPU Some CPU (x86_64, 2 cores, flags sha256 0011223344556677)", "threads: torch 1, inter-op 2"):
+        assert text in section and text in page, text
+    assert '<h2 id="produced-by">Produced by</h2>' in page
+    # a results file from before ddl.provenance (platform, torch, threads) prints what it has
+    old = report.to_markdown(report.build_report(
+        {**RESULTS, "machine": {"platform": "Linux-x", "torch": "2.2.0", "threads": 2, "device": "cpu"}}))
+    assert "platform Linux-x" in old and "threads: 2" in old and "torch 2.2.0" in old
+    assert "machine: not recorded" in report.to_markdown(report.build_report(RESULTS))
 
 
 def _sweep_record(dataset, model, eps, perturbed, denoised):
@@ -143,7 +255,9 @@ def test_matched_eps_row_is_the_sweep_point_nearest_the_papers_perturbed_accurac
     sweep = [_sweep_record("mnist", "mlp", 0.1, 0.606, 0.90), _sweep_record("mnist", "mlp", 0.2, 0.128, 0.70),
              _sweep_record("mnist", "mlp", 0.3, 0.086, 0.40)]
     rows = report.matched_eps_table(sweep, report.load_paper_tables())
-    assert rows[1] == ["MNIST", "mlp", "12.8", "0.2", "12.80", "82", "70.00", "98.00"]
+    # intervals of 64, 350 and 490 correct of 500 images (scipy's Wilson interval, in percent)
+    assert rows[1] == ["MNIST", "mlp", "12.8", "0.2", "12.80 [10.2, 16.0]", "82", "70.00 [65.8, 73.9]",
+                       "98.00 [96.4, 98.9]"]
     assert len(rows) == 2
 
 

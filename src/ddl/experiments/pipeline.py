@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,9 @@ from ddl.experiments.config import AttackConfig, ExperimentConfig, config_key
 from ddl.errors import CacheError
 
 CACHE = "cache"
+#: level of the interval of every accuracy (Wilson score interval over images) and of the paired
+#: differences (DESIGN.md §5b)
+CONFIDENCE = 0.95
 #: fields of a results file that differ between runs of the same configuration (timings, the
 #: machine, what this run computed); see ``write_results``
 VOLATILE = ("seconds", "machine", "stages")
@@ -182,8 +184,11 @@ def _save_arrays(run_dir: Path, cfg: ExperimentConfig, attack: AttackConfig, arr
 
 
 def _machine(cfg: ExperimentConfig) -> dict:
-    return {"platform": platform.platform(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "device": cfg.device}
+    """What produced the numbers (``ddl.provenance.machine_record``: ddl version and commit, torch,
+    BLAS, OMP kernel and compiler, CPU, threads, device); the report prints it."""
+    from ddl.provenance import machine_record
+
+    return machine_record(cfg.device)
 
 
 def run_robustness_cell(cfg: ExperimentConfig, cache: Path, *, n_images: int, eps, attacks=(),
@@ -589,13 +594,19 @@ def _tensor_fingerprint(x: torch.Tensor) -> str:
 
 def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) -> tuple[dict, dict]:
     """One results record (accuracies, confidences, PSNR/SSIM, the high-confidence subset) and
-    its per-image arrays (PSNR, SSIM, predictions, the first 8 images of each kind in float16)."""
+    its per-image arrays (PSNR, SSIM, predictions, the first 8 images of each kind in float16).
+
+    Every accuracy has its 95 % Wilson interval over the images in ``accuracy_ci`` (same keys as
+    ``accuracy``; None where the subset is empty), and each comparison on the same images its
+    exact McNemar test in ``paired_tests`` (denoised vs perturbed, denoised clean vs clean, and
+    denoised vs perturbed on the high-confidence subset)."""
     from ddl.models.train import predict
 
     logits = {name: predict(model, v, device=cfg.device).cpu()
               for name, v in (("clean", x), ("perturbed", x_adv), ("denoised", x_den),
                               ("denoised_clean", x_den_clean))}
     acc = {name: metrics.accuracy(lg, y) for name, lg in logits.items()}
+    correct = {name: lg.argmax(1) == y for name, lg in logits.items()}  # (N,) bool per kind
     conf = {name: metrics.mean_confidence(lg) for name, lg in logits.items()}
     thr = cfg.high_confidence_threshold
     mask = metrics.high_confidence_misclassified(logits["perturbed"], y, threshold=thr)
@@ -629,6 +640,9 @@ def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) 
                            "dictionary_source": cfg.defence.dictionary_source},
         "n_images": len(x),
         "accuracy": {**acc, "high_confidence": high},
+        "accuracy_ci": _accuracy_intervals(correct, mask),
+        "accuracy_ci_method": {"method": "wilson", "confidence": CONFIDENCE},
+        "paired_tests": _paired_tests(correct, mask),
         "confidence": conf,
         # PSNR of an image identical to its clean version is +inf (e.g. JSMA finds nothing to
         # change); the mean is over the other images and the identical ones are counted.
@@ -638,6 +652,27 @@ def evaluate(cfg, attack: AttackConfig, model, x, y, x_adv, x_den, x_den_clean) 
         "ssim": {k: float(per_image[f"ssim_{k}"].mean()) for k in ("perturbed", "denoised", "denoised_clean")},
     }
     return record, arrays
+
+
+def _interval(correct: torch.Tensor) -> list[float] | None:
+    """The Wilson interval of the accuracy of ``correct`` (None for no image)."""
+    n = len(correct)
+    return list(metrics.wilson_interval(int(correct.sum()), n, CONFIDENCE)) if n else None
+
+
+def _accuracy_intervals(correct: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
+    """``accuracy_ci`` of a record: the interval of every accuracy in ``accuracy``, same keys."""
+    return {**{name: _interval(c) for name, c in correct.items()},
+            "high_confidence": {k: _interval(correct[k][mask]) for k in ("perturbed", "denoised")}}
+
+
+def _paired_tests(correct: dict[str, torch.Tensor], mask: torch.Tensor) -> dict:
+    """McNemar tests of the record's comparisons on the same images (``ddl.metrics.mcnemar``: A
+    vs B, ``difference`` = accuracy(A) − accuracy(B)); None for an empty high-confidence subset."""
+    return {"denoised_vs_perturbed": metrics.mcnemar(correct["denoised"], correct["perturbed"]),
+            "denoised_clean_vs_clean": metrics.mcnemar(correct["denoised_clean"], correct["clean"]),
+            "high_confidence_denoised_vs_perturbed": (
+                metrics.mcnemar(correct["denoised"][mask], correct["perturbed"][mask]) if mask.any() else None)}
 
 
 def _finite_mean(v: torch.Tensor) -> float | None:

@@ -4,6 +4,13 @@
 into a list of blocks (headings, paragraphs, tables, figures), rendered both as Markdown
 (``report.md``) and as one self-contained HTML file (``report.html``, figures embedded as
 base64 PNG). This module never imports torch: a report can be rebuilt from the files alone.
+
+Every accuracy is printed with its 95 % Wilson interval over the images, ``93.21 [92.7, 93.7]``
+(DESIGN.md §5b): the one recorded in the record's ``accuracy_ci``, or, for results written
+before ddl recorded intervals, the one of ``k = accuracy · n_images`` correct images when that is
+a whole number (it is for every accuracy ddl writes: a count divided by the image count). The
+paired McNemar tests of a record's comparisons (``paired_tests``) have their own table; they need
+the per-image predictions, so results written before them have none.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from ddl._io import atomic_write_bytes
+from ddl._stats import wilson_interval
 from ddl.constants import DATASET_TITLES as DATASET_NAMES
 from ddl.constants import DATASETS
 from ddl.constants import MODEL_NAMES as MODELS
@@ -32,8 +40,12 @@ COLUMNS = (
     "(what the defence costs on benign inputs, not in the paper); *high-conf. subset*, the number of "
     "images the attack made misclassified with confidence ≥ 0.9 and the denoised accuracy on them "
     "(the paper's \"previously misclassified with high confidence\"). Each cell reads *paper → ours*; "
-    "– : not reported or not run."
+    "– : not reported or not run. Our accuracies are followed by their 95 % Wilson interval over the "
+    "images, in brackets."
 )
+
+NO_INTERVAL = ("An accuracy without brackets has no interval: none was recorded, and its image count does "
+               "not give a whole number of correct images.")
 
 NOT_COMPARABLE = (
     "**Not comparable with the paper.** This run uses {source} data and short training ({what}); "
@@ -117,9 +129,40 @@ def _params_text(dataset: str, params: dict) -> str:
     return ", ".join(f"{k}={format_eps(dataset, v) if k == 'eps' else v}" for k, v in sorted(params.items()))
 
 
-def _paper_ours(paper_value, ours_fraction) -> str:
+def _paper_ours(paper_value, ours_fraction, ci=None) -> str:
     p = "–" if paper_value is None else f"{paper_value:g}"
-    return f"{p} → {_pct(ours_fraction)}"
+    return f"{p} → {_pct_ci(ours_fraction, ci)}"
+
+
+def _pct_ci(v, ci) -> str:
+    """``"93.21 [92.7, 93.7]"``: an accuracy in percent and its interval (``ci``: [low, high] as
+    fractions, or None: the value alone)."""
+    if v is None or ci is None:
+        return _pct(v)
+    return f"{v * 100:.2f} [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]"
+
+
+def interval_of(record: dict, kind: str, subset: str | None = None) -> list[float] | None:
+    """The 95 % interval of ``record["accuracy"][kind]`` (of ``["high_confidence"][kind]`` with
+    ``subset="high_confidence"``): the recorded one (``accuracy_ci``) or, in a record written
+    before intervals were recorded, the Wilson interval of ``k = round(accuracy · n)`` of ``n``
+    images when ``k / n`` gives back the accuracy (it does for every accuracy ddl writes). None
+    when neither is available."""
+    recorded = record.get("accuracy_ci")
+    if recorded is not None:
+        ci = (recorded.get(subset) or {}) if subset else recorded
+        return ci.get(kind)
+    acc = record.get("accuracy") or {}
+    if subset:
+        acc = acc.get(subset) or {}
+    n = acc.get("n_images") if subset else record.get("n_images")
+    value = acc.get(kind)
+    if not isinstance(value, (int, float)) or not isinstance(n, int) or n < 1 or not 0 <= value <= 1:
+        return None
+    k = round(value * n)
+    if abs(k / n - value) > 1e-9:  # not a count over these n images
+        return None
+    return list(wilson_interval(k, n))
 
 
 def comparison_table(records: list[dict], paper: dict, attack: str, verdicts: dict | None = None) -> list[list[str]]:
@@ -144,13 +187,75 @@ def comparison_table(records: list[dict], paper: dict, attack: str, verdicts: di
             r = ours.get((dataset, model))
             acc = r["accuracy"] if r else {}
             hc = acc.get("high_confidence") or {}
-            hc_text = "–" if not r else f"{hc.get('n_images', 0)}, {_pct(hc.get('denoised'))}"
+            ci = (lambda kind, subset=None: interval_of(r, kind, subset)) if r else (lambda *a: None)
+            hc_text = "–" if not r else \
+                f"{hc.get('n_images', 0)}, {_pct_ci(hc.get('denoised'), ci('denoised', 'high_confidence'))}"
             rows.append([model, DATASET_NAMES[dataset],
-                         _paper_ours(p.get("clean"), acc.get("clean")) + mark(dataset, model, "clean"),
-                         _paper_ours(p.get("perturbed"), acc.get("perturbed")),
-                         _paper_ours(p.get("denoised"), acc.get("denoised")) + mark(dataset, model, "denoised"),
-                         _pct(acc.get("denoised_clean")), hc_text])
+                         _paper_ours(p.get("clean"), acc.get("clean"), ci("clean")) + mark(dataset, model, "clean"),
+                         _paper_ours(p.get("perturbed"), acc.get("perturbed"), ci("perturbed")),
+                         _paper_ours(p.get("denoised"), acc.get("denoised"), ci("denoised"))
+                         + mark(dataset, model, "denoised"),
+                         _pct_ci(acc.get("denoised_clean"), ci("denoised_clean")), hc_text])
     return rows
+
+
+#: the paired tests of a record (``paired_tests``), as (key, what is compared) in the table's order
+PAIRED = (("denoised_vs_perturbed", "denoised − perturbed"),
+          ("denoised_clean_vs_clean", "denoised clean − clean"),
+          ("high_confidence_denoised_vs_perturbed", "high-conf. subset: denoised − perturbed"))
+
+
+def _p_value(p: float) -> str:
+    """Two significant digits; below 1e-4 in scientific notation (0: below the smallest float)."""
+    if p == 0:
+        return "< 1e-300"
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def _paired_text(t: dict | None) -> list[str]:
+    """[difference in points with its interval, discordant counts, p] of one McNemar record."""
+    if not t:
+        return ["–", "–", "–"]
+    lo, hi = t["difference_ci"]
+    return [f"{t['difference'] * 100:+.2f} [{lo * 100:+.1f}, {hi * 100:+.1f}]", f"{t['b10']} / {t['b01']}",
+            _p_value(t["p_value"])]
+
+
+def paired_table(records: list[dict]) -> list[list[str]]:
+    """One row per record with paired tests and per comparison: the difference in accuracy
+    (points) with its 95 % interval, the discordant images (A alone right / B alone right) and
+    McNemar's exact p-value."""
+    header = ["data set", "model", "attack", "images"]
+    for _, what in PAIRED:
+        header += [f"{what} (points)", "right: A only / B only", "p"]
+    rows = [header]
+    for r in records:
+        tests = r.get("paired_tests")
+        if tests:
+            rows.append([DATASET_NAMES.get(r["dataset"], r["dataset"]), r["model"], r["attack"], str(r["n_images"]),
+                         *(c for key, _ in PAIRED for c in _paired_text(tests.get(key)))])
+    return rows
+
+
+def _paired_blocks(records: list[dict]) -> list[Block]:
+    rows = paired_table(records)
+    missing = sum(1 for r in records if not r.get("paired_tests"))
+    text = ("Each comparison on the same images: the difference in accuracy, A − B in percentage points, "
+            "with its 95 % interval (Newcombe's paired score interval), the images that only A / only B "
+            "classifies right, and the exact two-sided McNemar p-value (binomial test of those discordant "
+            "images).")
+    if missing:
+        text += (f" No paired test is recorded for {missing} of the {len(records)} cells: their results were "
+                 f"written before ddl recorded them (it needs the per-image predictions, which re-running the "
+                 f"same command reads from the cache).")
+    return [Block("h2", "Paired tests"), Block("p", text)] + ([Block("table", rows=rows)] if len(rows) > 1 else [])
+
+
+def produced_by(machine: dict | None) -> list[str]:
+    """What produced the results (``results["machine"]``), one item per line."""
+    from ddl.provenance import format_machine
+
+    return format_machine(machine)
 
 
 def quality_table(records: list[dict]) -> list[list[str]]:
@@ -192,8 +297,8 @@ def sweep_table(sweep: list[dict]) -> list[list[str]]:
     for r in sorted(sweep, key=lambda r: (r["dataset"], r["model"], r["attack_params"]["eps"])):
         a = r["accuracy"]
         rows.append([DATASET_NAMES.get(r["dataset"], r["dataset"]), r["model"],
-                     format_eps(r["dataset"], r["attack_params"]["eps"]), str(r["n_images"]), _pct(a["clean"]),
-                     _pct(a["perturbed"]), _pct(a["denoised"]), _pct(a["denoised_clean"])])
+                     format_eps(r["dataset"], r["attack_params"]["eps"]), str(r["n_images"]),
+                     *(_pct_ci(a[k], interval_of(r, k)) for k in ("clean", "perturbed", "denoised", "denoised_clean"))])
     return rows
 
 
@@ -213,8 +318,9 @@ def matched_eps_table(sweep: list[dict], paper: dict) -> list[list[str]]:
                                         r["attack_params"]["eps"]))
         a = best["accuracy"]
         rows.append([DATASET_NAMES.get(dataset, dataset), model, f"{p['perturbed']:g}",
-                     format_eps(dataset, best["attack_params"]["eps"]), _pct(a["perturbed"]), f"{p['denoised']:g}",
-                     _pct(a["denoised"]), _pct(a["denoised_clean"])])
+                     format_eps(dataset, best["attack_params"]["eps"]), _pct_ci(a["perturbed"], interval_of(best, "perturbed")),
+                     f"{p['denoised']:g}", _pct_ci(a["denoised"], interval_of(best, "denoised")),
+                     _pct_ci(a["denoised_clean"], interval_of(best, "denoised_clean"))])
     return rows
 
 
@@ -263,6 +369,11 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
                        Block("table", rows=comparison_table(records, paper, attack, verdicts))]
     if records:
         blocks.append(Block("p", COLUMNS))
+        everything = records + list(results.get("sweep") or [])
+        if any(interval_of(r, k) is None for r in everything for k in ("clean", "perturbed", "denoised")
+               if (r.get("accuracy") or {}).get(k) is not None):
+            blocks.append(Block("p", NO_INTERVAL))
+        blocks += _paired_blocks(records)
     if verdicts:
         blocks += _verdict_blocks(verdicts)
     if results.get("sweep"):
@@ -288,15 +399,14 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
         blocks += [Block("h3", title), Block("table", rows=rows)]
     for note in paper.get("notes", []):
         blocks.append(Block("p", f"Paper note: {note}"))
-    machine = results.get("machine")
-    if machine or results.get("seconds"):
-        blocks.append(Block("h2", "Machine and time"))
-        if machine:
-            blocks.append(Block("p", ", ".join(f"{k}: {v}" for k, v in machine.items())))
-        if results.get("seconds"):
-            blocks.append(Block("table", rows=[["stage", "seconds"]] + [
-                [k, f"{v:.1f}"] for k, v in results["seconds"].items()]))
-    if any(r.get("computed_seconds") for r in records):
+    blocks += [Block("h2", "Produced by"), Block("code", "\n".join(produced_by(results.get("machine"))))]
+    timed = any(r.get("computed_seconds") for r in records)
+    if results.get("seconds") or timed:
+        blocks.append(Block("h2", "Time"))
+    if results.get("seconds"):
+        blocks.append(Block("table", rows=[["stage", "seconds"]] + [
+            [k, f"{v:.1f}"] for k, v in results["seconds"].items()]))
+    if timed:
         blocks += [Block("p", "Compute time of each cell's stages, in seconds, as measured when the stage was "
                               "computed (a resumed run reads them from the cache; — : not recorded). The "
                               "denoised clean test set is computed once per dictionary and shared by the "
