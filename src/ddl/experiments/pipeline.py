@@ -92,6 +92,7 @@ def _run(cfg: ExperimentConfig, run_dir: Path, cache: Path, *, progress: bool, s
         with log.timed("evaluate"):
             record, arrays = evaluate(cfg, attack, model, x, y, x_adv, x_den, x_den_clean)
             record["files"] = {"arrays": _save_arrays(run_dir, cfg, attack, arrays)}
+            record["dictionary"] = dictionary.info
         records.append(log.finish(record, model_info))
         if progress:
             print(format_record(record))
@@ -162,6 +163,15 @@ class _DictionaryStage:
                                                    **log.opts, stats=log.computed, status=self.status)
         log.stages.update(self.status)
         return self.denoiser, self.key
+
+    @property
+    def info(self) -> dict:
+        """Which dictionary the records rest on: the zoo's shipped one (name, SHA-256) or a fit
+        (with the OMP kernel that fitted it: fits with the two kernels differ)."""
+        if self.status.get("dictionary") == "zoo":
+            shipped = _trained_behind(self.cfg)
+            return {"source": "zoo", "name": shipped["name"], "sha256": shipped["sha256"]}
+        return {"source": "fitted", "omp_kernel": _kernel_name(self.cfg.device)}
 
 
 def _denoise_test_set(denoiser, den_key: str, x_test: torch.Tensor, cache: Path, device: str,
