@@ -121,6 +121,46 @@ def test_input_without_the_expected_content(files, capsys, name, command, messag
     assert_one_line_error(err, command, message.format(p=path))
 
 
+def _images_with(tmp_path, key, values):
+    """A .pt file of 3 MNIST-shaped images in [0, 1] under ``key``, with ``values`` {(image, row,
+    col): value} written in."""
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    for (i, r, c), v in values.items():
+        x[i, 0, r, c] = v
+    path = tmp_path / "bad.pt"
+    torch.save({key: x, "y": torch.tensor([7, 2, 1])}, path)
+    return path
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("values, what", [
+    ({(0, 0, 0): NAN}, "1 NaN value in 1 of 3 images (the first: image 0)"),
+    ({(1, 5, 5): NAN, (1, 6, 6): NAN, (2, 0, 0): NAN}, "3 NaN values in 2 of 3 images (the first: image 1)"),
+    ({(2, 3, 3): INF}, "1 infinite value in 1 of 3 images (the first: image 2)"),
+    ({(1, 3, 3): -INF, (2, 0, 0): NAN}, "1 NaN value and 1 infinite value in 2 of 3 images (the first: image 1)"),
+])
+@pytest.mark.parametrize("command, key", [("evaluate", "x"), ("evaluate", "x_adv"), ("denoise", "x_adv")])
+def test_nan_or_infinite_images_are_one_line_errors(files, capsys, tmp_path, command, key, values, what):
+    # before: `ddl evaluate --input` printed "accuracy 100.00 % on 2 images (mean confidence nan)", exit 0
+    path, out = _images_with(tmp_path, key, values), tmp_path / "den.pt"
+    argv = {"evaluate": ["evaluate", "--zoo", "mlp", "--dataset", "mnist", "--input", path],
+            "denoise": ["denoise", "--input", path, "--dictionary", files / "dict.pt", "--out", out]}[command]
+    code, stdout, err = run(capsys, *argv)
+    assert code == 2 and stdout == ""
+    assert_one_line_error(err, command, f"--input {path}: {key!r} must hold pixels in [0, 1]; got {what}")
+    assert not out.exists()
+
+
+def test_nan_images_as_a_user_sees_them(tmp_path):
+    path = _images_with(tmp_path, "x", {(0, 0, 0): NAN, (1, 0, 0): NAN})
+    p = run_subprocess("evaluate", "--zoo", "mlp", "--dataset", "mnist", "--input", path)
+    assert (p.returncode, p.stdout) == (2, "")
+    assert p.stderr == (f"ddl evaluate: error: --input {path}: 'x' must hold pixels in [0, 1]; got 2 NaN values "
+                        f"in 2 of 3 images (the first: image 0)\n")
+
+
 @pytest.mark.parametrize("name, message", [
     ("cifar.pt", "--checkpoint {p} was trained on 'cifar10', not on --dataset 'mnist'"),
     ("shape.pt", "--checkpoint {p} takes images of shape (3, 32, 32); --dataset 'mnist' images are (1, 28, 28)"),

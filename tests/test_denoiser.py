@@ -349,3 +349,55 @@ def test_exact_gradient_to_the_dictionary_uses_autograd(fitted):
     out = den._denoise(x[:2], D, (den.patch_size,) * 2, (1, 1), "exact")
     (g,) = torch.autograd.grad(out.sum(), D)
     assert g.abs().sum() > 0
+
+
+# --- NaN and infinite pixels (issue 19, item 7) ------------------------------------------------
+def _use_kernel(kernel):
+    """Run the OMP kernel ``kernel`` ("torch" or "native"; conftest restores the choice after
+    the test); the native one needs a C compiler."""
+    from ddl.sparse import _omp_native, kernel_name, set_omp_kernel
+
+    if kernel == "native" and _omp_native.load() is None:
+        pytest.skip(f"the C kernel cannot be built here ({_omp_native.reason()}): torch kernel only")
+    set_omp_kernel(kernel)
+    assert kernel_name() == kernel
+
+
+@pytest.mark.parametrize("kernel", ["torch", "native"])
+@pytest.mark.parametrize("grad", ["none", "exact", "bpda"])
+@pytest.mark.parametrize("value, what", [(float("nan"), "1 NaN value"), (float("inf"), "1 infinite value"),
+                                         (float("-inf"), "1 infinite value")])
+def test_transform_refuses_a_nan_or_infinite_pixel_with_either_kernel(kernel, grad, value, what):
+    # before: the torch kernel raised "omp_reconstruct: X contains NaN or infinite values" and the C
+    # kernel returned NaN pixels without an error
+    _use_kernel(kernel)
+    x = _smooth_images(6, size=8)
+    den = DictionaryDenoiser(patch_size=4, n_components=8, n_nonzero_coefs=2, max_patches=200, grad=grad).fit(x)
+    bad = x[:3].clone()
+    bad[1, 0, 3, 3] = value
+    message = ("DictionaryDenoiser.transform: x must be a floating-point tensor of shape (N, C, H, W) with finite "
+               f"values; got float32 tensor of shape (3, 1, 8, 8) with {what} in 1 of 3 images.")
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        den.transform(bad.requires_grad_(grad != "none"))
+    assert torch.isfinite(den.transform(x[:3])).all()  # the same images without it denoise
+
+
+def test_transform_counts_every_bad_value_and_image():
+    x = _smooth_images(4, size=8)
+    den = DictionaryDenoiser(patch_size=4, n_components=8, n_nonzero_coefs=2, max_patches=200).fit(x)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = bad[0, 0, 1, 1] = float("nan")
+    bad[2, 0, 5, 5] = float("inf")
+    with pytest.raises(ValueError, match=re.escape("with 2 NaN values and 1 infinite value in 2 of 4 images.")):
+        den.transform(bad)
+
+
+@pytest.mark.parametrize("kernel", ["torch", "native"])
+def test_fit_refuses_a_nan_pixel_with_either_kernel(kernel):
+    _use_kernel(kernel)
+    x = _smooth_images(6, size=8)
+    x[4, 0, 2, 6] = float("nan")
+    message = ("DictionaryDenoiser.fit: x_clean must be a floating-point tensor of shape (N, C, H, W) with finite "
+               "values; got float32 tensor of shape (6, 1, 8, 8) with 1 NaN value in 1 of 6 images.")
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        DictionaryDenoiser(patch_size=4, n_components=8, n_nonzero_coefs=2, max_patches=200).fit(x)

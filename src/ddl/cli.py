@@ -439,6 +439,7 @@ def _read_images(path: str, flag: str, keys: tuple[str, ...]):
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         dtype = f" {x.dtype}" if isinstance(x, torch.Tensor) else ""
         raise BadFileError(f"{flag} {path}: {key!r} must be float images of shape (N, C, H, W); got{dtype} {got}")
+    _check_finite(flag, path, key, x)
     if float(x.min()) < 0 or float(x.max()) > 1:
         raise BadFileError(f"{flag} {path}: {key!r} must hold pixels in [0, 1]; got values in "
                            f"[{float(x.min()):.3g}, {float(x.max()):.3g}]")
@@ -446,6 +447,21 @@ def _read_images(path: str, flag: str, keys: tuple[str, ...]):
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise BadFileError(f"{flag} {path}: 'y' must be {len(x)} integer labels; got {got}")
     return x, (None if y is None else y.long())
+
+
+def _check_finite(flag: str, path: str, key: str, x) -> None:
+    """NaN or infinite pixels are an error (a NaN passes every comparison with 0 and 1, and a model
+    then predicts class 0 for it: "accuracy 100.00 %" on images that are not images)."""
+    import torch
+
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        n_nan = int(torch.isnan(x).sum())
+        what = " and ".join(f"{n} {kind} value{'s' if n > 1 else ''}"
+                            for n, kind in ((n_nan, "NaN"), (int(bad.sum()) - n_nan, "infinite")) if n)
+        images = bad.flatten(1).any(1).nonzero()[:, 0]
+        raise BadFileError(f"{flag} {path}: {key!r} must hold pixels in [0, 1]; got {what} in "
+                           f"{len(images)} of {len(x)} images (the first: image {int(images[0])})")
 
 
 def _check_images_fit(flag: str, path: str, x, shape, what: str) -> None:

@@ -75,6 +75,23 @@ def _centered_patches(x: Tensor, patch, step) -> tuple[Tensor, Tensor]:
     return centered.view(-1, C * patch[0] * patch[1]), means.reshape(-1, 1)
 
 
+def _check_finite(where: str, name: str, x: Tensor) -> None:
+    """Refuse NaN and infinite pixels, whichever OMP kernel runs (the torch kernel raised on them
+    and the C kernel returned NaN pixels): ``DictionaryDenoiser.transform: x must be a
+    floating-point tensor of shape (N, C, H, W) with finite values; got float32 tensor of shape
+    (1, 1, 8, 8) with 1 NaN value in 1 of 1 images.``"""
+    bad = ~torch.isfinite(x.detach())
+    if bool(bad.any()):
+        from ddl._validate import describe
+
+        n_nan = int(torch.isnan(x.detach()).sum())
+        what = " and ".join(f"{n} {kind} value{'s' if n > 1 else ''}"
+                            for n, kind in ((n_nan, "NaN"), (int(bad.sum()) - n_nan, "infinite")) if n)
+        n_images = int(bad.flatten(1).any(1).sum())
+        raise ValueError(f"{where}: {name} must be a floating-point tensor of shape (N, C, H, W) with finite "
+                         f"values; got {describe(x)} with {what} in {n_images} of {len(x)} images.")
+
+
 class NotFittedError(ValueError, AttributeError):
     """Raised when a DictionaryDenoiser is used before ``fit`` (scikit-learn's convention)."""
 
@@ -215,6 +232,7 @@ class DictionaryDenoiser(nn.Module):
         func = "DictionaryDenoiser.fit"
         patch, step = self._check_params(func)
         check_images(func, "x_clean", x_clean, value_range=None)
+        _check_finite(func, "x_clean", x_clean)
         _check_geometry(func, tuple(x_clean.shape[2:]), patch, step)
         X = self._training_patches(x_clean.detach(), patch, step)
         if X.shape[0] == 0:
@@ -311,6 +329,7 @@ class DictionaryDenoiser(nn.Module):
         self._check_fitted("transform")
         patch, step = self._check_params(func)
         check_images(func, "x", x, value_range=None)  # no range test: it would cost a pass per call
+        _check_finite(func, "x", x)  # one pass, but a NaN must never reach an OMP kernel (any kernel)
         if x.shape[1] != self.n_channels_:
             raise ValueError(
                 f"{func}: x has {x.shape[1]} channels but the dictionary was fitted on "
