@@ -161,8 +161,15 @@ def test_killed_run_resumes_to_identical_results(moment, reference, one_thread, 
         assert r["resumed_stages"] == ({"model": epoch} if epoch else {})
 
 
+#: the kill delay's generator is seeded (issue 19, item 8): a failure names a delay that can be
+#: replayed, and the suite never draws from (or reseeds) the global ``random`` generator; the seed
+#: is the issue's number, not one picked among others. The moment the signal lands in the child
+#: still depends on the machine's speed: ``assert_same_numbers`` must hold at any moment.
+KILL_DELAY_SEED = 19
+
+
 def test_killed_at_a_random_moment_resumes_to_identical_results(reference, one_thread, tmp_path):
-    delay = random.uniform(0.0, 3.0)
+    delay = random.Random(KILL_DELAY_SEED).uniform(0.0, 3.0)
     run_dir = tmp_path / "run"
     child = run_child(run_dir)
     assert child.stdout.readline().strip() == "started"
