@@ -180,16 +180,46 @@ def test_small_support_projection_gradcheck(rng, k):
     assert not out.any() and not g.any()
 
 
+def _torch_calls(fn, *args):
+    """``fn(*args)`` and the names of the torch functions and tensor methods it called."""
+    from torch.overrides import TorchFunctionMode
+
+    calls = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            calls.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        out = fn(*args)
+    return out, set(calls)
+
+
 def test_small_and_dense_projection_agree(rng):
-    D = torch.from_numpy(_unit_rows(rng.standard_normal((20, 6))))
-    X = torch.from_numpy(rng.standard_normal((30, 6)))
+    # Both branches of _project_on_support on one problem, each against D_Sᵀ (D_S D_Sᵀ)⁻¹ D_S x
+    # written out, and each seen to run by the torch calls it makes: the dense branch forms X Dᵀ
+    # and scatters the codes into a code matrix (gather, scatter_add), the gathered one works on
+    # the k atoms of each row (bmm). (Before, the test padded the dictionary with zero atoms,
+    # reached the gathered branch only and compared it with the formula.)
+    D = torch.from_numpy(_unit_rows(rng.standard_normal((5, 6))))
+    X = torch.cat([torch.from_numpy(rng.standard_normal((30, 6))), torch.zeros(1, 6, dtype=D.dtype)])
     support, _ = omp_support(X, D, n_nonzero_coefs=2)
-    small = omp_module._project_on_support(X, D, support)           # 2 * 6 <= 40: gathered
-    wide = torch.cat([D, torch.zeros(0, 6, dtype=D.dtype)])
-    # the dense formula, written out
-    D_S = wide[support]
-    coef = torch.linalg.solve(D_S @ D_S.transpose(1, 2), D_S @ X[:, :, None])
-    torch.testing.assert_close(small, (coef.transpose(1, 2) @ D_S)[:, 0], rtol=1e-10, atol=1e-12)
+    assert (support[:30] >= 0).all() and (support[30] == -1).all()   # the zero row is never coded
+    D_S = D[support[:30]]
+    coef = torch.linalg.solve(D_S @ D_S.transpose(1, 2), D_S @ X[:30, :, None])
+    expected = torch.cat([(coef.transpose(1, 2) @ D_S)[:, 0], torch.zeros(1, 6, dtype=D.dtype)])
+
+    # k · n_features = 12 > 2 · 5 atoms: dense
+    dense, dense_calls = _torch_calls(omp_module._project_on_support, X, D, support)
+    # the same atoms and 15 zero atoms that no support names: 12 <= 2 · 20, gathered
+    padded = torch.cat([D, torch.zeros(15, 6, dtype=D.dtype)])
+    small, small_calls = _torch_calls(omp_module._project_on_support, X, padded, support)
+    assert {"gather", "scatter_add"} <= dense_calls and "bmm" not in dense_calls
+    assert "bmm" in small_calls and not {"gather", "scatter_add"} & small_calls
+    torch.testing.assert_close(dense, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(small, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dense, small, rtol=1e-12, atol=1e-14)
 
 
 def test_load_respects_the_switch(monkeypatch):
