@@ -20,8 +20,8 @@ commands need no compiler; the first OMP call on a machine pays ~1 s of compilat
 Safety: compiled code is loaded only from a place this user owns and no one else can write. The
 cache folder is created 0700 and checked (owner, no group/other write, every folder above it
 owned by this user or root and not writable by others unless sticky); the library file is opened
-without following links, checked by ``fstat`` (regular, ours, not group/other-writable) and
-loaded through ``/proc/self/fd`` so the file checked is the file loaded. A folder or file that
+without following links and checked by ``fstat`` (regular, ours, not group/other-writable)
+before it is loaded. A folder or file that
 fails is passed over with a one-line notice, and the kernel is built in a private ``mkdtemp``
 folder instead (removed once loaded); there is no shared temporary folder. No compiler, a failed
 or hung build (one timeout), an unloadable file: :func:`load` returns None, :func:`reason` says
@@ -421,9 +421,11 @@ MARCH = "native"
 _COMPILE_TIMEOUT_S = 60
 
 
-def flags(march: str = MARCH) -> list[str]:
-    """The compiler flags of a build for ``-march=<march>``."""
-    return [*_BASE_FLAGS[:1], f"-march={march}", *_BASE_FLAGS[1:]]
+def flags(march: str = MARCH, fp_contract: str = "off") -> list[str]:
+    """The compiler flags of a build for ``-march=<march>``. ``fp_contract="fast"`` exists only
+    so that a test and a benchmark can show what contraction changes; ddl never loads it."""
+    base = [f if f != "-ffp-contract=off" else f"-ffp-contract={fp_contract}" for f in _BASE_FLAGS]
+    return [*base[:1], f"-march={march}", *base[1:]]
 
 
 def _source() -> str:
@@ -489,11 +491,11 @@ def _compiler_argv(cc: str | None = None) -> list[str] | None:
     return argv
 
 
-def library_name(argv: list[str], march: str = MARCH) -> str:
+def library_name(argv: list[str], march: str = MARCH, fp_contract: str = "off") -> str:
     """File name of the build: a hash of the source, flags, compiler, CPU model, CPU flags and
     architecture, so another source, compiler or instruction set never loads this build."""
     cpu = cpu_info()
-    key = hashlib.sha256("\0".join([_source(), " ".join(flags(march)), " ".join(argv),
+    key = hashlib.sha256("\0".join([_source(), " ".join(flags(march, fp_contract)), " ".join(argv),
                                     cpu["model"], cpu["flags"], platform.machine()]).encode())
     return f"ddl_omp_{key.hexdigest()[:16]}.so"
 
@@ -562,7 +564,8 @@ def _cache_folders():
         yield os.path.join(home, ".cache", "ddl", "native")
 
 
-def _build(argv: list[str], src: str, target: str, march: str = MARCH) -> None:
+def _build(argv: list[str], src: str, target: str, march: str = MARCH,
+           fp_contract: str = "off") -> None:
     """Compile ``src`` into ``target`` (atomically: a concurrent builder never sees half a
     file). Raises BuildError with the reason."""
     folder = os.path.dirname(target)
@@ -572,7 +575,7 @@ def _build(argv: list[str], src: str, target: str, march: str = MARCH) -> None:
     tmp_so = tmp_c[:-2] + ".so"
     try:
         try:
-            proc = subprocess.run([*argv, *flags(march), tmp_c, "-o", tmp_so, "-lm"],
+            proc = subprocess.run([*argv, *flags(march, fp_contract), tmp_c, "-o", tmp_so, "-lm"],
                                   capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise BuildError(f"{' '.join(argv)} did not finish in {_COMPILE_TIMEOUT_S} s") from None
@@ -594,8 +597,11 @@ class BuildError(Exception):
 
 
 def _open_checked(target: str):
-    """Load ``target`` after checking the very file that is loaded (opened without following
-    links, checked with fstat, loaded through ``/proc/self/fd`` where there is one)."""
+    """Load ``target`` after checking it (opened without following links, checked with fstat:
+    a regular file of this user's that no one else can write). Its folder was checked private,
+    so no one else can swap the file between the check and the load. (Loading through
+    ``/proc/self/fd/N`` instead would let the dynamic loader return an earlier library that was
+    loaded under the same ``/proc/self/fd/N`` name.)"""
     fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     try:
         st = os.fstat(fd)
@@ -603,22 +609,26 @@ def _open_checked(target: str):
             raise UnsafePath(f"{target} is not a regular file owned by this user and writable "
                              f"by no one else (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})")
         check_private(target, directory=False)
-        path = f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else target
-        return _Lib(ctypes.CDLL(path))
+        lib = _Lib(ctypes.CDLL(os.path.abspath(target)))
+        after = os.stat(target)
+        if (after.st_dev, after.st_ino) != (st.st_dev, st.st_ino):
+            raise UnsafePath(f"{target} was replaced while it was being loaded")
+        return lib
     finally:
         os.close(fd)
 
 
-def build_into(folder: str, march: str = MARCH, cc: str | None = None) -> "_Lib":
+def build_into(folder: str, march: str = MARCH, cc: str | None = None,
+               fp_contract: str = "off") -> "_Lib":
     """Build (if absent) and load the kernel for ``-march=<march>`` in ``folder`` (which must be
     private: see :func:`check_private`). Raises BuildError or UnsafePath with the reason."""
     argv = _compiler_argv(cc)
     if argv is None:
         raise BuildError(f"no C compiler ({os.environ.get('CC') or 'cc'} is not on the PATH)")
     _private_folder(folder)
-    target = os.path.join(folder, library_name(argv, march))
+    target = os.path.join(folder, library_name(argv, march, fp_contract))
     if not os.path.lexists(target):
-        _build(argv, _source(), target, march)
+        _build(argv, _source(), target, march, fp_contract)
     return _open_checked(target)
 
 
