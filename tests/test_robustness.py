@@ -214,17 +214,18 @@ def test_pgd_and_apgd_reach_the_analytic_worst_case_on_a_linear_model(seed):
     # CE gradient pulls towards the most likely wrong class, not the breakable one
     _, fooled = pgd_linf(model, x, y, eps=eps, steps=40)
     assert not bool((fooled & expected).any())
-    adv = autoattack(model, x, y, attack="apgd-ce", eps=eps, n_iter=40)
+    adv = autoattack(model, x, y, attack="apgd-ce", eps=eps, n_iter=10)
     with torch.no_grad():
         assert not bool(((model(adv).argmax(1) != y) & expected).any())
-    # targeted APGD over every wrong class reaches the analytic worst case exactly
-    adv = autoattack(model, x, y, attack="apgd-t", eps=eps, n_iter=40, n_target_classes=4)
+    # targeted APGD over every wrong class reaches the analytic worst case exactly (on a linear
+    # model the sign step lands on the vertex at once: 10 iterations are plenty)
+    adv = autoattack(model, x, y, attack="apgd-t", eps=eps, n_iter=10, n_target_classes=4)
     with torch.no_grad():
         survived = model(adv).argmax(1) == y
     assert torch.equal(survived, expected)
     # and so does the worst case per image of a suite that contains it
     res = evaluate_robustness(model, x, y, eps=[eps], attacks=["pgd:bpda", "apgd-t:bpda"],
-                              n_target_classes=4, apgd_iter=40, pgd_steps=40, unbounded=False)
+                              n_target_classes=4, apgd_iter=10, pgd_steps=40, unbounded=False)
     assert torch.equal(res.worst_survival[eps_key(eps)], expected)
 
 
@@ -369,26 +370,213 @@ def test_non_monotonic_flag_from_a_result():
     assert "'pgd:bpda'" in flags[0]["message"]
 
 
-def test_worst_case_is_the_per_image_and_of_all_attacks(denoiser):
-    model = _linear(64, 4, seed=30)
-    x = _images(n=30, seed=31)
+# Hand-made attacks on 1-pixel images: class 1 iff the pixel is > 0.5, and an attack "breaks"
+# an image by mapping x to 1 - x. Which attack breaks which image at which ε is written below by
+# hand, and so is every expected number.
+_HAND_X = torch.tensor([0.2, 0.8, 0.3, 0.7, 0.1, 0.9]).view(6, 1, 1, 1)
+_HAND_Y = torch.tensor([0, 1, 0, 1, 0, 0])           # image 5 (0.9, class 1) is misclassified clean
+_HAND_BREAKS = {                                     # (attack, ε) → ids of the images it breaks
+    ("pgd:oblivious", 0.1): {0}, ("pgd:bpda", 0.1): {1, 5}, ("apgd-ce:bpda", 0.1): {1, 2, 3},
+    ("square", 0.1): set(), ("bare-pgd", 0.1): {0},
+    ("pgd:oblivious", 0.3): {0, 1}, ("pgd:bpda", 0.3): {0, 1, 2}, ("apgd-ce:bpda", 0.3): {1, 2, 3},
+    ("square", 0.3): {3, 4}, ("bare-pgd", 0.3): {0, 1, 2, 3, 4},
+}
+_HAND_ATTACKS = ["pgd:oblivious", "pgd:bpda", "apgd-ce:bpda", "square"]
+
+
+def _hand_model():
+    lin = nn.Linear(1, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        lin.bias.copy_(torch.tensor([0.5, -0.5]))
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+@pytest.fixture
+def hand_attacks(monkeypatch):
+    """Replaces the attacks by the table ``_HAND_BREAKS``; returns the log of the image ids each
+    (attack, ε) was asked to attack."""
+    import ddl.robustness.evaluate as ev
+
+    asked: dict[tuple[str, float], list[int]] = {}
+
+    def apply(name, x, eps, image_ids):
+        ids = [int(i) for i in image_ids]
+        asked.setdefault((name, eps), []).extend(ids)
+        hit = torch.tensor([i in _HAND_BREAKS[(name, eps)] for i in ids]).view(-1, 1, 1, 1)
+        return torch.where(hit, 1 - x, x)
+
+    def fake_pgd(model, x, y, *, eps, image_ids, **_):
+        name = f"pgd:{model.threat}" if isinstance(model, DefendedModel) else "bare-pgd"
+        return apply(name, x, eps, image_ids), None
+
+    def fake_autoattack(model, x, y, *, attack, eps, image_ids, **_):
+        return apply(attack if attack == "square" else f"{attack}:{model.threat}", x, eps, image_ids)
+
+    monkeypatch.setattr(ev, "pgd_linf", fake_pgd)
+    monkeypatch.setattr(ev, "autoattack", fake_autoattack)
+    return asked
+
+
+def _bits(*values):
+    return torch.tensor(values, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("cascade", [False, True])
+def test_worst_case_per_image_on_hand_made_attacks(hand_attacks, cascade):
+    res = evaluate_robustness(_hand_model(), _HAND_X, _HAND_Y, eps=[0.1, 0.3], attacks=_HAND_ATTACKS,
+                              cascade=cascade, chunk_size=4)
+    assert torch.equal(res.clean_correct["defended"], _bits(1, 1, 1, 1, 1, 0))
+    # only image 4 is left by every attack at 0.1; none at 0.3; image 5 never counts
+    assert torch.equal(res.worst_survival["0.1"], _bits(0, 0, 0, 0, 1, 0))
+    assert torch.equal(res.worst_survival["0.3"], _bits(0, 0, 0, 0, 0, 0))
+    assert res.worst_case == {"0.1": 1 / 6, "0.3": 0.0}
+    assert res.bare_pgd == {"0.1": 4 / 6, "0.3": 0.0}
+    assert res.first_breaks() == {"0.1": {"pgd:oblivious": 1, "pgd:bpda": 1, "apgd-ce:bpda": 2, "square": 0},
+                                  "0.3": {"pgd:oblivious": 2, "pgd:bpda": 1, "apgd-ce:bpda": 1, "square": 1}}
+    if cascade:    # cumulative columns; each attack saw only what the earlier ones left
+        assert res.attacks == {"pgd:oblivious": {"0.1": 4 / 6, "0.3": 3 / 6},
+                               "pgd:bpda": {"0.1": 3 / 6, "0.3": 2 / 6},
+                               "apgd-ce:bpda": {"0.1": 1 / 6, "0.3": 1 / 6},
+                               "square": {"0.1": 1 / 6, "0.3": 0.0}}
+        assert hand_attacks[("apgd-ce:bpda", 0.1)] == [2, 3, 4]
+        assert hand_attacks[("square", 0.1)] == [4] and hand_attacks[("square", 0.3)] == [4]
+        # the attack with the most first breaks, not the last one
+        assert res.strongest() == {"0.1": "apgd-ce:bpda", "0.3": "pgd:oblivious"}
+    else:          # each attack alone, on every image the defended model gets right
+        assert res.attacks == {"pgd:oblivious": {"0.1": 4 / 6, "0.3": 3 / 6},
+                               "pgd:bpda": {"0.1": 4 / 6, "0.3": 2 / 6},
+                               "apgd-ce:bpda": {"0.1": 2 / 6, "0.3": 2 / 6},
+                               "square": {"0.1": 5 / 6, "0.3": 3 / 6}}
+        assert hand_attacks[("square", 0.1)] == [0, 1, 2, 3, 4]
+        assert res.strongest() == {"0.1": "apgd-ce:bpda", "0.3": "pgd:bpda"}   # tie: first in order
+    # square breaks image 4, which every gradient attack left standing at 0.3: 1 of 6 images
+    assert [f["code"] for f in res.flags] == ["masked_gradients"]
+    assert "at eps=0.3 the black-box 'square' breaks 16.7% of images" in res.flags[0]["message"]
+
+
+def test_intervals_and_paired_tests_on_hand_made_attacks(hand_attacks):
+    from scipy.stats import binomtest
+
+    rec = evaluate_robustness(_hand_model(), _HAND_X, _HAND_Y, eps=[0.1, 0.3], attacks=_HAND_ATTACKS,
+                              cascade=True).to_dict()
+    ci = rec["accuracy_ci"]
+    # 1 of 6 by hand: (2np + z² ∓ z sqrt(4np(1-p) + z²)) / (2(n + z²)), z = 1.959964
+    assert ci["worst_case"]["0.1"] == pytest.approx([0.030053, 0.563502], abs=1e-6)
+    assert ci["worst_case"]["0.3"][0] == 0.0 and ci["clean_accuracy"]["bare"] == pytest.approx([0.436498, 0.969947], abs=1e-6)
+
+    def scipy_ci(acc):
+        low, high = binomtest(round(acc * 6), 6).proportion_ci(0.95, method="wilson")
+        return pytest.approx([low, high], abs=1e-12)
+
+    assert ci["clean_accuracy"] == {k: scipy_ci(v) for k, v in rec["clean_accuracy"].items()}
+    for group in ("worst_case", "bare_pgd"):
+        assert ci[group] == {k: scipy_ci(v) for k, v in rec[group].items()}
+    assert ci["attacks"] == {a: {k: scipy_ci(v) for k, v in acc.items()} for a, acc in rec["attacks"].items()}
+    assert ci["unbounded_accuracy"] is None
+    tests = rec["paired_tests"]
+    # clean: the same model (no defence), so no discordant image
+    assert (tests["defended_vs_bare_clean"]["b01"], tests["defended_vs_bare_clean"]["p_value"]) == (0, 1.0)
+    # worst case vs bare PGD at 0.1: images 1, 2, 3 survive bare PGD only; p = 2 / 2**3
+    w = tests["worst_case_vs_bare_pgd"]["0.1"]
+    assert (w["b01"], w["b10"], w["difference"]) == (3, 0, -0.5)
+    assert w["p_value"] == 0.25 == pytest.approx(binomtest(0, 3).pvalue)
+    assert tests["worst_case_vs_bare_pgd"]["0.3"]["p_value"] == 1.0          # both 0 of 6
+    # oblivious is first in the cascade: its survival is its own
+    o = tests["worst_case_vs_oblivious"]["0.3"]
+    assert (o["b01"], o["b10"], o["p_value"]) == (3, 0, 0.25)
+
+
+def test_strongest_is_named_by_its_rule_in_the_record(hand_attacks):
+    kw = dict(eps=[0.1, 0.3], attacks=_HAND_ATTACKS)
+    casc = evaluate_robustness(_hand_model(), _HAND_X, _HAND_Y, cascade=True, **kw).to_dict()
+    assert casc["strongest_attack"] == {"0.1": "apgd-ce:bpda", "0.3": "pgd:oblivious"}
+    assert "most images first" in casc["strongest_attack_rule"]
+    assert casc["first_breaks"]["0.3"] == {"pgd:oblivious": 2, "pgd:bpda": 1, "apgd-ce:bpda": 1, "square": 1}
+    full = evaluate_robustness(_hand_model(), _HAND_X, _HAND_Y, **kw).to_dict()
+    assert full["strongest_attack_rule"] == "the attack with the lowest accuracy (ties: the first in order)"
+
+
+def test_cascade_needs_the_black_box_attack_after_every_gradient_attack():
+    model = _broken_at_03_model()
+    x, y = _data_for(model, n=4)
+    message = ("evaluate_robustness: with cascade=True the black-box attack 'square' must come after every "
+               "gradient attack (the masked-gradient flag needs the images they left standing); got "
+               "attacks=['pgd:bpda', 'square', 'apgd-ce:bpda'].")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        evaluate_robustness(model, x, y, eps=[0.1], attacks=["pgd:bpda", "square", "apgd-ce:bpda"],
+                            cascade=True)
+    # without cascade every order is allowed (each attack sees every image)
+    evaluate_robustness(model, x, y, eps=[0.1], attacks=["square", "pgd:bpda"], unbounded=False,
+                        pgd_steps=2, square_queries=2)
+
+
+def test_masked_gradients_fires_under_cascade_as_without():
+    model = _broken_at_03_model()
+    x, y = _data_for(model)
+    kw = dict(defence=_Quantise(), eps=[0.1, 0.3], attacks=["pgd:exact", "square"], unbounded=False, **_FAST)
+    full = evaluate_robustness(model, x, y, **kw)
+    casc = evaluate_robustness(model, x, y, cascade=True, **kw)
+    assert "masked_gradients" in {f["code"] for f in casc.flags}
+    assert casc.flags == full.flags
+    for k in full.worst_case:
+        assert torch.equal(casc.worst_survival[k], full.worst_survival[k])
+
+
+@pytest.mark.parametrize("value, what", [(float("nan"), "with NaN values"),
+                                         (float("inf"), "with values in [0.25, inf]")])
+def test_evaluate_robustness_refuses_nan_and_infinite_images(value, what):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    x = torch.full((2, 1, 2, 2), 0.25)
+    x[1, 0, 1, 1] = value
+    message = ("evaluate_robustness: x must be a floating-point tensor of shape (N, C, H, W) with every size "
+               f">= 1 and values in [0, 1]; got float32 tensor of shape (2, 1, 2, 2) {what}.")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        evaluate_robustness(model, x, torch.tensor([0, 2]), eps=0.1)
+
+
+def _tanh_mlp():
+    """16 → 32 → 5, random weights: APGD's random start matters (on a linear model it does not)."""
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 5)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("model_fn, attack, eps, budget", [
+    (_tanh_mlp, "apgd-ce", 0.05, dict(n_iter=3)),
+    (_broken_at_03_model, "square", 0.08, dict(n_queries=30)),
+])
+def test_autoattack_result_of_an_image_does_not_depend_on_its_batch_mates(model_fn, attack, eps, budget):
+    model = model_fn()
+    x = torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(5))
     y = model(x).argmax(1)
-    res = evaluate_robustness(model, x, y, defence=denoiser, eps=[0.05, 0.1],
-                              attacks=["pgd:oblivious", "pgd:bpda", "pgd:soft", "square"],
-                              unbounded=False, **_FAST)
-    for k in res.worst_case:
-        alive = res.clean_correct["defended"].clone()
-        for a in res.attacks:
-            alive &= res.survival[a][k]
-        assert torch.equal(res.worst_survival[k], alive)
-        assert res.worst_case[k] == pytest.approx(alive.double().mean().item())
-        assert res.worst_case[k] <= min(acc[k] for acc in res.attacks.values())
-    # misclassified clean images count as broken
-    y_bad = y.clone()
-    y_bad[:3] = (y_bad[:3] + 1) % 4
-    res2 = evaluate_robustness(model, x, y_bad, defence=denoiser, eps=[0.05], attacks=["square"],
-                               unbounded=False, **_FAST)
-    assert not res2.worst_survival[eps_key(0.05)][:3].any()
+    every = autoattack(model, x, y, attack=attack, eps=eps, seed=3, **budget)
+    some = torch.arange(0, 40, 3)
+    alone = autoattack(model, x[some], y[some], attack=attack, eps=eps, seed=3, image_ids=some, **budget)
+    assert torch.equal(every[some], alone)
+    with torch.no_grad():
+        broken = model(every).argmax(1) != y
+    assert 0 < int(broken.sum()) < 40                     # a mix: the comparison can fail
+
+
+def test_cascade_and_full_run_break_the_same_images_with_apgd_and_square():
+    # behind an input quantiser APGD's gradient is zero: its random start breaks some images and
+    # Square breaks more of the rest, so both attacks' randomness decides images here
+    model = _broken_at_03_model()
+    x = torch.rand(40, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    y = model(x).argmax(1)
+    kw = dict(defence=_Quantise(), eps=[0.05, 0.1], attacks=["apgd-ce:exact", "square"], apgd_iter=2,
+              square_queries=30, unbounded=False)
+    full = evaluate_robustness(model, x, y, **kw)
+    casc = evaluate_robustness(model, x, y, cascade=True, **kw)
+    for k in full.worst_case:
+        assert torch.equal(casc.worst_survival[k], full.worst_survival[k])
+        assert full.first_breaks()[k]["apgd-ce:exact"] > 0 and full.first_breaks()[k]["square"] > 0
+        assert casc.first_breaks()[k] == full.first_breaks()[k]
+        assert 0 < full.worst_case[k] < 1
 
 
 def test_cached_results_are_reused(tmp_path, denoiser, monkeypatch):
@@ -516,6 +704,7 @@ def test_cascade_gives_the_same_worst_case_with_cumulative_columns(denoiser, tmp
         assert cumulative == sorted(cumulative, reverse=True) and cumulative[-1] == casc.worst_case[k]
         assert casc.attacks["pgd:bpda"][k] == full.attacks["pgd:bpda"][k]      # the first is alone
     # later attacks only saw the survivors of the earlier ones
-    blob = json.loads((tmp_path / f"c-pgd_exact-cascade-{0.1!r}.json").read_text())
-    assert blob["n_attacked"] == round(casc.attacks["pgd:soft"][eps_key(0.1)] * 30)
+    (path,) = [p for p in tmp_path.glob(f"c-pgd_exact-{0.1!r}-0-30-*.json") if not p.name.endswith(".entry.json")]
+    attacked = json.loads(path.read_text())["attacked"]
+    assert attacked == casc.survival["pgd:soft"][eps_key(0.1)].nonzero().squeeze(1).tolist()
     assert casc.params["cascade"] is True

@@ -7,6 +7,13 @@ AutoAttack (Croce & Hein 2020):
   gradient the attack used (:mod:`ddl.robustness.threat`);
 - an image is **robust at ε only if every attack failed on it** (worst case per image); a clean
   image the defended model already misclassifies counts as broken at every ε;
+- every random choice of an attack on an image depends only on ``seed`` and the image's index
+  (PGD's starts, and AutoAttack's attacks run image by image: :func:`~ddl.robustness.autoattack`),
+  so an image's outcome does not depend on which other images are attacked with it: the cascade
+  gives the same worst case per image as attacking every image, and any chunk of images can be
+  computed (and cached) on its own;
+- every accuracy carries its 95 % Wilson interval over images and every comparison a paired exact
+  McNemar test (:class:`~ddl.robustness.result.RobustnessResult`);
 - the result carries computed sanity **flags** (:mod:`ddl.robustness.flags`) that say when the
   numbers are probably not to be trusted (too weak an attack, masked gradients...).
 
@@ -19,67 +26,23 @@ the "attack too weak" flag.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ddl.robustness._names import eps_key, parse_attack
+from ddl.robustness import _cache
+from ddl.robustness._names import BLACK_BOX, eps_key, parse_attack
 from ddl.robustness.attacks import autoattack, pgd_linf
 from ddl.robustness.flags import compute_flags
+from ddl.robustness.result import CONFIDENCE, RobustnessResult
 from ddl.robustness.threat import defended
 
-__all__ = ["DEFAULT_ATTACKS", "RobustnessResult", "evaluate_robustness", "parse_attack"]
+__all__ = ["CONFIDENCE", "DEFAULT_ATTACKS", "RobustnessResult", "evaluate_robustness", "parse_attack"]
 
 DEFAULT_ATTACKS = ("pgd:oblivious", "pgd:bpda", "pgd:exact", "pgd:soft", "apgd-ce:soft",
                    "apgd-t:soft", "square")
-
-
-@dataclass
-class RobustnessResult:
-    """What :func:`evaluate_robustness` measured. Accuracies are fractions in [0, 1]."""
-
-    n_images: int
-    eps: list[float]
-    clean_accuracy: dict[str, float]                       # {"bare", "defended"}
-    attacks: dict[str, dict[str, float]]                   # attack → ε key → accuracy
-    worst_case: dict[str, float]                           # ε key → accuracy
-    bare_pgd: dict[str, float]                             # ε key → accuracy of the bare model
-    survival: dict[str, dict[str, Tensor]]                 # attack → ε key → (N,) bool
-    worst_survival: dict[str, Tensor]                      # ε key → (N,) bool
-    clean_correct: dict[str, Tensor]                       # {"bare", "defended"} → (N,) bool
-    flags: list[dict[str, str]]
-    seconds: dict[str, float]                              # attack → seconds over all ε
-    unbounded_accuracy: float | None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def strongest(self) -> dict[str, str]:
-        """ε key → the attack with the lowest accuracy (ties: the first in order)."""
-        return {k: min(self.attacks, key=lambda a: self.attacks[a][k]) for k in self.worst_case}
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: per-image arrays as lists of 0/1."""
-        bits = lambda t: [int(v) for v in t.tolist()]          # noqa: E731
-        return {
-            "n_images": self.n_images,
-            "eps": list(self.eps),
-            "clean_accuracy": dict(self.clean_accuracy),
-            "attacks": {a: dict(v) for a, v in self.attacks.items()},
-            "worst_case": dict(self.worst_case),
-            "bare_pgd": dict(self.bare_pgd),
-            "strongest_attack": self.strongest(),
-            "unbounded_accuracy": self.unbounded_accuracy,
-            "flags": list(self.flags),
-            "seconds": dict(self.seconds),
-            "params": dict(self.params),
-            "clean_correct": {k: bits(v) for k, v in self.clean_correct.items()},
-            "survival": {a: {k: bits(t) for k, t in v.items()} for a, v in self.survival.items()},
-            "worst_survival": {k: bits(t) for k, t in self.worst_survival.items()},
-        }
 
 
 def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
@@ -109,19 +72,87 @@ def _check_inputs(model, x, y, eps):
     return [float(e) for e in eps], n_classes
 
 
+def _check_attacks(attacks, cascade: bool) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """Parsed attacks and their names; under cascade every black-box attack must come after
+    every gradient attack (so that the masked-gradient flag sees the images they left)."""
+    specs = [parse_attack(a) for a in attacks]
+    names = [a if t is None else f"{a}:{t}" for a, t in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"evaluate_robustness: attacks lists a name twice: {list(attacks)!r}.")
+    if cascade:
+        box = [i for i, (a, _) in enumerate(specs) if a in BLACK_BOX]
+        grad = [i for i, (a, _) in enumerate(specs) if a not in BLACK_BOX]
+        if box and grad and min(box) < max(grad):
+            raise ValueError(f"evaluate_robustness: with cascade=True the black-box attack "
+                             f"{names[min(box)]!r} must come after every gradient attack (the "
+                             f"masked-gradient flag needs the images they left standing); got "
+                             f"attacks={names!r}.")
+    return specs, names
+
+
+class _Chunks:
+    """Runs one attack at one ε chunk by chunk of images, each chunk a verified cache entry."""
+
+    def __init__(self, n: int, chunk_size: int, cache: Path | None, cache_key: str | None,
+                 inputs: dict | None, progress: bool):
+        self.n, self.chunk_size, self.cache, self.cache_key = n, chunk_size, cache, cache_key
+        self.inputs, self.progress = inputs, progress
+
+    def run(self, name: str, e: float, attack, judge, todo: Tensor) -> tuple[Tensor, float]:
+        """Survival (N,) bool and seconds of ``attack(idx) -> x_adv`` on the images ``todo``
+        ((N,) bool); ``judge(idx, x_adv) -> (len(idx),) bool``. Images not in ``todo`` do not
+        survive (misclassified clean, or broken by an earlier attack of the cascade)."""
+        survive, seconds = torch.zeros(self.n, dtype=torch.bool), 0.0
+        bar = self._bar(f"{name} eps={e:.4g}", int(todo.sum()))
+        try:
+            for start in range(0, self.n, self.chunk_size):
+                stop = min(start + self.chunk_size, self.n)
+                idx = todo[start:stop].nonzero().squeeze(1) + start
+                path = key = None
+                if self.cache is not None:
+                    key = _cache.entry_key(self.inputs, name, e, start, stop)
+                    path = _cache.entry_path(self.cache, self.cache_key, key, name, e, start, stop)
+                    cached = _cache.load_entry(path, key=key, n=stop - start)
+                    if cached is not None:
+                        survive[start:stop], sec = cached
+                        seconds += sec
+                        if bar is not None:
+                            bar.update(len(idx))
+                        continue
+                t0 = time.perf_counter()
+                chunk = torch.zeros(stop - start, dtype=torch.bool)
+                if len(idx):
+                    chunk[idx - start] = judge(idx, attack(idx, None if bar is None else bar.update)).cpu()
+                sec = time.perf_counter() - t0
+                if path is not None:
+                    _cache.save_entry(path, key=key, inputs=self.inputs, name=name, eps=e, start=start,
+                                      stop=stop, attacked=idx.tolist(), survival=chunk, seconds=sec)
+                survive[start:stop], seconds = chunk, seconds + sec
+        finally:
+            if bar is not None:
+                bar.close()
+        return survive, seconds
+
+    def _bar(self, desc: str, total: int):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+
 def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.Module | None = None,
                         eps, attacks=DEFAULT_ATTACKS, seed: int = 0, beta: float = 10.0,
                         eot_samples: int = 1, pgd_steps: int = 50, pgd_restarts: int = 1,
                         apgd_iter: int = 100, square_queries: int = 1000, n_target_classes: int = 3,
                         unbounded: bool = True, cascade: bool = False, batch_size: int = 200,
-                        cache_dir=None, cache_key: str | None = None,
+                        chunk_size: int = 100, cache_dir=None, cache_key: str | None = None,
                         progress: bool = False) -> RobustnessResult:
     """Attack ``model(defence(x))`` with every attack at every ε; worst case per image; flags.
 
     Parameters
     ----------
     model : nn.Module in eval mode, (N, C, H, W) → logits
-    x : Tensor (N, C, H, W), float in [0, 1]
+    x : Tensor (N, C, H, W), float in [0, 1], finite
     y : Tensor (N,), int64 true labels
     defence : nn.Module or None
         Image → image (e.g. a fitted :class:`~ddl.defence.DictionaryDenoiser`). ``None``
@@ -129,8 +160,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
     eps : float or increasing list of floats in (0, 1]
     attacks : sequence of ``"<attack>:<threat>"`` (see module docstring)
     seed : int
-        Every random choice (PGD starts, AutoAttack's seeds) derives from it; the global RNG
-        is left untouched.
+        Every random choice derives from it and the image's index (PGD's starts, AutoAttack's
+        per-image seeds); the global RNG is left untouched.
     beta, eot_samples : passed to :class:`~ddl.robustness.threat.DefendedModel`
     pgd_steps, pgd_restarts : PGD budget (per ε, per attack)
     apgd_iter, square_queries, n_target_classes : AutoAttack budgets (its standard: 100, 5000, 9)
@@ -138,155 +169,129 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         Also run PGD at ε = 1 through the strongest gradient threat (a sanity flag).
     cascade : bool, default False
         AutoAttack's scheme: each attack runs only on the images that every earlier attack (in
-        the order of ``attacks``) left standing at that ε. The worst case is the same as without
-        cascade (an image is robust only if every attack fails on it) and much cheaper, but then
-        ``attacks[a][ε]`` is the robust accuracy *after* attacks up to ``a`` (cumulative, as
-        AutoAttack prints it), not ``a``'s accuracy alone, and ``survival[a]`` is cumulative too.
-        Put the black-box attack last so that the masked-gradient flag compares it with every
-        gradient attack.
-    cache_dir, cache_key : folder and key (a string naming model, defence, images and seed)
-        When both are given, each (attack, ε) result is stored as a small JSON file and reused,
-        so an interrupted evaluation resumes where it stopped.
+        the order of ``attacks``) left standing at that ε. The worst case per image is the same
+        as without cascade (an image's outcome under an attack does not depend on the other
+        images attacked with it) and much cheaper, but then ``attacks[a][ε]`` is the robust
+        accuracy *after* attacks up to ``a`` (cumulative, as AutoAttack prints it), not ``a``'s
+        accuracy alone, ``survival[a]`` is cumulative too, and ``strongest()`` names the attack
+        that broke the most images first. Under cascade every black-box attack (``square``) must
+        come after every gradient attack, else ``ValueError``: the masked-gradient flag compares
+        it with the images every gradient attack left standing, which it only sees there.
+    batch_size : int
+        Images per forward/backward pass of PGD and of the predictions (not a result: PGD's
+        starts are per image, and AutoAttack's attacks run one image at a time).
+    chunk_size : int, default 100
+        Images per cache entry: with a cache, an interrupted evaluation resumes at the first
+        chunk of the first (attack, ε) it had not finished. Results do not depend on it.
+    cache_dir, cache_key : folder and a name for this evaluation's files, or both None
+        Each (attack, ε, chunk) result is stored as a small JSON file with a verified record
+        (``ddl._io``'s entry records, as the pipeline's stages) and reused. The entry's key holds
+        everything the result depends on (:mod:`ddl.robustness._cache`): ``cache_key``, the
+        SHA-256 of the images, labels, model and defence, the ordered attack list, every budget,
+        β, EOT samples, the cascade flag, the OMP kernel and the device; ``cache_key`` only
+        names the files.
     progress : bool
         A progress bar per attack and ε (on stderr).
 
     Returns
     -------
     RobustnessResult
+        Accuracies with their Wilson intervals, paired McNemar tests, per-image outcomes, flags.
     """
+    from ddl._validate import check_int
+
     eps, n_classes = _check_inputs(model, x, y, eps)
-    specs = [parse_attack(a) for a in attacks]
-    names = [a if t is None else f"{a}:{t}" for a, t in specs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"evaluate_robustness: attacks lists a name twice: {list(attacks)!r}.")
+    specs, names = _check_attacks(attacks, cascade)
+    batch_size = check_int("evaluate_robustness", "batch_size", batch_size, 1)
+    chunk_size = check_int("evaluate_robustness", "chunk_size", chunk_size, 1)
     if (cache_dir is None) != (cache_key is None):
         raise ValueError("evaluate_robustness: give both cache_dir and cache_key, or neither.")
     y = y.to(x.device)
     real = defended(model, defence, "bpda", beta=beta)               # the real forward
-    clean_bare = _predict(model, x, batch_size) == y
-    clean_def = _predict(real, x, batch_size) == y
+    clean_bare = (_predict(model, x, batch_size) == y).cpu()
+    clean_def = (_predict(real, x, batch_size) == y).cpu()
+    params = {"seed": seed, "beta": beta, "eot_samples": eot_samples, "pgd_steps": pgd_steps,
+              "pgd_restarts": pgd_restarts, "apgd_iter": apgd_iter, "square_queries": square_queries,
+              "n_target_classes": n_target_classes, "cascade": cascade, "unbounded": unbounded}
+    inputs = (None if cache_dir is None else _cache.evaluation_inputs(
+        cache_key=cache_key, model=model, defence=defence, x=x, y=y, attacks=names, params=params))
+    chunks = _Chunks(len(x), chunk_size, None if cache_dir is None else Path(cache_dir), cache_key,
+                     inputs, progress)
 
-    cache = Path(cache_dir) if cache_dir is not None else None
+    def judge_defended(idx, x_adv):
+        return (_predict(real, x_adv, batch_size) == y[idx]).cpu() & clean_def[idx.cpu()]
 
-    tag = "-cascade" if cascade else ""
-
-    def run(name: str, e: float, compute, sub: Tensor | None = None) -> tuple[Tensor, float]:
-        """Survival (N,) of the attack ``compute(sub)`` on the images ``sub`` (None: all);
-        images outside ``sub`` count as not surviving (cascade: an earlier attack broke them)."""
-        path = (cache / f"{cache_key}-{name.replace(':', '_')}{tag}-{e!r}.json" if cache else None)
-        if path is not None and path.is_file():
-            blob = json.loads(path.read_text())
-            if blob.get("n_images") == len(x):
-                return torch.tensor(blob["survival"], dtype=torch.bool), float(blob["seconds"])
-        t0 = time.perf_counter()
-        survive = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        idx = torch.arange(len(x), device=x.device) if sub is None else sub.to(x.device)
-        if len(idx):
-            x_adv = compute(idx)
-            survive[idx] = (_predict(real, x_adv, batch_size) == y[idx]) & clean_def[idx]
-        seconds = time.perf_counter() - t0
-        if path is not None:
-            from ddl._io import atomic_write_json
-            atomic_write_json(path, {"attack": name, "eps": e, "n_images": len(x), "cascade": cascade,
-                                     "n_attacked": int(len(idx)),
-                                     "survival": [int(v) for v in survive.tolist()],
-                                     "seconds": seconds})
-        return survive.cpu(), seconds
-
-    def bar(desc):
-        if not progress:
-            return None
-        from tqdm import tqdm
-        return tqdm(total=len(x), desc=desc, unit="img", leave=False)
-
-    def attack_fn(name, threat, e, which_seed):
-        def compute(idx):
-            xs, ys = x[idx], y[idx]
-            pb = bar(f"{name}{':' + threat if threat else ''} eps={e:.4g}")
-            if pb is not None:
-                pb.total = len(idx)
-            cb = pb.update if pb is not None else None
-            try:
-                if name == "pgd":
-                    target = defended(model, defence, threat, beta=beta, eot_samples=eot_samples)
-                    return pgd_linf(target, xs, ys, eps=e, steps=pgd_steps, restarts=pgd_restarts,
-                                    seed=which_seed, batch_size=batch_size, callback=cb,
-                                    image_ids=idx.cpu())[0]
-                target = defended(model, defence, threat or "bpda", beta=beta,
-                                  eot_samples=eot_samples)
-                return autoattack(target, xs, ys, attack=name, eps=e, seed=which_seed,
-                                  n_iter=apgd_iter, n_queries=square_queries,
-                                  n_target_classes=n_target_classes, batch_size=batch_size,
-                                  callback=cb)
-            finally:
-                if pb is not None:
-                    pb.close()
-        return compute
+    def attack_fn(name, threat, e):
+        def attack(idx, callback):
+            xs, ys = x[idx.to(x.device)], y[idx.to(x.device)]
+            if name == "pgd":
+                target = defended(model, defence, threat, beta=beta, eot_samples=eot_samples)
+                return pgd_linf(target, xs, ys, eps=e, steps=pgd_steps, restarts=pgd_restarts,
+                                seed=seed, batch_size=batch_size, callback=callback, image_ids=idx)[0]
+            target = defended(model, defence, threat or "bpda", beta=beta, eot_samples=eot_samples)
+            return autoattack(target, xs, ys, attack=name, eps=e, seed=seed, n_iter=apgd_iter,
+                              n_queries=square_queries, n_target_classes=n_target_classes,
+                              callback=callback, image_ids=idx)
+        return attack
 
     survival: dict[str, dict[str, Tensor]] = {n: {} for n in names}
     seconds = {n: 0.0 for n in names}
-    alive = {eps_key(e): clean_def.cpu().clone() for e in eps}
+    alive = {eps_key(e): clean_def.clone() for e in eps}
     for (name, threat), full in zip(specs, names):
         for e in eps:
-            sub = alive[eps_key(e)].nonzero().squeeze(1) if cascade else None
-            s, sec = run(full, e, attack_fn(name, threat, e, seed), sub)
-            survival[full][eps_key(e)], seconds[full] = s, seconds[full] + sec
-            alive[eps_key(e)] &= s
+            k = eps_key(e)
+            s, sec = chunks.run(full, e, attack_fn(name, threat, e), judge_defended,
+                                alive[k] if cascade else clean_def)
+            survival[full][k], seconds[full] = s, seconds[full] + sec
+            alive[k] &= s
+    worst = alive                                      # clean-correct and survived every attack
 
-    bare_pgd = _bare_pgd(model, x, y, eps, pgd_steps, pgd_restarts, seed, batch_size, clean_bare,
-                         cache, cache_key)
+    def bare_attack(e):
+        return lambda idx, callback: pgd_linf(
+            model, x[idx.to(x.device)], y[idx.to(x.device)], eps=e, steps=pgd_steps,
+            restarts=pgd_restarts, seed=seed, batch_size=batch_size, callback=callback,
+            image_ids=idx)[0]
 
-    worst = {}
-    for e in eps:
-        k = eps_key(e)
-        alive = clean_def.cpu().clone()
-        for n in names:
-            alive &= survival[n][k]
-        worst[k] = alive
-    accuracy = {n: {k: float(v.double().mean()) for k, v in survival[n].items()} for n in names}
+    def judge_bare(idx, x_adv):
+        return (_predict(model, x_adv, batch_size) == y[idx]).cpu() & clean_bare[idx.cpu()]
 
-    unbounded_acc = None
-    if unbounded and defence is not None:
-        threats = [t for a, t in specs if t not in (None, "oblivious")]
-        if threats:
-            best_threat = min(threats, key=lambda t: min(
-                accuracy[f"{a}:{tt}"][eps_key(eps[-1])] for a, tt in specs if tt == t))
-            s, sec = run(f"unbounded-pgd:{best_threat}", 1.0, attack_fn("pgd", best_threat, 1.0, seed))
-            unbounded_acc = float(s.double().mean())
-            seconds[f"unbounded-pgd:{best_threat}"] = sec
+    bare = {eps_key(e): chunks.run("bare-pgd", e, bare_attack(e), judge_bare, clean_bare)[0]
+            for e in eps}
 
+    frac = lambda t: float(t.double().mean())          # noqa: E731
     result = RobustnessResult(
         n_images=len(x), eps=eps,
-        clean_accuracy={"bare": float(clean_bare.double().mean()),
-                        "defended": float(clean_def.double().mean())},
-        attacks=accuracy, worst_case={k: float(v.double().mean()) for k, v in worst.items()},
-        bare_pgd=bare_pgd, survival=survival, worst_survival=worst,
-        clean_correct={"bare": clean_bare.cpu(), "defended": clean_def.cpu()},
-        flags=[], seconds=seconds, unbounded_accuracy=unbounded_acc,
-        params={"seed": seed, "beta": beta, "eot_samples": eot_samples, "pgd_steps": pgd_steps,
-                "pgd_restarts": pgd_restarts, "apgd_iter": apgd_iter,
-                "square_queries": square_queries, "n_target_classes": n_target_classes,
-                "attacks": names, "n_classes": n_classes, "cascade": cascade,
+        clean_accuracy={"bare": frac(clean_bare), "defended": frac(clean_def)},
+        attacks={n: {k: frac(v) for k, v in survival[n].items()} for n in names},
+        worst_case={k: frac(v) for k, v in worst.items()},
+        bare_pgd={k: frac(v) for k, v in bare.items()}, survival=survival, worst_survival=worst,
+        clean_correct={"bare": clean_bare, "defended": clean_def},
+        flags=[], seconds=seconds, unbounded_accuracy=None, bare_survival=bare,
+        params={**params, "attacks": names, "n_classes": n_classes, "chunk_size": chunk_size,
                 "misclassified_clean_count_as_broken": True})
+
+    threat = _unbounded_threat(result, specs) if unbounded and defence is not None else None
+    if threat is not None:
+        name = f"unbounded-pgd:{threat}"
+        s, sec = chunks.run(name, 1.0, attack_fn("pgd", threat, 1.0), judge_defended, clean_def)
+        result.unbounded_survival, result.unbounded_accuracy = s, frac(s)
+        result.seconds[name] = sec
     result.flags = compute_flags(result, model=model, defence=defence, x=x, y=y,
                                  n_classes=n_classes, n_channels=x.shape[1], beta=beta,
                                  batch_size=batch_size)
     return result
 
 
-def _bare_pgd(model, x, y, eps, steps, restarts, seed, batch_size, clean_bare, cache, cache_key):
-    """PGD on the bare model at every ε, judged on the bare model (ε key → accuracy)."""
-    out = {}
-    for e in eps:
-        path = cache / f"{cache_key}-bare-pgd-judged-{e!r}.json" if cache else None
-        if path is not None and path.is_file():
-            out[eps_key(e)] = float(json.loads(path.read_text())["accuracy"])
-            continue
-        _, fooled = pgd_linf(model, x, y, eps=e, steps=steps, restarts=restarts, seed=seed,
-                             batch_size=batch_size)
-        acc = float(((~fooled.cpu()) & clean_bare.cpu()).double().mean())
-        if path is not None:
-            from ddl._io import atomic_write_json
-            atomic_write_json(path, {"eps": e, "accuracy": acc})
-        out[eps_key(e)] = acc
-    return out
+def _unbounded_threat(result: RobustnessResult, specs) -> str | None:
+    """The gradient threat of the strongest adaptive attack at the largest ε (by the rule of
+    :meth:`RobustnessResult.strongest`), or None when no adaptive gradient attack ran."""
+    k = eps_key(result.eps[-1])
+    adaptive = [f"{a}:{t}" for a, t in specs if t not in (None, "oblivious")]
+    if not adaptive:
+        return None
+    if result.cascade:
+        first = result.first_breaks()[k]
+        best = max(adaptive, key=lambda n: first[n])
+    else:
+        best = min(adaptive, key=lambda n: result.attacks[n][k])
+    return parse_attack(best)[1]

@@ -13,7 +13,11 @@ hand: each is computed from the result and, for zero gradients, from one more ba
 ``masked_gradients``
     A black-box attack (Square) breaks more than 1 % of images that every gradient attack left
     standing, at some ε: the gradients through the defence point the wrong way (Athalye et al.
-    2018). Try another threat model (``soft``, ``bpda``), more steps, or EOT.
+    2018). Try another threat model (``soft``, ``bpda``), more steps, or EOT. Under cascade the
+    black-box attack only sees the images the attacks before it left, so
+    :func:`~ddl.robustness.evaluate_robustness` requires it after every gradient attack there
+    (then it is run on exactly the images every gradient attack left standing, and the flag is
+    the same as without cascade).
 ``zero_gradients``
     More than 1 % of input *values* (pixels × channels) get an exactly zero loss gradient under
     a gradient threat model: gradient attacks cannot move them. Per pixel, not per image.
