@@ -622,6 +622,18 @@ def test_cli_writes_every_field(tmp_path, sample_data_dir):
     for acc in [*rec["worst_case"].values(), *rec["clean_accuracy"].values()]:
         assert 0 <= acc <= 1 and acc * 6 == pytest.approx(round(acc * 6))
     assert all(set(f) == {"code", "message"} for f in rec["flags"])
+    # every accuracy has its interval, each comparison its paired test; the machine is recorded
+    from ddl._stats import wilson_interval
+
+    assert rec["accuracy_ci"]["worst_case"] == {k: list(wilson_interval(round(v * 6), 6))
+                                                for k, v in rec["worst_case"].items()}
+    assert set(rec["paired_tests"]) == {"defended_vs_bare_clean", "worst_case_vs_bare_pgd"}
+    assert rec["machine"]["omp_kernel"]["used"] in ("native", "torch")
+    assert rec["machine"]["threads"]["torch"] == 1 and rec["machine"]["cpu"]["flags_sha256"]
+    worst = next(line for line in proc.stdout.splitlines() if line.startswith("WORST CASE"))
+    low, high = rec["accuracy_ci"]["worst_case"]["0.3"]
+    assert worst.endswith(f"{100 * rec['worst_case']['0.3']:.1f} [{100 * low:.1f}, {100 * high:.1f}]")
+    assert "produced by: ddl " in proc.stdout
     # a second run recomputes nothing and gives the same numbers
     proc2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0
@@ -654,9 +666,14 @@ def test_report_section_and_figure_from_saved_records(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"not": "a record"}))
     assert [r["model"] for r in load_records(tmp_path)] == ["resnet"]
     md = robustness_markdown(load_records(tmp_path))
-    assert "| resnet | 2/255 | 4 | 100.0 | 75.0 | 25.0 | 75.0 | 50.0 | **50.0** | pgd:soft |" in md
-    assert "| resnet | 8/255 | 4 | 100.0 | 75.0 | 0.0 | 50.0 | 0.0 | **0.0** | pgd:soft |" in md
-    assert "- resnet: **masked_gradients** — m (accuracy at ε = 1: 0.0 %)" in md
+    # a record without recorded intervals: Wilson intervals of k of 4 images (scipy: 4/4 [51.0,
+    # 100], 3/4 [30.1, 95.4], 2/4 [15.0, 85.0], 1/4 [4.6, 69.9], 0/4 [0, 49.0])
+    assert ("| resnet | 2/255 | 4 | 100.0 [51.0, 100.0] | 75.0 [30.1, 95.4] | 25.0 [4.6, 69.9] | "
+            "75.0 [30.1, 95.4] | 50.0 [15.0, 85.0] | **50.0 [15.0, 85.0]** | pgd:soft |") in md
+    assert ("| resnet | 8/255 | 4 | 100.0 [51.0, 100.0] | 75.0 [30.1, 95.4] | 0.0 [0.0, 49.0] | "
+            "50.0 [15.0, 85.0] | 0.0 [0.0, 49.0] | **0.0 [0.0, 49.0]** | pgd:soft |") in md
+    assert "- resnet: **masked_gradients** — m (accuracy at ε = 1: 0.0 [0.0, 49.0] %)" in md
+    assert "- resnet: machine: not recorded" in md
     write_robustness_report(tmp_path)
     assert (tmp_path / "robustness.png").stat().st_size > 10_000
     assert "![accuracy against eps](robustness.png)" in (tmp_path / "README.md").read_text()

@@ -4,6 +4,12 @@ Reads only saved records (never re-runs an attack). ``write_robustness_report(fo
 every ``*.json`` record in ``folder`` (as written by ``ddl robustness``) and writes
 ``folder/README.md`` and ``folder/robustness.png``; ``robustness_markdown(records)`` is the
 section that ``ddl report`` embeds.
+
+Every accuracy is printed with its 95 % Wilson interval over the images, ``50.0 [40.1, 59.9]``:
+the record's ``accuracy_ci`` or, for a record written before intervals were recorded, the
+Wilson interval of ``k = round(accuracy · N)`` of ``N`` images (exact: every accuracy is such a
+count). The paired tests of a record (exact McNemar on the same images) and the machine that
+produced it (``machine``, :func:`ddl.provenance.format_machine`) are printed below the table.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INTRO", "budget_text", "flag_lines", "load_records", "plot_robustness", "robustness_markdown",
-           "robustness_rows", "write_robustness_report"]
+__all__ = ["INTRO", "accuracy_ci", "budget_text", "flag_lines", "load_records", "machine_lines",
+           "paired_test_lines", "pct_ci", "plot_robustness", "robustness_markdown", "robustness_rows",
+           "write_robustness_report"]
 
 _MODELS = ("mlp", "convnet", "autoencoder", "resnet", "hrnn")
 _DATASETS = ("mnist", "cifar10")
@@ -43,7 +50,78 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
-INTRO = ("Accuracy (%) of the defended classifier `model(defence(x))` on the first N test images. "
+def accuracy_ci(record: dict[str, Any], group: str, *keys: str) -> list[float] | None:
+    """The 95 % interval of the accuracy ``record[group][keys...]`` (``group``: ``clean_accuracy``,
+    ``attacks``, ``worst_case``, ``bare_pgd`` or ``unbounded_accuracy``): the recorded one, else
+    the Wilson interval of its count over ``n_images`` (None when it is no such count)."""
+    from ddl._stats import wilson_interval
+
+    def walk(node):
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        return node
+
+    recorded = record.get("accuracy_ci")
+    if isinstance(recorded, dict) and group in recorded:
+        return walk(recorded[group])
+    value, n = walk(record.get(group)), record.get("n_images")
+    if not isinstance(value, (int, float)) or not isinstance(n, int) or n < 1 or not 0 <= value <= 1:
+        return None
+    k = round(value * n)
+    return list(wilson_interval(k, n)) if abs(k / n - value) <= 1e-9 else None
+
+
+def pct_ci(record: dict[str, Any], group: str, *keys: str) -> str:
+    """``"50.0 [40.1, 59.9]"``: the accuracy in percent and its interval; ``"—"`` when absent."""
+    node = record.get(group)
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    if node is None:
+        return "—"
+    ci = accuracy_ci(record, group, *keys)
+    return _pct(node) if ci is None else f"{_pct(node)} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+_PAIRED = (("defended_vs_bare_clean", "clean, defended vs bare"),
+           ("worst_case_vs_bare_pgd", "worst case vs bare model under PGD"),
+           ("worst_case_vs_oblivious", "worst case vs oblivious PGD"))
+
+
+def _p(p: float) -> str:
+    return "p = 1" if p >= 1 else f"p = {p:.2g}" if p >= 1e-4 else "p < 0.0001"
+
+
+def _difference(t: dict[str, Any]) -> str:
+    lo, hi = t["difference_ci"]
+    return f"{100 * t['difference']:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}], {_p(t['p_value'])}"
+
+
+def paired_test_lines(record: dict[str, Any]) -> list[str]:
+    """One line per paired comparison of the record (exact McNemar on the same images; the
+    difference of accuracies A − B in points with its 95 % interval); none for an old record."""
+    tests = record.get("paired_tests") or {}
+    lines = []
+    for key, label in _PAIRED:
+        t = tests.get(key)
+        if not t:
+            continue
+        if "p_value" in t:
+            lines.append(f"{label}: {_difference(t)}")
+        else:
+            parts = [f"ε {eps_label(float(k), record['dataset'])}: {_difference(v)}" for k, v in t.items()]
+            lines.append(f"{label}: " + "; ".join(parts))
+    return lines
+
+
+def machine_lines(record: dict[str, Any]) -> list[str]:
+    """What produced the record (``ddl.provenance.format_machine`` of its ``machine``)."""
+    from ddl.provenance import format_machine
+
+    return format_machine(record.get("machine"))
+
+
+INTRO = ("Accuracy (%) of the defended classifier `model(defence(x))` on the first N test images, with "
+         "its 95 % Wilson interval over the images in brackets. "
          "**bare PGD**: PGD on the undefended model (no defence). **oblivious**: PGD on the bare "
          "model, then the image is denoised (the paper's protocol). The other columns attack "
          "*through* the defence: `bpda` differentiates the classifier at the denoised point "
@@ -51,12 +129,14 @@ INTRO = ("Accuracy (%) of the defended classifier `model(defence(x))` on the fir
          "surrogate of OMP's atom choice; `apgd-*` are AutoAttack's APGD; `square` is a black-box "
          "attack (no gradient). **worst case**: an image counts as robust only if *every* attack "
          "failed on it; clean images the defended model already gets wrong count as broken. "
-         "Judge the defence by the worst case, not by the oblivious column.")
+         "Judge the defence by the worst case, not by the oblivious column. Under `--cascade` each "
+         "attack runs only on the images the attacks before it left, its column is cumulative, and "
+         "**strongest** names the attack that broke the most images first.")
 
 
 def robustness_rows(records: list[dict[str, Any]], dataset: str) -> list[list[str]]:
     """Header + one row per (model, ε) of ``dataset``: bare PGD, oblivious, each adaptive
-    attack, worst case, strongest attack."""
+    attack, worst case (each with its 95 % interval), strongest attack."""
     recs = [r for r in records if r["dataset"] == dataset]
     attacks: list[str] = []
     for r in recs:
@@ -68,11 +148,10 @@ def robustness_rows(records: list[dict[str, Any]], dataset: str) -> list[list[st
         for e in r["eps"]:
             k = repr(float(e))
             rows.append([r["model"], eps_label(e, dataset), str(r["n_images"]),
-                         _pct(r["clean_accuracy"]["bare"]), _pct(r["clean_accuracy"]["defended"]),
-                         _pct(r["bare_pgd"].get(k)),
-                         _pct(r["attacks"].get("pgd:oblivious", {}).get(k)),
-                         *[_pct(r["attacks"].get(a, {}).get(k)) for a in adaptive],
-                         f"**{_pct(r['worst_case'][k])}**", r.get("strongest_attack", {}).get(k, "")])
+                         pct_ci(r, "clean_accuracy", "bare"), pct_ci(r, "clean_accuracy", "defended"),
+                         pct_ci(r, "bare_pgd", k), pct_ci(r, "attacks", "pgd:oblivious", k),
+                         *[pct_ci(r, "attacks", a, k) for a in adaptive],
+                         f"**{pct_ci(r, 'worst_case', k)}**", r.get("strongest_attack", {}).get(k, "")])
     return rows
 
 
@@ -92,7 +171,7 @@ def flag_lines(records: list[dict[str, Any]], dataset: str) -> list[str]:
         lines = ([f"{r['model']}: **{f['code']}** — {f['message']}" for f in r["flags"]]
                  or [f"{r['model']}: none"])
         if r.get("unbounded_accuracy") is not None:
-            lines[-1] += f" (accuracy at ε = 1: {_pct(r['unbounded_accuracy'])} %)"
+            lines[-1] += f" (accuracy at ε = 1: {pct_ci(r, 'unbounded_accuracy')} %)"
         out += lines
     return out
 
@@ -112,6 +191,14 @@ def robustness_markdown(records: list[dict[str, Any]], *, figure: str | None = N
         out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
         out += ["", budget_text(records, ds), "", "Flags:", ""]
         out += [f"- {line}" for line in flag_lines(records, ds)]
+        paired = [(r["model"], paired_test_lines(r)) for r in records if r["dataset"] == ds]
+        if any(lines for _, lines in paired):
+            out += ["", "Paired tests (exact McNemar on the same images; difference A − B in points, "
+                        "95 % interval):", ""]
+            out += [f"- {model}, {line}" for model, lines in paired for line in lines]
+        out += ["", "Produced by:", ""]
+        for r in (r for r in records if r["dataset"] == ds):
+            out += [f"- {r['model']}: " + "; ".join(machine_lines(r))]
         out.append("")
     return "\n".join(out)
 

@@ -4,10 +4,17 @@ on the first ``n_images`` test images, write ``robustness.json`` and print a tab
 An experiments-layer module: it composes the library (data, zoo, defence, robustness) and is
 called by the CLI and by ``ddl reproduce``; the library knows nothing of it.
 
-Caching: the fitted dictionary (``cache/dictionary-<key>.pt``) and every (attack, ε) result
-(``cache/<key>-<attack>-<eps>.json``) are stored in the output folder under keys of their inputs
-(model file hash, defence parameters and dictionary hash, image indices, budgets, seed), so an
-interrupted evaluation resumes and a repeated one recomputes nothing.
+Caching: the fitted dictionary (``cache/dictionary-<key>.pt``) and every (attack, ε, chunk of
+images) result (``cache/<key>-<attack>-<eps>-<start>-<stop>-<entry key>.json``, with its verified
+record) are stored in the output folder. ``<key>`` (:func:`cache_key`) holds the model file's
+hash, the defence's description and the SHA-256 of its state, the OMP kernel, the images, the
+ordered attack list, every budget and the seed; each entry's own key holds all of that again, from
+the tensors themselves (:mod:`ddl.robustness._cache`). An interrupted evaluation resumes at the
+next chunk of images and a repeated one recomputes nothing.
+
+``robustness.json`` records what produced it under ``machine``
+(:func:`ddl.provenance.machine_record`: ddl version and commit, torch, BLAS, OMP kernel, compiler,
+CPU and the hash of its flags, threads).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["build_defence", "format_table", "run_robustness"]
+__all__ = ["build_defence", "cache_key", "format_table", "run_robustness"]
 
 
 def _sha(data: bytes) -> str:
@@ -116,6 +123,19 @@ def build_defence(spec: str, dataset: str, *, data_dir=None, cache: Path | None 
     return den, {"name": str(path), **params, "dictionary_sha256": _tensor_sha(den.dictionary_)}
 
 
+def cache_key(parts: dict[str, Any], *, defence, attacks, budgets: dict[str, Any], seed: int) -> str:
+    """The 16-hex-digit name of one evaluation's cache files: SHA-256 of ``parts`` (model, defence
+    description, images), the SHA-256 of the defence's state, the OMP kernel that codes its
+    patches, the attack list in order, the budgets (β, EOT samples, steps, restarts, iterations,
+    queries, cascade...), the seed and the seeding scheme."""
+    from ddl.robustness._cache import RNG_SCHEME, module_sha256, omp_kernel_name
+
+    blob = {**parts, "defence_sha256": module_sha256(defence),
+            "omp_kernel": omp_kernel_name("cpu") if defence is not None else "none",
+            "attacks": list(attacks), "budgets": dict(budgets), "seed": seed, "rng": RNG_SCHEME}
+    return _sha(json.dumps(blob, sort_keys=True, default=str).encode())[:16]
+
+
 def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: str | None = None,
                    defence: str = "tuned", eps, n_images: int = 200, attacks=None, seed: int = 0,
                    out: str | Path, data_dir=None, budgets: dict[str, Any] | None = None,
@@ -128,6 +148,7 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
     from ddl._io import atomic_write_json
     from ddl._validate import check_int
     from ddl.data import load_dataset
+    from ddl.provenance import machine_record
     from ddl.robustness import DEFAULT_ATTACKS, evaluate_robustness
 
     if (model_name is None) == (checkpoint is None):
@@ -169,9 +190,8 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
     den, den_desc = build_defence(defence, dataset, data_dir=data_dir, cache=cache, progress=progress)
     attacks = tuple(attacks) if attacks else DEFAULT_ATTACKS
     budgets = dict(budgets or {})
-    key = _sha(json.dumps({"model": model_sha, "defence": den_desc, "n": n_images, "dataset": dataset,
-                           "seed": seed, "budgets": budgets, "rng": "per-image-v2"},
-                          sort_keys=True).encode())[:16]
+    key = cache_key({"model": model_sha, "defence": den_desc, "n": n_images, "dataset": dataset},
+                    defence=den, attacks=attacks, budgets=budgets, seed=seed)
     t0 = time.perf_counter()
     res = evaluate_robustness(model, x, y, defence=den, eps=list(eps), attacks=attacks, seed=seed,
                               cache_dir=cache, cache_key=key, progress=progress, **budgets)
@@ -189,6 +209,7 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
         "wall_seconds": time.perf_counter() - t0,
         "compute_seconds": sum(res.seconds.values()),
         "threads": torch.get_num_threads(),
+        "machine": machine_record(str(x.device)),
     }
     record["seconds"] = record.pop("seconds")
     out.mkdir(parents=True, exist_ok=True)
@@ -196,35 +217,44 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
     return record
 
 
-def _pct(v) -> str:
-    return "—" if v is None else f"{100 * v:5.1f}"
-
-
 def format_table(record: dict[str, Any]) -> str:
-    """The terminal table: accuracy (%) per attack and ε, the worst case, the flags."""
-    from ddl.experiments.robustness_report import eps_label
+    """The terminal table: accuracy % [95 % interval] per attack and ε, the worst case, the
+    paired tests, the flags and (when recorded) the machine."""
+    from ddl.experiments.robustness_report import eps_label, machine_lines, paired_test_lines, pct_ci
 
     keys = [repr(float(e)) for e in record["eps"]]
     labels = [eps_label(e, record["dataset"]) for e in record["eps"]]
-    width = max(12, *(len(a) for a in record["attacks"]))
+    width = max(16, *(len(a) for a in record["attacks"]))
+    cell = 19
     lines = [f"{record['dataset']} / {record['model']} / defence: "
              f"{(record['defence'] or {}).get('name', 'none')} — {record['n_images']} test images, "
-             f"accuracy % (misclassified clean images count as broken)",
-             f"clean: bare {_pct(record['clean_accuracy']['bare'])}   defended "
-             f"{_pct(record['clean_accuracy']['defended'])}",
-             f"{'eps':<{width}} " + " ".join(f"{lab:>7}" for lab in labels) + "   seconds"]
-    lines.append(f"{'bare model, PGD':<{width}} " + " ".join(f"{_pct(record['bare_pgd'][k]):>7}" for k in keys))
-    for a, acc in record["attacks"].items():
-        lines.append(f"{a:<{width}} " + " ".join(f"{_pct(acc[k]):>7}" for k in keys)
+             f"accuracy % [95 % Wilson interval] (misclassified clean images count as broken)",
+             f"clean: bare {pct_ci(record, 'clean_accuracy', 'bare')}   defended "
+             f"{pct_ci(record, 'clean_accuracy', 'defended')}",
+             f"{'eps':<{width}} " + " ".join(f"{lab:>{cell}}" for lab in labels) + "   seconds"]
+    lines.append(f"{'bare model, PGD':<{width}} " + " ".join(f"{pct_ci(record, 'bare_pgd', k):>{cell}}" for k in keys))
+    for a in record["attacks"]:
+        lines.append(f"{a:<{width}} " + " ".join(f"{pct_ci(record, 'attacks', a, k):>{cell}}" for k in keys)
                      + f"   {record['seconds'].get(a, 0):7.1f}")
-    lines.append(f"{'WORST CASE':<{width}} " + " ".join(f"{_pct(record['worst_case'][k]):>7}" for k in keys))
+    lines.append(f"{'WORST CASE':<{width}} " + " ".join(f"{pct_ci(record, 'worst_case', k):>{cell}}" for k in keys))
+    strongest = record.get("strongest_attack") or {}
+    if strongest:
+        lines.append(f"{'strongest':<{width}} " + " ".join(f"{strongest.get(k, ''):>{cell}}" for k in keys))
+    if record.get("params", {}).get("cascade"):
+        lines.append("cascade: each attack ran on the images the earlier ones left; its row is cumulative")
     if record.get("unbounded_accuracy") is not None:
-        lines.append(f"eps = 1 (unbounded): {_pct(record['unbounded_accuracy'])} %")
+        lines.append(f"eps = 1 (unbounded): {pct_ci(record, 'unbounded_accuracy')} %")
+    paired = paired_test_lines(record)
+    if paired:
+        lines.append("paired tests (exact McNemar on the same images; A − B in points, 95 % interval):")
+        lines += [f"  {line}" for line in paired]
     if record["flags"]:
         lines.append("FLAGS:")
         lines += [f"  [{f['code']}] {f['message']}" for f in record["flags"]]
     else:
         lines.append("flags: none")
+    if record.get("machine"):
+        lines.append("produced by: " + "; ".join(machine_lines(record)))
     return "\n".join(lines)
 
 
@@ -239,9 +269,7 @@ def robustness_cell(*, model, defence, x, y, dataset: str, model_name: str, eps,
     n = min(n_images, len(x))
     budgets = dict(budgets or {})
     attacks = tuple(attacks) if attacks else DEFAULT_ATTACKS
-    key = _sha(json.dumps({**key_parts, "n": n, "seed": seed, "budgets": budgets, "attacks": attacks,
-                           "rng": "per-image-v2"},
-                          sort_keys=True, default=str).encode())[:16]
+    key = cache_key({**key_parts, "n": n}, defence=defence, attacks=attacks, budgets=budgets, seed=seed)
     res = evaluate_robustness(model, x[:n], y[:n], defence=defence, eps=list(eps), attacks=attacks,
                               seed=seed, cache_dir=cache, cache_key=f"robust-{key}",
                               progress=progress, **budgets)

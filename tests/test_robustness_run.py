@@ -1,0 +1,79 @@
+"""ddl.experiments.robustness_run: the evaluation's cache name holds everything a result depends
+on, and the terminal table prints intervals, paired tests and the machine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ddl.robustness._cache as rcache
+from ddl.defence import DictionaryDenoiser
+from ddl.defence.purifiers import MedianSmoothing
+from ddl.experiments.robustness_run import cache_key, format_table
+
+
+@pytest.fixture(scope="module")
+def den():
+    x = torch.rand(20, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    return DictionaryDenoiser(patch_size=2, n_components=6, n_nonzero_coefs=1, remove_mean=False,
+                              max_patches=500).fit(x)
+
+
+def _key(den, **change):
+    kw = dict(parts={"model": "m", "n": 10}, defence=den, attacks=("pgd:bpda", "square"),
+              budgets={"pgd_steps": 5, "beta": 10.0, "cascade": True}, seed=0)
+    kw.update(change)
+    return cache_key(kw.pop("parts"), **kw)
+
+
+def test_cache_key_holds_attack_order_budgets_defence_state_and_kernel(den, monkeypatch):
+    base = _key(den)
+    assert _key(den) == base and len(base) == 16
+    other_dictionary = DictionaryDenoiser.from_dictionary(-den.dictionary_, patch_size=2, n_nonzero_coefs=1,
+                                                          remove_mean=False)
+    changed = [_key(den, attacks=("square", "pgd:bpda")), _key(den, attacks=("square",)),
+               _key(den, budgets={"pgd_steps": 6, "beta": 10.0, "cascade": True}),
+               _key(den, budgets={"pgd_steps": 5, "beta": 5.0, "cascade": True}),
+               _key(den, budgets={"pgd_steps": 5, "beta": 10.0, "cascade": False}),
+               _key(den, seed=1), _key(other_dictionary), _key(MedianSmoothing(size=3).fit()), _key(None)]
+    assert len({base, *changed}) == len(changed) + 1
+    other = {"native": "torch", "torch": "native"}[rcache.omp_kernel_name("cpu")]
+    monkeypatch.setattr(rcache, "omp_kernel_name", lambda device: other)
+    assert _key(den) != base
+
+
+def _record(**extra):
+    k1, k3 = repr(0.1), repr(0.3)
+    return {"dataset": "mnist", "model": "convnet", "n_images": 4, "eps": [0.1, 0.3],
+            "defence": {"name": "tuned"}, "clean_accuracy": {"bare": 1.0, "defended": 0.75},
+            "bare_pgd": {k1: 0.25, k3: 0.0}, "attacks": {"pgd:bpda": {k1: 0.5, k3: 0.25}},
+            "worst_case": {k1: 0.5, k3: 0.0}, "strongest_attack": {k1: "pgd:bpda", k3: "pgd:bpda"},
+            "seconds": {"pgd:bpda": 1.25}, "flags": [], "unbounded_accuracy": None, "params": {}, **extra}
+
+
+def test_format_table_prints_every_accuracy_with_its_interval():
+    table = format_table(_record())
+    # Wilson intervals of k of 4 (scipy.stats.binomtest(k, 4).proportion_ci(method="wilson"))
+    assert "clean: bare 100.0 [51.0, 100.0]   defended 75.0 [30.1, 95.4]" in table
+    assert "bare model, PGD     25.0 [4.6, 69.9]     0.0 [0.0, 49.0]" in table
+    assert "pgd:bpda           50.0 [15.0, 85.0]    25.0 [4.6, 69.9]       1.2" in table
+    assert "WORST CASE         50.0 [15.0, 85.0]     0.0 [0.0, 49.0]" in table
+    assert "produced by" not in table and "paired tests" not in table      # an old record has neither
+
+
+def test_format_table_prints_paired_tests_and_machine():
+    paired = {"defended_vs_bare_clean": {"difference": -0.25, "difference_ci": [-0.6, 0.2], "p_value": 1.0},
+              "worst_case_vs_bare_pgd": {repr(0.1): {"difference": 0.25, "difference_ci": [-0.2, 0.6],
+                                                     "p_value": 1.0},
+                                         repr(0.3): {"difference": 0.0, "difference_ci": [-0.4, 0.4],
+                                                     "p_value": 1.0}}}
+    machine = {"ddl_version": "9.9", "git_commit": "abc", "torch": "2.0", "omp_kernel": {"used": "torch",
+               "requested": "torch"}, "cpu": {"model": "X", "machine": "x86_64", "cores": 2,
+               "flags_sha256": "f00"}, "threads": {"torch": 1, "interop": 1}, "device": "cpu"}
+    table = format_table(_record(paired_tests=paired, machine=machine, params={"cascade": True}))
+    assert "  clean, defended vs bare: -25.0 points [-60.0, +20.0], p = 1" in table
+    assert ("  worst case vs bare model under PGD: ε 0.1: +25.0 points [-20.0, +60.0], p = 1; "
+            "ε 0.3: +0.0 points [-40.0, +40.0], p = 1") in table
+    assert "cascade: each attack ran on the images the earlier ones left; its row is cumulative" in table
+    assert ("produced by: ddl 9.9 (commit abc); torch 2.0; OMP kernel torch (asked: torch); CPU X (x86_64, "
+            "2 cores, flags sha256 f00); threads: torch 1, inter-op 1; device cpu") in table
