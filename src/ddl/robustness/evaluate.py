@@ -212,7 +212,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
     clean_def = (_predict(real, x, batch_size) == y).cpu()
     params = {"seed": seed, "beta": beta, "eot_samples": eot_samples, "pgd_steps": pgd_steps,
               "pgd_restarts": pgd_restarts, "apgd_iter": apgd_iter, "square_queries": square_queries,
-              "n_target_classes": n_target_classes, "cascade": cascade, "unbounded": unbounded}
+              "n_target_classes": n_target_classes, "cascade": cascade}
     inputs = (None if cache_dir is None else _cache.evaluation_inputs(
         cache_key=cache_key, model=model, defence=defence, x=x, y=y, attacks=names, params=params))
     chunks = _Chunks(len(x), chunk_size, None if cache_dir is None else Path(cache_dir), cache_key,
@@ -267,7 +267,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         bare_pgd={k: frac(v) for k, v in bare.items()}, survival=survival, worst_survival=worst,
         clean_correct={"bare": clean_bare, "defended": clean_def},
         flags=[], seconds=seconds, unbounded_accuracy=None, bare_survival=bare,
-        params={**params, "attacks": names, "n_classes": n_classes, "chunk_size": chunk_size,
+        params={**params, "unbounded": unbounded, "attacks": names, "n_classes": n_classes,
+                "chunk_size": chunk_size,
                 "misclassified_clean_count_as_broken": True})
 
     threat = _unbounded_threat(result, specs) if unbounded and defence is not None else None
