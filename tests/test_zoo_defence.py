@@ -143,13 +143,37 @@ def test_defended_classifier_in_one_line():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kernel", ["native", "torch"])
 @pytest.mark.parametrize("name", ["tuned", "paper"])
-def test_shipped_mnist_dictionary_equals_a_fresh_fit_on_the_full_training_set(name):
+def test_a_fresh_fit_on_the_full_training_set_is_as_good_as_the_shipped_dictionary(name, kernel, monkeypatch):
+    """What a re-fit can honestly promise: not the same bits (online learning amplifies float
+    rounding; another CPU, BLAS path or OMP kernel gives another dictionary: atoms differ by up
+    to 0.59 here), but the same quality. Measured on an Intel Xeon (AVX-512), the first 2,000
+    test images: reconstruction MSE 0.006814 (native) and 0.006722 (torch) against the shipped
+    tuned dictionary's 0.006825 (0.2 % and 1.5 %); the zoo ConvNet's accuracy on the
+    reconstructions 98.65 / 98.80 % against 98.75 %; paper: 99.00 % both. Promised: MSE within 5 %
+    (relative, + 1e-6) and accuracy within 1 point. Committed results use the shipped
+    dictionaries, so they do not depend on this (issue 19, item 4)."""
     from ddl.data import load_dataset
+    from ddl.sparse import _omp_native
 
-    x_train, _ = load_dataset("mnist", "train", data_dir=Path(__file__).resolve().parents[2] / "shared" / "data")
+    if kernel == "native" and _omp_native.load() is None:
+        pytest.skip("no C compiler: the torch kernel case runs")
+    monkeypatch.setenv("DDL_OMP_KERNEL", kernel)
+    data_dir = Path(__file__).resolve().parents[2] / "shared" / "data"
+    x_train, _ = load_dataset("mnist", "train", data_dir=data_dir)
+    x_test, y_test = load_dataset("mnist", "test", data_dir=data_dir)
+    x, y = x_test[:2000], y_test[:2000]
     fresh = DictionaryDenoiser(**_preset(name, "mnist")).fit(x_train)
-    assert torch.equal(fresh.dictionary_, ddl.zoo.load_defence("mnist", name).dictionary_)
+    shipped = ddl.zoo.load_defence("mnist", name)
+    model = ddl.zoo.load("convnet", "mnist")
+    with torch.no_grad():
+        r_fresh, r_shipped = fresh.transform(x), shipped.transform(x)
+        mse_fresh, mse_shipped = ((r_fresh - x) ** 2).mean().item(), ((r_shipped - x) ** 2).mean().item()
+        acc_fresh = (model(r_fresh).argmax(1) == y).float().mean().item()
+        acc_shipped = (model(r_shipped).argmax(1) == y).float().mean().item()
+    assert abs(mse_fresh - mse_shipped) <= 0.05 * mse_shipped + 1e-6, (mse_fresh, mse_shipped)
+    assert abs(acc_fresh - acc_shipped) <= 0.01, (acc_fresh, acc_shipped)
 
 
 # ----------------------------------------------------------------------------- build_defence
