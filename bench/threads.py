@@ -7,7 +7,7 @@ Run by hand from ../shared/bench (for ``common``)::
 
 ddl's C kernel takes its thread count from ``torch.get_num_threads()`` (the default is the
 number of cores) and runs that many Python threads, each with its own chunks, while torch is
-held at one thread (see ``ddl.sparse.omp._run_workers``). For W1 (48,400 MNIST patches, 100
+held at one thread (see ``ddl.sparse.threads.run_workers``). For W1 (48,400 MNIST patches, 100
 atoms, k = 5) and the denoiser forward (200 MNIST images, 256 atoms of 7x7, k = 1) this times,
 round after round, 1 thread and ``--threads`` (default: torch's default at start-up) back to
 back, plus the torch kernel (the fallback, OpenMP inside torch) at both settings. One JSON line

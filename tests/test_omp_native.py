@@ -11,7 +11,8 @@ import pytest
 import torch
 from sklearn.linear_model import orthogonal_mp_gram
 
-from ddl.sparse import _omp_native
+from ddl.sparse import _omp_native, native_driver
+from ddl.sparse import threads as threads_module
 from ddl.sparse.omp import omp, omp_reconstruct, omp_support
 
 omp_module = importlib.import_module("ddl.sparse.omp")   # ddl.sparse.omp the attribute is the function
@@ -132,15 +133,15 @@ def test_dependent_atoms_warn_with_both_kernels(kernel):
 def test_threads_give_the_same_result(problem, monkeypatch):
     X, D = (torch.as_tensor(a, dtype=torch.float32) for a in problem)
     X = X.repeat(8, 1)
-    monkeypatch.setattr(omp_module.os, "getloadavg", lambda: (0.0, 0.0, 0.0))   # idle machine
+    monkeypatch.setattr(threads_module.os, "getloadavg", lambda: (0.0, 0.0, 0.0))   # idle machine
     used = []
-    run_workers = omp_module._run_workers
+    run_workers = threads_module.run_workers
 
     def spy(worker, n_threads):
         used.append((n_threads, torch.get_num_threads()))
         return run_workers(worker, n_threads)
 
-    monkeypatch.setattr(omp_module, "_run_workers", spy)
+    monkeypatch.setattr(native_driver, "run_workers", spy)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -155,13 +156,13 @@ def test_threads_give_the_same_result(problem, monkeypatch):
 
 
 def test_busy_machine_gets_one_worker(monkeypatch):
-    monkeypatch.setattr(omp_module.os, "getloadavg", lambda: (40.0, 40.0, 40.0))
+    monkeypatch.setattr(threads_module.os, "getloadavg", lambda: (40.0, 40.0, 40.0))
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert omp_module._held_threads() == 1
-        monkeypatch.setattr(omp_module.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-        assert omp_module._held_threads() == min(2, os.cpu_count() or 1)
+        assert threads_module.worker_count() == 1
+        monkeypatch.setattr(threads_module.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        assert threads_module.worker_count() == min(2, os.cpu_count() or 1)
     finally:
         torch.set_num_threads(before)
 

@@ -33,15 +33,9 @@ from ddl._progress import bar
 from ddl._validate import (check_bool, check_choice, check_images, check_int, check_int_pair,
                            check_optional_number, is_int)
 from ddl.constants import MAX_PATCHES
-from ddl.sparse.omp import (
-    _DEPENDENT_MSG,
-    _GRADS,
-    _denoise_native,
-    _denoise_native_exact,
-    _native_lib,
-    omp_reconstruct,
-    straight_through,
-)
+from ddl.sparse import native_driver
+from ddl.sparse.kernel import native_library
+from ddl.sparse.omp import DEPENDENT_MSG, GRADS, omp_reconstruct, straight_through
 from ddl.sparse.patches import (
     _check_geometry,
     center_patches,
@@ -203,7 +197,7 @@ class DictionaryDenoiser(nn.Module):
         self.n_nonzero_coefs = check_int(func, "n_nonzero_coefs", self.n_nonzero_coefs, 1)
         check_int(func, "n_nonzero_coefs", self.n_nonzero_coefs, 1, self.n_components, high_name="n_components")
         self.tol = check_optional_number(func, "tol (squared residual norm per patch)", self.tol, 0)
-        check_choice(func, "grad", self.grad, _GRADS)
+        check_choice(func, "grad", self.grad, GRADS)
         for name in ("remove_mean", "clip"):
             check_bool(func, name, getattr(self, name))
         for name in ("n_epochs", "batch_size", "max_patches"):
@@ -372,23 +366,23 @@ class DictionaryDenoiser(nn.Module):
         return self.transform(x)                                   # (N, C, H, W) -> same
 
     def _denoise(self, x: Tensor, dictionary: Tensor, patch, step, grad: str) -> Tensor:
-        lib = _native_lib(x)
+        lib = native_library(x.device)
         if lib is not None and (grad == "none" or not (torch.is_grad_enabled()
                                                        and (x.requires_grad
                                                             or dictionary.requires_grad))):
             # CPU, no graph: the fused C pipeline (cut + centre, code, add back), same numbers
-            out, n_dependent = _denoise_native(lib, x.detach(), dictionary.detach(), patch, step,
+            out, n_dependent = native_driver.denoise(lib, x.detach(), dictionary.detach(), patch, step,
                                                self.n_nonzero_coefs, self.tol, self.remove_mean)
             if n_dependent:
-                warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
+                warnings.warn(DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
             return out.clamp_(0.0, 1.0) if self.clip else out
         if lib is not None and grad == "exact" and not dictionary.requires_grad:
             # CPU, gradient to x only: the same C pipeline, backward with supports held fixed
-            out, n_dependent = _denoise_native_exact(lib, x, dictionary, patch, step,
+            out, n_dependent = native_driver.denoise_exact(lib, x, dictionary, patch, step,
                                                      self.n_nonzero_coefs, self.tol,
                                                      self.remove_mean, self.clip)
             if n_dependent:
-                warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
+                warnings.warn(DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
             return out
         if self.remove_mean:
             P, means = _centered_patches(x, patch, step)           # (N*L, F), (N*L, 1)

@@ -58,7 +58,8 @@ torch (MKL), in chunks whose (m, K) output stays near 512 kB. Which kernel runs 
 runs; the tests run both on the CPU.
 Threads: with ``torch.get_num_threads() = T > 1`` the chunks go to T Python threads (ctypes
 releases the GIL) while torch is held at one thread, so no OpenMP worker ever spins on a
-busy machine (``_run_workers``). ``_denoise_native`` / ``_ExactDenoise`` run the denoiser's
+busy machine (:mod:`ddl.sparse.threads`). The C driver is :mod:`ddl.sparse.native_driver`:
+``native_omp`` for the three entry points here; ``denoise`` / ``ExactDenoise`` run the denoiser's
 whole patch pipeline the same way (cut and centre, code, add back; the exact backward applies
 each patch's fixed-support projection in C).
 
@@ -68,12 +69,7 @@ Orientation: atoms are the ROWS of ``dictionary`` (n_components, n_features) and
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
 import math
-import os
-import threading
 import warnings
 from typing import Any, Literal
 
@@ -82,11 +78,13 @@ import torch
 from torch import Tensor
 
 from ddl._validate import check_choice, check_int, check_number
-from ddl.sparse.kernel import kernel_name, native_library
+from ddl.sparse.kernel import kernel_name, native_library  # noqa: F401  (kernel_name: re-exported)
+from ddl.sparse.native_driver import native_omp
+from ddl.sparse.threads import holds_torch_threads
 
-__all__ = ["omp", "omp_reconstruct", "omp_support", "straight_through"]
+__all__ = ["DEPENDENT_MSG", "GRADS", "omp", "omp_reconstruct", "omp_support", "straight_through"]
 
-_DEPENDENT_MSG = (
+DEPENDENT_MSG = (
     "omp: the selected atoms became linearly dependent (Cholesky pivot <= eps) for {n} signal(s); "
     "their codes stop with fewer than the requested atoms. Remove duplicated or collinear atoms "
     "from the dictionary."
@@ -383,357 +381,13 @@ def _native_lib(X: Tensor):
     return native_library(X.device)
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-@torch.no_grad()
-def _omp_native(lib, X, dictionary, gram, k_max, tol, chunk_size, ols, *, codes=False,
-                support=False, coef=False, recon=False):
-    """Code every row of X with the C kernel; returns (dict of the requested outputs,
-    n_dependent).
-
-    Rows that certainly need no atom (see ``_omp_chunks``) are dropped before the GEMM.
-    The rest go in chunks: one torch GEMM ``Xc Dᵀ`` into a reused (m, K) buffer, then one C
-    call that writes the outputs' rows in place. With ``torch.get_num_threads() = T > 1``
-    the chunks are shared by T Python threads (ctypes releases the GIL) while torch runs
-    single-threaded: threads that block instead of OpenMP workers that spin, so a busy
-    machine never makes the default slower than one thread (bench/README.md, thread table).
-    """
-    n_samples, n_features = X.shape
-    n_components = dictionary.shape[0]
-    dtype = X.dtype
-    X = X.contiguous()
-    D = dictionary.contiguous()
-    if gram is None:
-        gram = D @ D.T
-    gram = gram.contiguous()
-    gmax = float(gram.diagonal().max())
-    eps = torch.finfo(dtype).eps
-    norms2 = torch.linalg.vector_norm(X, dim=1).square_()
-    todo = norms2 * gmax >= eps
-    if tol is not None:
-        todo &= norms2 > tol
-    rows = None
-    if not bool(todo.all()):
-        rows = todo.nonzero()[:, 0].contiguous()
-        norms2 = norms2.index_select(0, rows)     # the rows of X are gathered chunk by chunk
-    # Outputs: rows never coded stay zero (-1 for the support). The C code writes whole rows,
-    # so the dense codes are zeroed only where it never writes (one pass over them, not two).
-    new = torch.empty if rows is None else torch.zeros
-    out = {}
-    if codes:
-        out["codes"] = torch.empty((n_samples, n_components), dtype=dtype)
-        if rows is not None:
-            out["codes"].index_fill_(0, (~todo).nonzero()[:, 0], 0.0)
-    if support:
-        out["support"] = torch.full((n_samples, k_max), -1, dtype=torch.long) if rows is not None \
-            else torch.empty((n_samples, k_max), dtype=torch.long)
-    if coef:
-        out["coef"] = new((n_samples, k_max), dtype=dtype)
-    if recon:
-        out["recon"] = new((n_samples, n_features), dtype=dtype)
-    n_todo = X.shape[0] if rows is None else rows.shape[0]
-    if n_todo == 0:
-        return out, 0
-    fn = lib.fns["omp_float" if dtype == torch.float32 else "omp_double"]
-    m_max = min(_native_chunk_rows(n_components, chunk_size), n_todo)
-    starts = list(range(0, n_todo, m_max))
-    n_threads = min(_held_threads(), len(starts))
-    work_len = (k_max + 2) * n_components + k_max * k_max + 2 * k_max
-    Dt = D.T
-    tol_c = -1.0 if tol is None else float(tol)
-    strides = {"support": k_max, "coef": k_max, "codes": n_components, "recon": n_features}
-    dependent = [0] * n_threads
-
-    errors = []
-
-    def worker(w: int) -> None:
-        try:
-            _work(w)
-        except BaseException as exc:                               # re-raised below
-            errors.append(exc)
-
-    def _work(w: int) -> None:
-        A = torch.empty((m_max, n_components), dtype=dtype)
-        Xbuf = None if rows is None else torch.empty((m_max, n_features), dtype=dtype)
-        work = torch.empty(work_len, dtype=dtype)
-        n_dep = ctypes.c_int64(0)
-        for start in starts[w::n_threads]:
-            m = min(m_max, n_todo - start)
-            Am = A[:m]
-            if rows is None:
-                Xc = X[start:start + m]
-            else:                                   # gathered into a cache-sized buffer
-                Xc = torch.index_select(X, 0, rows[start:start + m], out=Xbuf[:m])
-            torch.mm(Xc, Dt, out=Am)                                # α⁰ = X Dᵀ, (m, K)
-            if rows is None:                                       # outputs at row `start`
-                ptrs = {name: t.data_ptr() + start * strides[name] * t.element_size()
-                        for name, t in out.items()}
-                row_ptr = None
-            else:
-                ptrs = {name: t.data_ptr() for name, t in out.items()}
-                row_ptr = rows.data_ptr() + start * 8
-            fn(m, n_components, n_features, Am.data_ptr(), n_components,
-               norms2.data_ptr() + start * norms2.element_size(), gram.data_ptr(), gmax,
-               k_max, tol_c, int(ols), row_ptr, work.data_ptr(), ptrs.get("support"),
-               ptrs.get("coef"), ptrs.get("codes"), D.data_ptr() if recon else None,
-               ptrs.get("recon"), ctypes.byref(n_dep))
-        dependent[w] = n_dep.value
-
-    _run_workers(worker, n_threads)
-    if errors:
-        raise errors[0]
-    return out, sum(dependent)
-
-
-
-def _holds_torch_threads(func):
-    """Run ``func`` under :func:`_torch_held_at_one_thread` when its first argument lives on
-    the CPU (a NumPy array or a CPU tensor); unchanged on CUDA. The torch kernel (no compiler)
-    then runs on one thread: on 2 threads it was 25x slower than on 1 at load average 5.
-    (The wrapper is one more frame: the functions warn with ``stacklevel=3``.)"""
-    @functools.wraps(func)
-    def wrapper(X, *args, **kwargs):
-        on_cpu = isinstance(X, np.ndarray) or (isinstance(X, Tensor) and X.device.type == "cpu")
-        if not on_cpu:
-            return func(X, *args, **kwargs)
-        with _torch_held_at_one_thread():
-            return func(X, *args, **kwargs)
-    return wrapper
-
-
-def _native_chunk_rows(n_components: int, chunk_size: int) -> int:
-    """Rows per GEMM chunk for the C kernel: the (m, K) correlation block stays near 512 kB,
-    where the GEMM runs at its best rate (measured: 33-34 GFLOP/s at 0.5-1 MB against 13-20 at
-    4 MB for 7x7 patches, 256 atoms)."""
-    return max(64, min(chunk_size, (1 << 17) // max(1, n_components)))
-
-
-def _denoise_native(lib, x: Tensor, *args, **kwargs) -> tuple[Tensor, int]:
-    """:func:`_denoise_native_body` with torch held at one thread (see
-    :func:`_torch_held_at_one_thread`)."""
-    with _torch_held_at_one_thread():
-        return _denoise_native_body(lib, x, *args, **kwargs)
-
-
-@torch.no_grad()
-def _denoise_native_body(lib, x: Tensor, dictionary: Tensor, patch, step, k_max: int, tol,
-                    remove_mean: bool, chunk_size: int = 2048, support: Tensor | None = None
-                    ) -> tuple[Tensor, int]:
-    """The whole patch pipeline of the denoiser for images x (N, C, H, W) on the CPU, no graph.
-
-    Per chunk of patches: the C code cuts the patches out of the images, removes their means
-    and drops the ones that need no atom (zero/flat), one torch GEMM gives the correlations,
-    the C kernel codes them and writes the reconstructions, and the C code adds each patch
-    (+ its mean) back into the image sums. No (n_patches, n_features) array is ever held.
-    Returns (averaged images, not clipped; number of signals stopped by dependent atoms).
-    Images are shared among ``torch.get_num_threads()`` Python threads (see ``_omp_native``).
-    ``support``: an (n_patches, k_max) int64 tensor filled with -1 receives each coded patch's
-    atoms (for the exact backward, :class:`_ExactDenoise`).
-    """
-    dtype = x.dtype
-    x = x.contiguous()
-    N, C, H, W = x.shape
-    (ph, pw), (sh, sw) = patch, step
-    n_h, n_w = (H - ph) // sh + 1, (W - pw) // sw + 1
-    per = n_h * n_w
-    D = dictionary.contiguous()
-    K, F = D.shape
-    gram = (D @ D.T).contiguous()
-    gmax = float(gram.diagonal().max())
-    real = "float" if dtype == torch.float32 else "double"
-    code, cut, fold = lib.fns[f"omp_{real}"], lib.fns[f"patches_{real}"], lib.fns[f"fold_{real}"]
-    m_max = _native_chunk_rows(K, chunk_size)
-    sums = torch.zeros_like(x)
-    tol_c = -1.0 if tol is None else float(tol)
-    n_threads = max(1, min(_held_threads(), N))
-    bounds = [N * w // n_threads for w in range(n_threads + 1)]     # images per thread
-    work_len = (k_max + 2) * K + k_max * k_max + 2 * k_max
-    dependent = [0] * n_threads
-    errors = []
-    Dt = D.T
-
-    def work(w: int) -> None:
-        P = torch.empty((m_max, F), dtype=dtype)
-        A = torch.empty((m_max, K), dtype=dtype)
-        R = torch.empty((m_max, F), dtype=dtype)
-        idx = torch.empty(m_max, dtype=torch.long)
-        norms2 = torch.empty(m_max, dtype=dtype)
-        means = torch.empty(m_max, dtype=dtype)
-        buf = torch.empty(work_len, dtype=dtype)
-        sup = None if support is None else torch.empty((m_max, k_max), dtype=torch.long)
-        n_dep = ctypes.c_int64(0)
-        for p0 in range(bounds[w] * per, bounds[w + 1] * per, m_max):
-            p1 = min(p0 + m_max, bounds[w + 1] * per)
-            cnt = cut(x.data_ptr(), C, H, W, ph, pw, sh, sw, p0, p1, int(remove_mean), gmax,
-                      tol_c, P.data_ptr(), idx.data_ptr(), norms2.data_ptr(), means.data_ptr())
-            if cnt:
-                torch.mm(P[:cnt], Dt, out=A[:cnt])                       # (cnt, K)
-                code(cnt, K, F, A.data_ptr(), K, norms2.data_ptr(), gram.data_ptr(), gmax,
-                     k_max, tol_c, 0, None, buf.data_ptr(), _ptr(sup), None, None,
-                     D.data_ptr(), R.data_ptr(), ctypes.byref(n_dep))
-                if sup is not None:
-                    support.index_copy_(0, idx[:cnt], sup[:cnt])
-            fold(sums.data_ptr(), C, H, W, ph, pw, sh, sw, p0, p1, R.data_ptr(),
-                 idx.data_ptr(), cnt, means.data_ptr())
-        dependent[w] = n_dep.value
-
-    def worker(w: int) -> None:
-        try:
-            work(w)
-        except BaseException as exc:                               # re-raised below
-            errors.append(exc)
-
-    _run_workers(worker, n_threads)
-    if errors:
-        raise errors[0]
-    ones = torch.ones((1, ph * pw, per), dtype=dtype)
-    counts = torch.nn.functional.fold(ones, (H, W), (ph, pw), stride=(sh, sw))   # (1, 1, H, W)
-    return sums.div_(counts), sum(dependent)
-
-
-class _ExactDenoise(torch.autograd.Function):
-    """The CPU denoiser pipeline with grad="exact": forward in C (:func:`_denoise_native`,
-    keeping each patch's support), backward in C with the supports held fixed.
-
-    The denoiser is linear in x for fixed supports: out = clip(Uᵀ (Π_S C + 11ᵀ/F) U x / counts)
-    with U the patch extraction, C the mean removal and Π_S each patch's projection on its
-    atoms, the last two symmetric; the backward applies the transpose patch by patch
-    (``backward_<real>`` in the C source), O(k·F) per patch with no GEMM. Gradients flow to x
-    only; the caller uses the autograd path when the dictionary needs a gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, x, lib, dictionary, patch, step, k_max, tol, remove_mean, clip, counter):
-        N, C, H, W = x.shape
-        n_h, n_w = (H - patch[0]) // step[0] + 1, (W - patch[1]) // step[1] + 1
-        support = torch.full((N * n_h * n_w, k_max), -1, dtype=torch.long)
-        avg, counter[0] = _denoise_native(lib, x.detach(), dictionary.detach(), patch, step,
-                                          k_max, tol, remove_mean, support=support)
-        ctx.lib, ctx.patch, ctx.step, ctx.remove_mean = lib, patch, step, remove_mean
-        ctx.support = support
-        ctx.dictionary = dictionary.detach().contiguous()
-        ctx.mask = ((avg >= 0) & (avg <= 1)) if clip else None
-        return avg.clamp(0.0, 1.0) if clip else avg
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (ph, pw), (sh, sw) = ctx.patch, ctx.step
-        g = grad_out if ctx.mask is None else grad_out * ctx.mask
-        N, C, H, W = g.shape
-        dtype = g.dtype
-        per = ((H - ph) // sh + 1) * ((W - pw) // sw + 1)
-        counts = torch.nn.functional.fold(torch.ones((1, ph * pw, per), dtype=dtype), (H, W),
-                                          (ph, pw), stride=(sh, sw))
-        g = (g / counts).contiguous()
-        gx = torch.zeros_like(g)
-        D = ctx.dictionary.to(dtype)
-        K, F = D.shape
-        gram = (D @ D.T).contiguous()
-        k = ctx.support.shape[1]
-        fn = ctx.lib.fns["backward_float" if dtype == torch.float32 else "backward_double"]
-        n_threads = max(1, min(_held_threads(), N))
-        bounds = [N * w // n_threads for w in range(n_threads + 1)]
-        errors = []
-
-        def worker(w: int) -> None:
-            try:
-                p0, p1 = bounds[w] * per, bounds[w + 1] * per
-                buf = torch.empty(F + k * k + 2 * k, dtype=dtype)
-                fn(g.data_ptr(), gx.data_ptr(), C, H, W, ph, pw, sh, sw, p0, p1,
-                   ctx.support[p0:p1].data_ptr(), k, D.data_ptr(), gram.data_ptr(), K,
-                   int(ctx.remove_mean), buf.data_ptr())
-            except BaseException as exc:                           # re-raised below
-                errors.append(exc)
-
-        with _torch_held_at_one_thread():
-            _run_workers(worker, n_threads)
-        if errors:
-            raise errors[0]
-        return (gx,) + (None,) * 9
-
-
-def _denoise_native_exact(lib, x, dictionary, patch, step, k_max, tol, remove_mean, clip):
-    """(images, n_dependent) through :class:`_ExactDenoise`; x requires grad, the dictionary
-    not."""
-    counter = [0]
-    out = _ExactDenoise.apply(x.contiguous(), lib, dictionary, tuple(patch), tuple(step), k_max,
-                              tol, remove_mean, clip, counter)
-    return out, counter[0]
-
-
-_threads_lock = threading.Lock()
-_threads_state = {"active": 0, "previous": 1}
-
-
-@contextlib.contextmanager
-def _torch_held_at_one_thread():
-    """Hold torch at one thread for the whole call; yields the thread count ddl's own workers
-    use (torch's setting when the outermost call began).
-
-    On a busy machine torch's OpenMP workers spin while the other cores are taken: measured
-    here, the torch kernel at k = 5 ran 15x slower on 2 threads than on 1 with the load
-    average at 5 on 2 cores, and even the few whole-array operations before coding (norms,
-    the finite check) cost more than the coding. ddl's workers are Python threads that block
-    instead. torch's thread count is process-wide: the first of overlapping calls saves it and
-    sets 1, the last one to finish restores it (a counter under a lock).
-    """
-    with _threads_lock:
-        if _threads_state["active"] == 0:
-            _threads_state["previous"] = torch.get_num_threads()
-            if _threads_state["previous"] != 1:
-                torch.set_num_threads(1)
-        _threads_state["active"] += 1
-        n_threads = _threads_state["previous"]
-    try:
-        yield n_threads
-    finally:
-        with _threads_lock:
-            _threads_state["active"] -= 1
-            if _threads_state["active"] == 0 and _threads_state["previous"] != 1:
-                torch.set_num_threads(_threads_state["previous"])
-
-
-def _held_threads() -> int:
-    """Threads for ddl's workers: torch's count before :func:`_torch_held_at_one_thread`,
-    lowered to the cores the load average leaves free (never below 1).
-
-    Measured on a 2-core machine at load average 5: a second worker made W1 k = 5 about 10 %
-    slower than one (0.82-1.21x per round), since the other core is taken anyway; so with
-    ``ncores - loadavg`` below one spare core ddl uses one worker. An idle machine gets
-    torch's count (its default: the number of cores).
-    """
-    requested = _threads_state["previous"] if _threads_state["active"] else torch.get_num_threads()
-    if requested <= 1:
-        return 1
-    try:
-        spare = (os.cpu_count() or 1) - os.getloadavg()[0] + 1     # +1: our own share of it
-    except (AttributeError, OSError):
-        return requested
-    return max(1, min(requested, int(spare + 0.5)))
-
-
-def _run_workers(worker, n_threads: int) -> None:
-    """worker(0..n_threads-1) on Python threads (the caller holds torch at one thread)."""
-    if n_threads <= 1:
-        worker(0)
-        return
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(1, n_threads)]
-    for t in threads:
-        t.start()
-    worker(0)
-    for t in threads:
-        t.join()
-
-
 def _check_options(func: str, selection: Any, chunk_size: Any) -> None:
     """The options the three OMP entry points share."""
     check_choice(func, "selection", selection, ("omp", "ols"))
     check_int(func, "chunk_size", chunk_size, 1)
 
 
-@_holds_torch_threads
+@holds_torch_threads
 def omp(
     X,
     dictionary,
@@ -808,14 +462,14 @@ def omp(
     _check_options("omp", selection, chunk_size)
     lib = _native_lib(X)
     if lib is not None:
-        out, n_dependent = _omp_native(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
+        out, n_dependent = native_omp(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
                                        selection == "ols", codes=True, support=return_support)
         codes, support = out["codes"], out.get("support")
     else:
         codes, support, n_dependent = _omp_codes(X, dictionary, gram, k_max, tol,
                                                  int(chunk_size), selection == "ols")
     if n_dependent:
-        warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
+        warnings.warn(DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
     return (codes, support) if return_support else codes
 
 
@@ -884,7 +538,7 @@ def _omp_codes(X, dictionary, gram, k_max, tol, chunk_size, ols):
     return codes, supports, counter[0]
 
 
-@_holds_torch_threads
+@holds_torch_threads
 def omp_support(
     X,
     dictionary,
@@ -921,7 +575,7 @@ def omp_support(
     _check_options("omp_support", selection, chunk_size)
     lib = _native_lib(X)
     if lib is not None:
-        out, n_dependent = _omp_native(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
+        out, n_dependent = native_omp(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
                                        selection == "ols", support=True, coef=True)
         support, coef = out["support"], out["coef"]
     else:
@@ -934,14 +588,14 @@ def omp_support(
             _put_rows(coef, rows, gamma)
         n_dependent = counter[0]
     if n_dependent:
-        warnings.warn(_DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
+        warnings.warn(DEPENDENT_MSG.format(n=n_dependent), RuntimeWarning, stacklevel=3)
     return support, coef
 
 
-_GRADS = ("exact", "bpda", "none")
+GRADS = ("exact", "bpda", "none")
 
 
-@_holds_torch_threads
+@holds_torch_threads
 def omp_reconstruct(
     X,
     dictionary,
@@ -987,7 +641,7 @@ def omp_reconstruct(
     tensor([[0.8400, 1.1200]], dtype=torch.float64)
     """
     func = "omp_reconstruct"
-    check_choice(func, "grad", grad, _GRADS)
+    check_choice(func, "grad", grad, GRADS)
     X, dictionary, gram, k_max = _check_inputs(func, X, dictionary, n_nonzero_coefs, tol)
     _check_options(func, selection, chunk_size)
     needs_graph = torch.is_grad_enabled() and (X.requires_grad or dictionary.requires_grad)
@@ -995,7 +649,7 @@ def omp_reconstruct(
     lib = _native_lib(X)
     if grad == "exact" and needs_graph:
         if lib is not None:
-            res, counter[0] = _omp_native(lib, X.detach(), dictionary.detach(), None, k_max, tol,
+            res, counter[0] = native_omp(lib, X.detach(), dictionary.detach(), None, k_max, tol,
                                           int(chunk_size), selection == "ols", support=True)
             support = res["support"]
         else:
@@ -1005,7 +659,7 @@ def omp_reconstruct(
                 _put_rows(support, rows, sup)
         out = _project_on_support(X, dictionary, support)
     elif lib is not None:
-        res, counter[0] = _omp_native(lib, X.detach(), dictionary.detach(), None, k_max, tol,
+        res, counter[0] = native_omp(lib, X.detach(), dictionary.detach(), None, k_max, tol,
                                       int(chunk_size), selection == "ols", recon=True)
         out = res["recon"]
         if grad == "bpda" and needs_graph and X.requires_grad:
@@ -1016,7 +670,7 @@ def omp_reconstruct(
         if grad == "bpda" and needs_graph and X.requires_grad:
             out = straight_through(X, out)              # forward: x̂; backward: identity
     if counter[0]:
-        warnings.warn(_DEPENDENT_MSG.format(n=counter[0]), RuntimeWarning, stacklevel=3)
+        warnings.warn(DEPENDENT_MSG.format(n=counter[0]), RuntimeWarning, stacklevel=3)
     return out
 
 
