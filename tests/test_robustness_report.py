@@ -56,3 +56,20 @@ def test_paired_tests_and_the_machine_are_in_the_markdown():
     tiny = dict(rec, paired_tests={"defended_vs_bare_clean": {"difference": 0.5, "difference_ci": [0.3, 0.7],
                                                               "p_value": 2e-7}})
     assert paired_test_lines(tiny) == ["clean, defended vs bare: +50.0 points [+30.0, +70.0], p < 0.0001"]
+
+
+def test_cascade_columns_are_labelled_cumulative():
+    k = repr(8 / 255)
+    attacks = {"pgd:oblivious": {k: 0.7}, "pgd:soft": {k: 0.3}, "square": {k: 0.2}}
+    cascade = _record(attacks=attacks, params={"cascade": True})
+    assert robustness_rows([cascade], "cifar10")[0] == [
+        "model", "ε", "N", "clean (bare)", "clean (defended)", "bare PGD", "oblivious", "pgd:soft (cumulative)",
+        "square (cumulative)", "**worst case**", "strongest"]
+    # oblivious first in the cascade ran on every image: its own accuracy; later, it is cumulative
+    late = _record(attacks={"pgd:soft": {k: 0.3}, "pgd:oblivious": {k: 0.3}}, params={"cascade": True})
+    assert robustness_rows([late], "cifar10")[0][6:8] == ["oblivious (cumulative)", "pgd:soft"]
+    # without cascade no label; a mix says which rows ran with cascade
+    assert "cumulative" not in " ".join(robustness_rows([_record(attacks=attacks)], "cifar10")[0])
+    mixed = robustness_rows([cascade, _record(attacks=attacks, model="convnet")], "cifar10")
+    assert mixed[0][7:9] == ["pgd:soft (cumulative under cascade)", "square (cumulative under cascade)"]
+    assert [row[0] for row in mixed[1:]] == ["resnet (cascade)", "convnet"]

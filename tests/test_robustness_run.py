@@ -74,6 +74,33 @@ def test_format_table_prints_paired_tests_and_machine():
     assert "  clean, defended vs bare: -25.0 points [-60.0, +20.0], p = 1" in table
     assert ("  worst case vs bare model under PGD: ε 0.1: +25.0 points [-20.0, +60.0], p = 1; "
             "ε 0.3: +0.0 points [-40.0, +40.0], p = 1") in table
-    assert "cascade: each attack ran on the images the earlier ones left; its row is cumulative" in table
+    assert ("cascade: each attack after the first ran only on the images the attacks above it left, so its row "
+            "is cumulative (the accuracy after it and every attack above it)") in table
     assert ("produced by: ddl 9.9 (commit abc); torch 2.0; OMP kernel torch (asked: torch); CPU X (x86_64, "
             "2 cores, flags sha256 f00); threads: torch 1, inter-op 1; device cpu") in table
+
+
+def test_format_table_explains_oblivious_and_adaptive_and_labels_cascade_rows_cumulative():
+    k1, k3 = repr(0.1), repr(0.3)
+    record = _record(attacks={"pgd:oblivious": {k1: 0.75, k3: 0.5}, "pgd:bpda": {k1: 0.5, k3: 0.25},
+                              "square": {k1: 0.5, k3: 0.0}},
+                     seconds={"pgd:oblivious": 1.0, "pgd:bpda": 2.0, "square": 3.0}, params={"cascade": True})
+    assert format_table(record).splitlines()[:11] == [
+        "mnist / convnet / defence: tuned — 4 test images, accuracy % [95 % Wilson interval] (misclassified "
+        "clean images count as broken)",
+        "oblivious: PGD on the bare model, then the image is denoised (the paper's protocol: the attacker never "
+        "sees the defence)",
+        "adaptive: every other attack row attacks through the defence (bpda, exact, soft: how the gradient "
+        "passes it; square: no gradient, queries only)",
+        "WORST CASE: an image is robust only if every attack failed on it; judge the defence by this row",
+        "cascade: each attack after the first ran only on the images the attacks above it left, so its row is "
+        "cumulative (the accuracy after it and every attack above it)",
+        "clean: bare 100.0 [51.0, 100.0]   defended 75.0 [30.1, 95.4]",
+        "eps                                   0.1                 0.3   seconds",
+        "bare model, PGD          25.0 [4.6, 69.9]     0.0 [0.0, 49.0]",
+        "pgd:oblivious           75.0 [30.1, 95.4]   50.0 [15.0, 85.0]       1.0",
+        "pgd:bpda (cumulative)   50.0 [15.0, 85.0]    25.0 [4.6, 69.9]       2.0",
+        "square (cumulative)     50.0 [15.0, 85.0]     0.0 [0.0, 49.0]       3.0"]
+    plain = format_table(dict(record, params={"cascade": False}))
+    assert "cumulative" not in plain
+    assert "\npgd:bpda           50.0 [15.0, 85.0]    25.0 [4.6, 69.9]       2.0\n" in plain

@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INTRO", "accuracy_ci", "budget_text", "flag_lines", "load_records", "machine_lines",
-           "paired_test_lines", "pct_ci", "plot_robustness", "robustness_markdown", "robustness_rows",
+__all__ = ["INTRO", "accuracy_ci", "attack_label", "budget_text", "flag_lines", "load_records",
+           "machine_lines", "paired_test_lines", "pct_ci", "plot_robustness", "robustness_markdown", "robustness_rows",
            "write_robustness_report"]
 
 _MODELS = ("mlp", "convnet", "autoencoder", "resnet", "hrnn")
@@ -44,6 +44,12 @@ def eps_label(e: float, dataset: str) -> str:
     if dataset == "cifar10" and abs(k - round(k)) < 1e-6:
         return f"{round(k)}/255"
     return f"{e:g}"
+
+
+def attack_label(name: str, cascade: bool) -> str:
+    """An attack's row or column label: under cascade its accuracy is that after it *and every
+    attack before it*, and the label says so."""
+    return f"{name} (cumulative)" if cascade else name
 
 
 def _pct(v) -> str:
@@ -130,24 +136,40 @@ INTRO = ("Accuracy (%) of the defended classifier `model(defence(x))` on the fir
          "attack (no gradient). **worst case**: an image counts as robust only if *every* attack "
          "failed on it; clean images the defended model already gets wrong count as broken. "
          "Judge the defence by the worst case, not by the oblivious column. Under `--cascade` each "
-         "attack runs only on the images the attacks before it left, its column is cumulative, and "
+         "attack runs only on the images the attacks before it left, its column is cumulative (and "
+         "labelled so), and "
          "**strongest** names the attack that broke the most images first.")
 
 
 def robustness_rows(records: list[dict[str, Any]], dataset: str) -> list[list[str]]:
     """Header + one row per (model, ε) of ``dataset``: bare PGD, oblivious, each adaptive
-    attack, worst case (each with its 95 % interval), strongest attack."""
+    attack, worst case (each with its 95 % interval), strongest attack.
+
+    Under cascade an attack's column is cumulative and its header says so; when only some of the
+    records ran with cascade, the header says "(cumulative under cascade)" and their model cells
+    "(cascade)"."""
     recs = [r for r in records if r["dataset"] == dataset]
     attacks: list[str] = []
     for r in recs:
         attacks += [a for a in r["attacks"] if a not in attacks]
     adaptive = [a for a in attacks if a != "pgd:oblivious"]
-    rows = [["model", "ε", "N", "clean (bare)", "clean (defended)", "bare PGD", "oblivious",
-             *adaptive, "**worst case**", "strongest"]]
-    for r in recs:
+    cascade = [bool(r.get("params", {}).get("cascade")) for r in recs]
+    mixed = any(cascade) and not all(cascade)
+
+    def label(a: str, title: str) -> str:
+        # the first attack of a cascade ran on every image: its column is its own accuracy
+        if not any(c and list(r["attacks"])[:1] != [a] for r, c in zip(recs, cascade)):
+            return title
+        return f"{title} (cumulative under cascade)" if mixed else attack_label(title, True)
+
+    rows = [["model", "ε", "N", "clean (bare)", "clean (defended)", "bare PGD",
+             label("pgd:oblivious", "oblivious"), *(label(a, a) for a in adaptive), "**worst case**",
+             "strongest"]]
+    for r, cascaded in zip(recs, cascade):
+        model = f"{r['model']} (cascade)" if mixed and cascaded else r["model"]
         for e in r["eps"]:
             k = repr(float(e))
-            rows.append([r["model"], eps_label(e, dataset), str(r["n_images"]),
+            rows.append([model, eps_label(e, dataset), str(r["n_images"]),
                          pct_ci(r, "clean_accuracy", "bare"), pct_ci(r, "clean_accuracy", "defended"),
                          pct_ci(r, "bare_pgd", k), pct_ci(r, "attacks", "pgd:oblivious", k),
                          *[pct_ci(r, "attacks", a, k) for a in adaptive],

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["build_defence", "cache_key", "format_table", "run_robustness"]
+__all__ = ["TABLE_LEGEND", "build_defence", "cache_key", "format_table", "run_robustness"]
 
 
 def _sha(data: bytes) -> str:
@@ -217,31 +217,48 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
     return record
 
 
+#: The terminal table's legend: what "oblivious", "adaptive" and the worst case mean.
+TABLE_LEGEND = (
+    "oblivious: PGD on the bare model, then the image is denoised (the paper's protocol: the "
+    "attacker never sees the defence)",
+    "adaptive: every other attack row attacks through the defence (bpda, exact, soft: how the "
+    "gradient passes it; square: no gradient, queries only)",
+    "WORST CASE: an image is robust only if every attack failed on it; judge the defence by this row",
+)
+
+
 def format_table(record: dict[str, Any]) -> str:
-    """The terminal table: accuracy % [95 % interval] per attack and ε, the worst case, the
+    """The terminal table: a legend (oblivious, adaptive, worst case), accuracy % [95 % interval]
+    per attack and ε (under cascade the attack rows are labelled cumulative), the worst case, the
     paired tests, the flags and (when recorded) the machine."""
-    from ddl.experiments.robustness_report import eps_label, machine_lines, paired_test_lines, pct_ci
+    from ddl.experiments.robustness_report import (attack_label, eps_label, machine_lines, paired_test_lines,
+                                                   pct_ci)
 
     keys = [repr(float(e)) for e in record["eps"]]
     labels = [eps_label(e, record["dataset"]) for e in record["eps"]]
-    width = max(16, *(len(a) for a in record["attacks"]))
+    cascade = bool(record.get("params", {}).get("cascade"))
+    # under cascade the first attack ran on every image: only the later rows are cumulative
+    rows = {a: attack_label(a, cascade and i > 0) for i, a in enumerate(record["attacks"])}
+    width = max(16, *(len(label) for label in rows.values()))
     cell = 19
     lines = [f"{record['dataset']} / {record['model']} / defence: "
              f"{(record['defence'] or {}).get('name', 'none')} — {record['n_images']} test images, "
              f"accuracy % [95 % Wilson interval] (misclassified clean images count as broken)",
-             f"clean: bare {pct_ci(record, 'clean_accuracy', 'bare')}   defended "
-             f"{pct_ci(record, 'clean_accuracy', 'defended')}",
-             f"{'eps':<{width}} " + " ".join(f"{lab:>{cell}}" for lab in labels) + "   seconds"]
+             *TABLE_LEGEND]
+    if cascade:
+        lines.append("cascade: each attack after the first ran only on the images the attacks above it "
+                     "left, so its row is cumulative (the accuracy after it and every attack above it)")
+    lines += [f"clean: bare {pct_ci(record, 'clean_accuracy', 'bare')}   defended "
+              f"{pct_ci(record, 'clean_accuracy', 'defended')}",
+              f"{'eps':<{width}} " + " ".join(f"{lab:>{cell}}" for lab in labels) + "   seconds"]
     lines.append(f"{'bare model, PGD':<{width}} " + " ".join(f"{pct_ci(record, 'bare_pgd', k):>{cell}}" for k in keys))
     for a in record["attacks"]:
-        lines.append(f"{a:<{width}} " + " ".join(f"{pct_ci(record, 'attacks', a, k):>{cell}}" for k in keys)
+        lines.append(f"{rows[a]:<{width}} " + " ".join(f"{pct_ci(record, 'attacks', a, k):>{cell}}" for k in keys)
                      + f"   {record['seconds'].get(a, 0):7.1f}")
     lines.append(f"{'WORST CASE':<{width}} " + " ".join(f"{pct_ci(record, 'worst_case', k):>{cell}}" for k in keys))
     strongest = record.get("strongest_attack") or {}
     if strongest:
         lines.append(f"{'strongest':<{width}} " + " ".join(f"{strongest.get(k, ''):>{cell}}" for k in keys))
-    if record.get("params", {}).get("cascade"):
-        lines.append("cascade: each attack ran on the images the earlier ones left; its row is cumulative")
     if record.get("unbounded_accuracy") is not None:
         lines.append(f"eps = 1 (unbounded): {pct_ci(record, 'unbounded_accuracy')} %")
     paired = paired_test_lines(record)
