@@ -725,3 +725,34 @@ def test_cascade_gives_the_same_worst_case_with_cumulative_columns(denoiser, tmp
     attacked = json.loads(path.read_text())["attacked"]
     assert attacked == casc.survival["pgd:soft"][eps_key(0.1)].nonzero().squeeze(1).tolist()
     assert casc.params["cascade"] is True
+
+
+# ----------------------------------------------------------------------------- progress
+class _Stderr:
+    """A stand-in for sys.stderr that records what is written and says whether it is a terminal."""
+
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, s):
+        self.text += s
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.parametrize("tty, progress, shown", [(True, None, True), (False, None, False),
+                                                   (True, False, False), (False, True, True)])
+def test_progress_is_on_by_default_on_a_terminal(monkeypatch, tty, progress, shown):
+    model = _linear(64, 4, seed=2)
+    x = _images(4)
+    stderr = _Stderr(tty)
+    monkeypatch.setattr(sys, "stderr", stderr)
+    kw = {} if progress is None else {"progress": progress}
+    evaluate_robustness(model, x, model(x).argmax(1), eps=[0.1], attacks=["pgd:oblivious"], unbounded=False,
+                        pgd_steps=1, **kw)
+    assert ("pgd:oblivious eps=0.1" in stderr.text) is shown, stderr.text

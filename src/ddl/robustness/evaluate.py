@@ -146,7 +146,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
                         apgd_iter: int = 100, square_queries: int = 1000, n_target_classes: int = 3,
                         unbounded: bool = True, cascade: bool = False, batch_size: int = 200,
                         chunk_size: int = 100, cache_dir=None, cache_key: str | None = None,
-                        progress: bool = False) -> RobustnessResult:
+                        progress: bool | None = None) -> RobustnessResult:
     """Attack ``model(defence(x))`` with every attack at every ε; worst case per image; flags.
 
     Parameters
@@ -190,16 +190,22 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         SHA-256 of the images, labels, model and defence, the ordered attack list, every budget,
         β, EOT samples, the cascade flag, the OMP kernel and the device; ``cache_key`` only
         names the files.
-    progress : bool
-        A progress bar per attack and ε (on stderr).
+    progress : bool or None, default None
+        A progress bar per attack and ε (on stderr). ``None``: on when stderr is a terminal (an
+        evaluation takes minutes, and silence reads as a hang), off in a log file or a pipe (a
+        bar's carriage returns would fill it).
 
     Returns
     -------
     RobustnessResult
         Accuracies with their Wilson intervals, paired McNemar tests, per-image outcomes, flags.
     """
+    import sys
+
     from ddl._validate import check_int
 
+    if progress is None:
+        progress = sys.stderr.isatty()
     eps, n_classes = _check_inputs(model, x, y, eps)
     specs, names = _check_attacks(attacks, cascade)
     batch_size = check_int("evaluate_robustness", "batch_size", batch_size, 1)
