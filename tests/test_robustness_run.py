@@ -92,7 +92,7 @@ def test_format_table_explains_oblivious_and_adaptive_and_labels_cascade_rows_cu
         "sees the defence)",
         "adaptive: every other attack row attacks through the defence (bpda, exact, soft: how the gradient "
         "passes it; square: no gradient, queries only)",
-        "WORST CASE: an image is robust only if every attack failed on it; judge the defence by this row",
+        "judge the defence by WORST CASE: an image counts as robust only if every attack failed on it",
         "cascade: each attack after the first ran only on the images the attacks above it left, so its row is "
         "cumulative (the accuracy after it and every attack above it)",
         "clean: bare 100.0 [51.0, 100.0]   defended 75.0 [30.1, 95.4]",

@@ -223,7 +223,7 @@ TABLE_LEGEND = (
     "attacker never sees the defence)",
     "adaptive: every other attack row attacks through the defence (bpda, exact, soft: how the "
     "gradient passes it; square: no gradient, queries only)",
-    "WORST CASE: an image is robust only if every attack failed on it; judge the defence by this row",
+    "judge the defence by WORST CASE: an image counts as robust only if every attack failed on it",
 )
 
 
