@@ -118,3 +118,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(folder)``: from then on, refuse every file opened for writing under ``folder``
+    as a read-only file system does (``EROFS``); ``chmod`` would not stop root."""
+    import errno
+    import os
+
+    real_open = os.open
+
+    def make(folder):
+        root = str(Path(folder).resolve())
+
+        def ro_open(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and str(Path(path).resolve()).startswith(root):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", ro_open)
+
+    return make

@@ -423,3 +423,34 @@ def test_train_behind_a_dictionary_of_the_other_data_set_is_refused(capsys, tmp_
                                         f"not 3 channels x 7x7 patches; it was fitted on another data set than "
                                         f"--dataset cifar10")
     assert not out.exists()
+
+
+# --- outputs are checked before any work (issue 20) ---------------------------------------------
+@pytest.mark.parametrize("command, argv, flag, name", [
+    ("attack", ["--zoo", "mlp", "--dataset", "mnist", "--out", "{ro}/adv.pt"], "--out", "adv.pt"),
+    ("train", ["--dataset", "mnist", "--model", "mlp", "--out", "{ro}/m.pt"], "--out", "m.pt"),
+    ("denoise", ["--input", "{adv}", "--fit-dataset", "mnist", "--out", "{ro}/den.pt"], "--out", "den.pt"),
+    ("denoise", ["--input", "{adv}", "--fit-dataset", "mnist", "--dictionary", "{ro}/d.pt", "--out", "{tmp}/den.pt"],
+     "--dictionary", "d.pt"),
+    ("tune", ["--datasets", "mnist", "--run-dir", "{ro}/tune"], "--run-dir", "tune"),
+])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(files, capsys, tmp_path, monkeypatch, read_only,
+                                                                     command, argv, flag, name):
+    import ddl.data
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    argv = [a.format(ro=ro, adv=files / "adv.pt", tmp=tmp_path) for a in argv]
+    monkeypatch.setattr(ddl.data, "load_dataset", lambda *a, **k: pytest.fail("loaded a data set"))
+    monkeypatch.setattr(cli, "_load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    read_only(ro)
+    code, out, err = run(capsys, command, *argv)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, command, f"{flag} {ro / name}: cannot write {ro}: read-only file system")
+    assert list(ro.iterdir()) == []
+
+
+def test_an_output_that_is_a_folder_is_refused(files, capsys, tmp_path):
+    code, _, err = run(capsys, "attack", "--zoo", "mlp", "--dataset", "mnist", "--out", tmp_path)
+    assert code == 2
+    assert_one_line_error(err, "attack", f"--out {tmp_path} is a folder; give a file name in it")

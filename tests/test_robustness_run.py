@@ -104,3 +104,85 @@ def test_format_table_explains_oblivious_and_adaptive_and_labels_cascade_rows_cu
     plain = format_table(dict(record, params={"cascade": False}))
     assert "cumulative" not in plain
     assert "\npgd:bpda           50.0 [15.0, 85.0]    25.0 [4.6, 69.9]       2.0\n" in plain
+
+
+# --- the output folder: locked while computing, refused when it cannot be written (issue 20) ----
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """Keyword arguments of a run_robustness on 8 synthetic MNIST-shaped images, an untrained MLP
+    checkpoint, no defence and one 1-step PGD."""
+    import ddl.data
+    from ddl.data.synthetic import make_blobs_images
+    from ddl.models import build_model
+    from ddl.models.checkpoint import save_checkpoint
+
+    monkeypatch.setattr(ddl.data, "load_dataset", lambda name, split, *, data_dir=None: make_blobs_images(
+        8, shape=(1, 28, 28), seed=0))
+    save_checkpoint(tmp_path / "m.pt", build_model("mlp", (1, 28, 28)).eval(),
+                    {"architecture": "mlp", "input_shape": [1, 28, 28], "n_classes": 10, "dataset": "mnist"})
+    return dict(dataset="mnist", checkpoint=str(tmp_path / "m.pt"), defence="none", eps=[0.1], n_images=4,
+                attacks=["pgd:oblivious"], budgets={"pgd_steps": 1}, out=tmp_path / "rob", progress=False)
+
+
+def test_run_robustness_holds_the_lock_of_its_folder_while_it_computes(tiny, monkeypatch):
+    import fcntl
+    import os
+
+    import ddl.robustness
+    from ddl.experiments.robustness_run import run_robustness
+
+    out, real, held = tiny["out"], ddl.robustness.evaluate_robustness, []
+
+    def spy(*args, **kwargs):
+        fd = os.open(out / ".ddl.lock", os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        held.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ddl.robustness, "evaluate_robustness", spy)
+    run_robustness(**tiny)
+    assert held == [True] and (out / "robustness.json").is_file() and not (out / ".ddl.lock").exists()
+
+
+def test_a_second_run_on_a_locked_folder_waits_or_is_refused(tiny, monkeypatch):
+    import fcntl
+    import json
+    import os
+
+    import ddl.robustness
+    from ddl.errors import RunFolderError
+    from ddl.experiments.robustness_run import run_robustness
+
+    out = tiny["out"]
+    out.mkdir()
+    fd = os.open(out / ".ddl.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another run holds the folder
+        os.write(fd, json.dumps({"pid": 4242, "host": "elsewhere"}).encode())
+        monkeypatch.setattr(ddl.robustness, "evaluate_robustness", lambda *a, **k: pytest.fail("computed"))
+        with pytest.raises(RunFolderError) as info:
+            run_robustness(**tiny, wait=False)
+    finally:
+        os.close(fd)
+    assert str(info.value) == (f"ddl robustness: --out {out}: {out} is in use by another ddl run (PID 4242 on "
+                               f"elsewhere); wait for it to finish or choose another run folder")
+
+
+def test_a_folder_that_cannot_be_written_is_refused_before_the_model_is_loaded(tiny, monkeypatch, read_only):
+    import ddl.models.checkpoint
+    from ddl.errors import RunFolderError
+    from ddl.experiments.robustness_run import run_robustness
+
+    out = tiny["out"]
+    out.mkdir()
+    read_only(out)
+    monkeypatch.setattr(ddl.models.checkpoint, "load_checkpoint", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(RunFolderError) as info:
+        run_robustness(**tiny)
+    assert str(info.value) == (f"ddl robustness: --out {out}: cannot write {out}: read-only file system; nothing "
+                               f"can be computed in a folder that cannot be written")
+    assert list(out.iterdir()) == []

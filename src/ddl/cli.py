@@ -469,6 +469,38 @@ def _check_images_fit(flag: str, path: str, x, shape, what: str) -> None:
         raise UsageError(f"{flag} {path} holds images of shape {tuple(x.shape[1:])}; {what} takes {tuple(shape)}")
 
 
+def _check_output(flag: str, path: str | Path, *, folder: bool = False) -> None:
+    """Refuse, before any work, an output that could not be written (read-only file system, no
+    permission, a folder where a file is asked or a file on the way): ``ddl attack`` used to
+    attack every image and only then fail to save them.
+
+    The nearest existing folder of ``path`` is probed by creating and deleting a temporary file
+    there, as the atomic write will (``os.access`` would be wrong for root and for read-only
+    mounts); the missing folders below it are created by the write itself."""
+    import os
+    import tempfile
+
+    from ddl._io import TEMP_SUFFIX, folder_error
+    from ddl.errors import RunFolderError
+
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise UsageError(f"{flag} {path} is a folder; give a file name in it")
+    if path.exists() and not path.is_dir() and folder:
+        raise UsageError(f"{flag} {path} is a file; give a folder")
+    probe = path if folder else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{flag} {path}: {probe} is a file, not a folder")
+    try:  # named like an atomic write's temp file, so a lock holder removes one left by a kill
+        fd, tmp = tempfile.mkstemp(prefix=".ddl-write-check.", suffix=TEMP_SUFFIX, dir=probe)
+    except OSError as exc:
+        raise RunFolderError(f"{flag} {path}: {folder_error(exc, probe)}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def _bars(args) -> bool:
     """Progress bars: on a terminal, unless --quiet."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
@@ -505,6 +537,7 @@ def cmd_train(args) -> int:
     _setup(args)
     suffix = "" if args.defence == "none" else "-denoised"
     out = Path(args.out or f"runs/train/{args.model}-{args.dataset}{suffix}.pt")
+    _check_output("--out", out)
     denoiser, defence = _training_defence(args)
     x, y = load_dataset(args.dataset, "train", data_dir=args.data_dir)
     x_test, y_test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
@@ -604,6 +637,7 @@ def cmd_attack(args) -> int:
     from ddl.experiments.pipeline import run_attack
 
     params = attack_params(args)
+    _check_output("--out", args.out)
     _setup(args)
     model = _load_model(args)
     x, y = load_dataset(args.dataset, "test", data_dir=args.data_dir)
@@ -648,6 +682,9 @@ def cmd_denoise(args) -> int:
     if not reuse and not args.fit_dataset:
         missing = f"--dictionary {args.dictionary} does not exist" if args.dictionary else "no --dictionary given"
         raise UsageError(f"{missing}; give --fit-dataset to learn one from a data set's clean training images")
+    _check_output("--out", args.out)
+    if args.dictionary and not reuse:
+        _check_output("--dictionary", args.dictionary)
     _setup(args)
     x, y = _read_images(args.input, "--input", ("x_adv", "x"))
     if reuse:
@@ -767,8 +804,9 @@ def cmd_reproduce(args) -> int:
 def cmd_tune(args) -> int:
     from ddl.experiments import tune
 
-    _setup(args)
     run_dir = Path(args.run_dir)
+    _check_output("--run-dir", run_dir, folder=True)
+    _setup(args)
     path = run_dir / TUNED_FILE
     for d in args.datasets:
         result = tune.tune_defence(d, data_dir=args.data_dir, n_val=args.n_val, model=args.model,
@@ -849,7 +887,8 @@ def cmd_robustness(args) -> int:
                             variant=_zoo_variant(args),
                             defence=args.defence, eps=args.eps, n_images=args.n_images,
                             attacks=args.attacks, seed=args.seed, out=args.out,
-                            data_dir=args.data_dir, budgets=budgets, progress=not args.quiet)
+                            data_dir=args.data_dir, budgets=budgets,
+                            progress=False if args.quiet else None)  # None: bars on a terminal only
     print(format_table(record))
     print(f"wrote {Path(args.out) / 'robustness.json'}")
     return 0

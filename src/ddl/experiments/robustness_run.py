@@ -10,7 +10,9 @@ record) are stored in the output folder. ``<key>`` (:func:`cache_key`) holds the
 hash, the defence's description and the SHA-256 of its state, the OMP kernel, the images, the
 ordered attack list, every budget and the seed; each entry's own key holds all of that again, from
 the tensors themselves (:mod:`ddl.robustness._cache`). An interrupted evaluation resumes at the
-next chunk of images and a repeated one recomputes nothing.
+next chunk of images and a repeated one recomputes nothing. One process at a time writes the
+output folder (its lock is held as ``ddl reproduce`` holds its run folder): a second run on the
+same folder waits, then finds everything in the cache.
 
 ``robustness.json`` records what produced it under ``machine``
 (:func:`ddl.provenance.machine_record`: ddl version and commit, torch, BLAS, OMP kernel, compiler,
@@ -139,35 +141,75 @@ def cache_key(parts: dict[str, Any], *, defence, attacks, budgets: dict[str, Any
 def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: str | None = None,
                    defence: str = "tuned", eps, n_images: int = 200, attacks=None, seed: int = 0,
                    out: str | Path, data_dir=None, budgets: dict[str, Any] | None = None,
-                   progress: bool = True, variant: str = "standard") -> dict[str, Any]:
+                   progress: bool | None = None, variant: str = "standard", wait: bool = True) -> dict[str, Any]:
     """Evaluate one (data set, model, defence); write and return the ``robustness.json`` record.
 
     ``variant`` picks the zoo model's variant (``"denoised"``: fine-tuned on the tuned defence's
-    reconstructions); only with ``model_name``."""
-    from ddl import zoo
-    from ddl._io import atomic_write_json
+    reconstructions); only with ``model_name``.
+
+    One process at a time writes ``out``: its lock (:func:`ddl._io.lock_run_folder`, as
+    ``ddl reproduce`` holds its run folder) is taken after the options are checked and before
+    the model is loaded, and held until ``robustness.json`` is written. A second run on the same
+    folder waits for the first (``wait=False``: refuses at once) and then finds every result in
+    the cache; a folder that cannot be written is refused before anything is computed.
+
+    ``progress``: ``None`` shows the per-attack bars when stderr is a terminal and a line when a
+    dictionary is fitted; ``False`` prints nothing; ``True`` shows the bars anywhere."""
+    import contextlib
+
+    from ddl._io import check_writable, lock_run_folder
     from ddl._validate import check_int
-    from ddl.data import load_dataset
-    from ddl.provenance import machine_record
-    from ddl.robustness import DEFAULT_ATTACKS, evaluate_robustness
+    from ddl.errors import RunFolderError
+    from ddl.robustness import DEFAULT_ATTACKS, parse_attack
 
     if (model_name is None) == (checkpoint is None):
         raise ValueError("ddl robustness: give exactly one of --zoo MODEL or --checkpoint FILE.")
     n_images = check_int("ddl robustness", "--n-images", n_images, 1)
-    out = Path(out)
-    cache = out / "cache"
     if variant != "standard" and model_name is None:
         raise ValueError(f"ddl robustness: --variant selects a zoo model; got --variant {variant} with --checkpoint.")
-    if model_name is not None:
-        entry = zoo.find(model_name, dataset, variant)
-        if entry is None:
-            import difflib
+    attacks = tuple(attacks) if attacks else DEFAULT_ATTACKS
+    for a in attacks:  # a misspelt attack is refused before the folder is locked and the model loaded
+        parse_attack(a)
+    entry = _zoo_entry(model_name, dataset, variant) if model_name is not None else None
+    out = Path(out)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(lock_run_folder(out, wait=wait))
+            check_writable(out)
+        except RunFolderError as exc:
+            raise RunFolderError(f"ddl robustness: --out {out}: {exc}") from None
+        return _evaluate(dataset=dataset, model_name=model_name, entry=entry, checkpoint=checkpoint,
+                         variant=variant, defence=defence, eps=eps, n_images=n_images, attacks=attacks,
+                         seed=seed, out=out, data_dir=data_dir, budgets=budgets, progress=progress)
 
-            names = sorted({e.model for e in zoo.entries() if e.variant == variant and e.dataset == dataset})
-            close = difflib.get_close_matches(model_name, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"ddl robustness: --zoo must be one of {names} for {dataset} ({variant}); got "
-                             f"{model_name!r}{hint}.")
+
+def _zoo_entry(model_name: str, dataset: str, variant: str):
+    """The zoo's index entry of ``--zoo``; a name it lacks is an error with the close match."""
+    import difflib
+
+    from ddl import zoo
+
+    entry = zoo.find(model_name, dataset, variant)
+    if entry is None:
+        names = sorted({e.model for e in zoo.entries() if e.variant == variant and e.dataset == dataset})
+        close = difflib.get_close_matches(model_name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"ddl robustness: --zoo must be one of {names} for {dataset} ({variant}); got "
+                         f"{model_name!r}{hint}.")
+    return entry
+
+
+def _evaluate(*, dataset, model_name, entry, checkpoint, variant, defence, eps, n_images, attacks, seed,
+              out: Path, data_dir, budgets, progress) -> dict[str, Any]:
+    """The body of :func:`run_robustness`, run while ``out`` is locked."""
+    from ddl import zoo
+    from ddl._io import atomic_write_json
+    from ddl.data import load_dataset
+    from ddl.provenance import machine_record
+    from ddl.robustness import evaluate_robustness
+
+    cache = out / "cache"
+    if model_name is not None:
         model = zoo.load(model_name, dataset, variant=variant)
         model_file = entry.path
         model_desc = {"source": "zoo", "name": model_name, "variant": variant, "test_accuracy": entry.accuracy}
@@ -187,8 +229,7 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
         raise ValueError(f"ddl robustness: --n-images must be <= the {len(x)} {dataset} test images; "
                          f"got {n_images}.")
     x, y = x[:n_images], y[:n_images]
-    den, den_desc = build_defence(defence, dataset, data_dir=data_dir, cache=cache, progress=progress)
-    attacks = tuple(attacks) if attacks else DEFAULT_ATTACKS
+    den, den_desc = build_defence(defence, dataset, data_dir=data_dir, cache=cache, progress=progress is not False)
     budgets = dict(budgets or {})
     key = cache_key({"model": model_sha, "defence": den_desc, "n": n_images, "dataset": dataset},
                     defence=den, attacks=attacks, budgets=budgets, seed=seed)
