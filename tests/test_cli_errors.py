@@ -454,3 +454,18 @@ def test_an_output_that_is_a_folder_is_refused(files, capsys, tmp_path):
     code, _, err = run(capsys, "attack", "--zoo", "mlp", "--dataset", "mnist", "--out", tmp_path)
     assert code == 2
     assert_one_line_error(err, "attack", f"--out {tmp_path} is a folder; give a file name in it")
+
+
+@pytest.mark.parametrize("attack, message", [
+    ("pgd:bdpa", "unknown threat model 'bdpa' (did you mean 'bpda'?) in 'pgd:bdpa'; choose one of: oblivious, "
+                 "bpda, exact, soft"),
+    ("apgd-c:soft", "unknown attack 'apgd-c' (did you mean 'apgd-ce'?) in 'apgd-c:soft'; choose one of: pgd, "
+                    "apgd-ce, apgd-t, fab-t, square"),
+    ("pgd", "attack 'pgd' needs a threat model after ':', one of: oblivious, bpda, exact, soft (e.g. 'pgd:soft')"),
+])
+def test_robustness_attack_typos_are_named_with_the_close_match(capsys, tmp_path, attack, message):
+    code, _, err = run(capsys, "robustness", "--dataset", "mnist", "--zoo", "mlp", "--eps", "0.1",
+                       "--attacks", "pgd:oblivious", attack, "--out", tmp_path / "r")
+    assert code == 2
+    assert_one_line_error(err, "robustness", f"argument --attacks: {message} (see `ddl robustness --help`)")
+    assert not (tmp_path / "r").exists()

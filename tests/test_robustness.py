@@ -269,6 +269,10 @@ def test_parse_attack_rules():
         parse_attack("square:bpda")
     with pytest.raises(ValueError, match="unknown attack 'cw'"):
         parse_attack("cw:bpda")
+    with pytest.raises(ValueError, match=re.escape(
+            "evaluate_robustness: unknown threat model 'bdpa' (did you mean 'bpda'?) in 'pgd:bdpa'; choose one "
+            "of: oblivious, bpda, exact, soft.")):
+        parse_attack("pgd:bdpa")
 
 
 def test_evaluate_robustness_refuses_images_outside_0_1_and_labels_outside_the_classes():

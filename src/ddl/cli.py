@@ -92,6 +92,18 @@ def _name(what: str, choices: tuple[str, ...]):
     return parse
 
 
+def _attack_name(text: str) -> str:
+    """argparse type of ``ddl robustness --attacks``: an ``attack:threat`` name, checked before
+    any work; a typo gets the close match (``unknown threat model 'bdpa' (did you mean 'bpda'?)``)."""
+    from ddl.robustness import parse_attack
+
+    try:
+        parse_attack(text, where="")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).rstrip(".")) from None
+    return text
+
+
 def _int_from(low: int):
     def parse(text: str) -> int:
         try:
@@ -304,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--eps", nargs="+", type=_in_unit_interval(low_open=True), required=True,
                     help="L-inf radii in (0, 1], increasing (MNIST: 0.1 0.2 0.3; CIFAR-10: 2/255 4/255 8/255)")
     sp.add_argument("--n-images", type=_int_from(1), default=200, help="the first N test images")
-    sp.add_argument("--attacks", nargs="+", default=None,
+    sp.add_argument("--attacks", nargs="+", default=None, type=_attack_name,
                     help="attack:threat names, e.g. pgd:soft apgd-ce:bpda square (default: "
                          "pgd:oblivious pgd:bpda pgd:exact pgd:soft apgd-ce:soft apgd-t:soft square)")
     sp.add_argument("--pgd-steps", type=_int_from(1), default=50, help="PGD steps per restart")

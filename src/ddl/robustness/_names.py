@@ -11,25 +11,35 @@ BLACK_BOX = ("square",)
 _GRADIENT_ATTACKS, _BLACK_BOX = GRADIENT_ATTACKS, BLACK_BOX
 
 
-def parse_attack(spec: str) -> tuple[str, str | None]:
-    """``"pgd:soft"`` → ``("pgd", "soft")``; ``"square"`` → ``("square", None)``; errors name the rule."""
+def parse_attack(spec: str, *, where: str = "evaluate_robustness") -> tuple[str, str | None]:
+    """``"pgd:soft"`` → ``("pgd", "soft")``; ``"square"`` → ``("square", None)``.
+
+    Errors name the rule and, for a misspelt attack or threat model, the close match
+    (``unknown threat model 'bdpa' (did you mean 'bpda'?) in 'pgd:bdpa'``). ``where`` starts the
+    message (``""``: none, for ``ddl robustness --attacks``, whose error line names the option)."""
+    from ddl._validate import close_match
+
+    at = f"{where}: " if where else ""
     if not isinstance(spec, str):
-        raise ValueError(f"evaluate_robustness: attacks must be strings like 'pgd:soft'; got {spec!r}.")
+        raise ValueError(f"{at}attacks must be strings like 'pgd:soft'; got {spec!r}.")
     name, _, threat = spec.partition(":")
     if name in _BLACK_BOX:
         if threat:
-            raise ValueError(f"evaluate_robustness: '{name}' is black-box and takes no threat "
-                             f"model; got {spec!r} (write '{name}').")
+            raise ValueError(f"{at}'{name}' is black-box and takes no threat model; got {spec!r} "
+                             f"(write '{name}').")
         return name, None
     if name not in _GRADIENT_ATTACKS:
-        raise ValueError(f"evaluate_robustness: unknown attack {name!r} in {spec!r}; choose from "
-                         f"{_GRADIENT_ATTACKS + _BLACK_BOX}.")
+        names = _GRADIENT_ATTACKS + _BLACK_BOX
+        raise ValueError(f"{at}unknown attack {name!r}{close_match(name, names)} in {spec!r}; choose one "
+                         f"of: {', '.join(names)}.")
+    if not threat:
+        raise ValueError(f"{at}attack {spec!r} needs a threat model after ':', one of: "
+                         f"{', '.join(THREATS)} (e.g. '{name}:soft').")
     if threat not in THREATS:
-        raise ValueError(f"evaluate_robustness: attack {spec!r} needs a threat model after ':', "
-                         f"one of {THREATS} (e.g. '{name}:soft').")
+        raise ValueError(f"{at}unknown threat model {threat!r}{close_match(threat, THREATS)} in {spec!r}; "
+                         f"choose one of: {', '.join(THREATS)}.")
     if threat == "oblivious" and name != "pgd":
-        raise ValueError(f"evaluate_robustness: only 'pgd:oblivious' is offered for the oblivious "
-                         f"threat; got {spec!r}.")
+        raise ValueError(f"{at}only 'pgd:oblivious' is offered for the oblivious threat; got {spec!r}.")
     return name, threat
 
 
