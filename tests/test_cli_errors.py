@@ -469,3 +469,28 @@ def test_robustness_attack_typos_are_named_with_the_close_match(capsys, tmp_path
     assert code == 2
     assert_one_line_error(err, "robustness", f"argument --attacks: {message} (see `ddl robustness --help`)")
     assert not (tmp_path / "r").exists()
+
+
+def test_robustness_errors_have_one_prefix(files, capsys, tmp_path, monkeypatch, read_only):
+    import ddl.data
+    from ddl.data.synthetic import make_blobs_images
+
+    monkeypatch.setattr(ddl.data, "load_dataset", lambda name, split, *, data_dir=None: make_blobs_images(
+        8, shape=(3, 32, 32), seed=0))
+    argv = ["robustness", "--dataset", "cifar10", "--defence", "none", "--eps", "8/255"]
+    missing = tmp_path / "missing.pt"
+    code, _, err = run(capsys, *argv, "--checkpoint", missing, "--out", tmp_path / "r")
+    assert code == 2
+    assert_one_line_error(err, "robustness", f"--checkpoint {missing} does not exist.")
+    code, _, err = run(capsys, *argv, "--checkpoint", files / "text.pt", "--out", tmp_path / "r")
+    assert_one_line_error(err, "robustness", f"--checkpoint {files / 'text.pt'} {CORRUPT['text.pt']}")
+    code, _, err = run(capsys, *argv, "--checkpoint", files / "cifar.pt", "--n-images", "9", "--out", tmp_path / "r")
+    assert code == 2
+    assert_one_line_error(err, "robustness", "--n-images must be <= the 8 cifar10 test images; got 9.")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    read_only(ro)
+    code, _, err = run(capsys, *argv, "--checkpoint", files / "cifar.pt", "--out", ro)
+    assert code == 2
+    assert_one_line_error(err, "robustness", f"--out {ro}: cannot write {ro}: read-only file system; nothing can "
+                                             f"be computed in a folder that cannot be written")

@@ -50,13 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ddl {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except USER_ERRORS as e:
-        print(f"ddl {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"ddl {args.command}: error: {_one_line(e, args.command)}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e: BaseException, command: str = "") -> str:
+    """The error's message on one line, without a leading ``ddl <command>: `` (the experiments
+    layer names the command it serves, for its Python callers; the line already does)."""
     lines = [s.strip() for s in str(e).splitlines() if s.strip()]
-    return " ".join(lines) or type(e).__name__
+    text = " ".join(lines) or type(e).__name__
+    prefix = f"ddl {command}: "
+    return text[len(prefix):] if command and text.startswith(prefix) else text
 
 
 class UsageError(DDLError, ValueError):
