@@ -494,3 +494,39 @@ def test_robustness_errors_have_one_prefix(files, capsys, tmp_path, monkeypatch,
     assert code == 2
     assert_one_line_error(err, "robustness", f"--out {ro}: cannot write {ro}: read-only file system; nothing can "
                                              f"be computed in a folder that cannot be written")
+
+
+def test_robustness_names_defence_when_its_dictionary_does_not_fit_the_images(files, capsys, tmp_path,
+                                                                               monkeypatch):
+    import ddl.data
+    from ddl.data.synthetic import make_blobs_images
+    from ddl.defence import DictionaryDenoiser
+    from ddl.models import build_model
+    from ddl.models.checkpoint import save_checkpoint
+
+    monkeypatch.setattr(ddl.data, "load_dataset", lambda name, split, *, data_dir=None: make_blobs_images(
+        8, shape=(1, 28, 28), seed=0))
+    save_checkpoint(tmp_path / "m.pt", build_model("mlp", (1, 28, 28)),
+                    {"architecture": "mlp", "input_shape": [1, 28, 28], "n_classes": 10, "dataset": "mnist"})
+    cifar = tmp_path / "dict-cifar10.pt"
+    DictionaryDenoiser(patch_size=4, n_components=8, n_nonzero_coefs=1, max_patches=500).fit(
+        torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))).save(cifar)
+    argv = ["robustness", "--dataset", "mnist", "--checkpoint", tmp_path / "m.pt", "--eps", "0.1", "--n-images", "4",
+            "--out", tmp_path / "r"]
+    code, _, err = run(capsys, *argv, "--defence", cifar)
+    assert code == 2
+    assert_one_line_error(err, "robustness", f"--defence {cifar} was fitted on 3-channel images; mnist images have "
+                                             f"1 channel (fit one on mnist: `ddl denoise --fit-dataset mnist "
+                                             f"--dictionary FILE ...`).")
+    big = tmp_path / "dict-big.pt"
+    DictionaryDenoiser(patch_size=29, n_components=8, n_nonzero_coefs=1, max_patches=50).fit(
+        torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))).save(big)
+    code, _, err = run(capsys, *argv, "--defence", big)
+    assert_one_line_error(err, "robustness", f"--defence {big} has 29×29 patches, larger than the 28×28 mnist "
+                                             f"images (fit one on mnist: `ddl denoise --fit-dataset mnist "
+                                             f"--dictionary FILE ...`).")
+    code, _, err = run(capsys, *argv, "--defence", files / "cifar.pt")
+    assert_one_line_error(err, "robustness", f"--defence {files / 'cifar.pt'} is not a file written by "
+                                             f"DictionaryDenoiser.save (or `ddl denoise --dictionary`).")
+    code, _, err = run(capsys, *argv, "--defence", files / "text.pt")
+    assert_one_line_error(err, "robustness", f"--defence {files / 'text.pt'} {CORRUPT['text.pt']}")

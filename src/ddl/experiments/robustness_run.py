@@ -119,10 +119,38 @@ def build_defence(spec: str, dataset: str, *, data_dir=None, cache: Path | None 
         raise ValueError(f"ddl robustness: --defence must be none, paper, tuned, a purifier "
                          f"NAME:VALUE with NAME one of {', '.join(PURIFIERS)} (e.g. {examples}) or "
                          f"a file written by DictionaryDenoiser.save; got {spec!r} (no such file).")
-    den = DictionaryDenoiser.load(path)
+    den = _load_dictionary(spec, dataset)
     params = den.get_params()
     params["device"] = str(params["device"])
     return den, {"name": str(path), **params, "dictionary_sha256": _tensor_sha(den.dictionary_)}
+
+
+def _load_dictionary(spec: str, dataset: str):
+    """The DictionaryDenoiser of ``--defence FILE``, checked against ``dataset``'s images; every
+    error names ``--defence`` (a dictionary of the other data set failed inside the first attack
+    with "DictionaryDenoiser.transform: x has 1 channels...")."""
+    from ddl._validate import check_int_pair, load_torch_file
+    from ddl.data import DATASETS as FACTS
+    from ddl.defence import DictionaryDenoiser
+
+    blob = load_torch_file(spec, where="ddl robustness", what="--defence")
+    if not isinstance(blob, dict) or blob.get("format") != "ddl.DictionaryDenoiser":
+        raise ValueError(f"ddl robustness: --defence {spec} is not a file written by DictionaryDenoiser.save "
+                         f"(or `ddl denoise --dictionary`).")
+    try:
+        den = DictionaryDenoiser.load(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"ddl robustness: --defence {spec} is damaged: {type(exc).__name__}: {exc}") from None
+    channels, height, width = FACTS[dataset]["shape"]
+    hint = f"(fit one on {dataset}: `ddl denoise --fit-dataset {dataset} --dictionary FILE ...`)."
+    if den.n_channels_ != channels:
+        raise ValueError(f"ddl robustness: --defence {spec} was fitted on {den.n_channels_}-channel images; "
+                         f"{dataset} images have {channels} channel{'s' if channels > 1 else ''} {hint}")
+    ph, pw = check_int_pair("ddl robustness", "--defence patch_size", den.patch_size)
+    if ph > height or pw > width:
+        raise ValueError(f"ddl robustness: --defence {spec} has {ph}×{pw} patches, larger than the {height}×{width} "
+                         f"{dataset} images {hint}")
+    return den
 
 
 def cache_key(parts: dict[str, Any], *, defence, attacks, budgets: dict[str, Any], seed: int) -> str:
