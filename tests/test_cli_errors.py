@@ -530,3 +530,42 @@ def test_robustness_names_defence_when_its_dictionary_does_not_fit_the_images(fi
                                              f"DictionaryDenoiser.save (or `ddl denoise --dictionary`).")
     code, _, err = run(capsys, *argv, "--defence", files / "text.pt")
     assert_one_line_error(err, "robustness", f"--defence {files / 'text.pt'} {CORRUPT['text.pt']}")
+
+
+def test_denoise_refuses_fit_dataset_of_other_images_than_the_existing_dictionary(files, capsys, tmp_path):
+    d, out = files / "dict.pt", tmp_path / "den.pt"
+    code, _, err = run(capsys, "denoise", "--input", files / "adv.pt", "--fit-dataset", "cifar10", "--dictionary", d,
+                       "--out", out)
+    assert code == 2
+    assert_one_line_error(err, "denoise", f"--dictionary {d} exists and was learned on 1-channel images, not on "
+                                          f"--fit-dataset cifar10 (3-channel images); add --refit to learn it again "
+                                          f"from cifar10 and overwrite it, or give another --dictionary")
+    assert not out.exists()
+    # the data set it was learned on: the existing dictionary is used (README's command, run twice)
+    code, stdout, err = run(capsys, "denoise", "--input", files / "adv.pt", "--fit-dataset", "mnist",
+                            "--dictionary", d, "--out", out)
+    assert code == 0 and err == ""
+    assert stdout.startswith(f"using the dictionary in {d} (16 atoms of 7×7, k = 1)\n")
+
+
+def test_denoise_says_it_learned_and_saved_the_dictionary(files, capsys, tmp_path, monkeypatch):
+    import re
+
+    import ddl.data
+    from ddl.data.synthetic import make_blobs_images
+
+    monkeypatch.setattr(ddl.data, "load_dataset", lambda name, split, *, data_dir=None: make_blobs_images(
+        20, shape=(1, 28, 28), seed=0))
+    d, out = tmp_path / "dict-mnist.pt", tmp_path / "den.pt"
+    small = ["--patch-size", "4", "--n-components", "8", "-k", "1", "--max-patches", "200"]
+    code, stdout, err = run(capsys, "denoise", "--input", files / "adv.pt", "--fit-dataset", "mnist",
+                            "--dictionary", d, "--out", out, *small)
+    assert code == 0 and err == ""
+    first, second = stdout.splitlines()
+    assert re.fullmatch(rf"learned a dictionary on the mnist training set \(20 images\): 8 atoms of 4×4, k = 1, "
+                        rf"in \d+\.\d s; saved it to {re.escape(str(d))}", first), first
+    assert second.startswith("denoised 12 images in ") and d.is_file()
+    code, stdout, _ = run(capsys, "denoise", "--input", files / "adv.pt", "--fit-dataset", "mnist", "--out", out,
+                          *small)
+    assert code == 0 and stdout.splitlines()[0].endswith(
+        " s; not kept (give --dictionary FILE to keep it)")
