@@ -116,3 +116,25 @@ def test_figures_and_report_draw_from_saved_files_only():
         assert not graph[mod] & {"ddl.experiments.pipeline", "ddl.experiments.reproduce", "ddl.experiments.tune",
                                  "ddl.experiments.figure_data", "ddl.models",
                                  "ddl.models.train", "ddl.attacks", "ddl.defence", "ddl.sparse"}, (mod, graph[mod])
+
+
+def test_import_ddl_is_cheap_and_reaches_every_subpackage():
+    """``import ddl`` loads no torch (``ddl --help``, the report code); ``ddl.zoo`` and the other
+    sub-packages are then reachable as attributes, imported on first use (issue 20)."""
+    import subprocess
+    import sys
+
+    names = ["attacks", "data", "defence", "metrics", "models", "robustness", "sparse", "zoo"]
+    code = ("import sys, ddl\n"
+            "assert 'torch' not in sys.modules, 'import ddl imported torch'\n"
+            "assert set(%r) <= set(dir(ddl)), dir(ddl)\n"
+            "print(' '.join(getattr(ddl, n).__name__ for n in %r))\n"
+            "print(ddl.zoo.load_defence.__name__, ddl.DictionaryDenoiser.__name__)\n"
+            "try:\n"
+            "    ddl.zooo\n"
+            "except AttributeError as e:\n"
+            "    print(e)\n") % (names, names)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [" ".join(f"ddl.{n}" for n in names), "load_defence DictionaryDenoiser",
+                                        "module 'ddl' has no attribute 'zooo' (did you mean 'zoo'?)"]
