@@ -73,3 +73,23 @@ def test_cascade_columns_are_labelled_cumulative():
     mixed = robustness_rows([cascade, _record(attacks=attacks, model="convnet")], "cifar10")
     assert mixed[0][7:9] == ["pgd:soft (cumulative under cascade)", "square (cumulative under cascade)"]
     assert [row[0] for row in mixed[1:]] == ["resnet (cascade)", "convnet"]
+
+
+def test_the_cifar10_eps_axis_is_in_grey_levels(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from ddl.experiments.robustness_report import plot_robustness
+
+    k2, k8 = repr(2 / 255), repr(8 / 255)
+    cifar = _record(eps=[2 / 255, 8 / 255], bare_pgd={k2: 0.1, k8: 0.0}, worst_case={k2: 0.4, k8: 0.2},
+                    attacks={"pgd:oblivious": {k2: 0.8, k8: 0.7}})
+    mnist = _record(dataset="mnist", eps=[0.1, 0.3], bare_pgd={"0.1": 0.5, "0.3": 0.0},
+                    worst_case={"0.1": 0.5, "0.3": 0.1}, attacks={"pgd:oblivious": {"0.1": 0.9, "0.3": 0.8}})
+    drawn, savefig = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), savefig(fig, *a, **k))[1])
+    plot_robustness([mnist, cifar], tmp_path / "robustness.png")
+    ax_mnist, ax_cifar = drawn[0].axes
+    assert [t.get_text() for t in ax_cifar.get_xticklabels()] == ["0", "2/255", "8/255"]
+    assert list(ax_cifar.get_xticks()) == [0.0, 2 / 255, 8 / 255]
+    assert ax_cifar.get_xlabel() == "ε (L∞, grey levels k/255)" and ax_mnist.get_xlabel() == "ε (L∞)"
+    assert (tmp_path / "robustness.png").is_file()
