@@ -289,3 +289,25 @@ def test_protocol_is_stated_once_and_html_has_contents_and_full_width_tables(tmp
     html = page.read_text()
     assert '<h2 id="table-1--fgsm">Table 1 — FGSM</h2>' in html and '<a href="#table-1--fgsm">' in html
     assert "width:100%" in html
+
+
+# --- inline marks in the HTML (issue 20) --------------------------------------------------------
+def test_code_spans_and_escaped_names_do_not_open_an_emphasis(tmp_path):
+    from ddl.experiments.robustness_report import INTRO, md_escape, robustness_rows
+
+    page = report.to_html([report.Block("p", "`apgd-*` are APGD; an image is robust if *every* attack failed")],
+                          tmp_path)
+    assert "<p><code>apgd-*</code> are APGD; an image is robust if <em>every</em> attack failed</p>" in page
+    intro = report.to_html([report.Block("p", INTRO)], tmp_path)
+    assert "<code>apgd-*</code> are AutoAttack" in intro and "*" not in intro.replace("<code>apgd-*</code>", "")
+    assert md_escape("conv*net_v2|[x]") == r"conv\*net\_v2\|\[x\]"
+    k = repr(0.1)
+    record = {"dataset": "mnist", "model": "conv*net_v2", "n_images": 10, "eps": [0.1],
+              "clean_accuracy": {"bare": 1.0, "defended": 0.9}, "bare_pgd": {k: 0.0},
+              "attacks": {"pgd:oblivious": {k: 0.5}}, "worst_case": {k: 0.5},
+              "strongest_attack": {k: "pgd:oblivious"}, "flags": [], "params": {}}
+    rows = robustness_rows([record], "mnist")
+    assert rows[1][0] == r"conv\*net\_v2"
+    table = report.to_html([report.Block("table", rows=rows)], tmp_path)
+    assert "<td>conv*net_v2</td>" in table and "<em>" not in table
+    assert "|" not in report.to_markdown([report.Block("p", md_escape("a|b"))]).replace(r"\|", "")

@@ -19,6 +19,7 @@ import base64
 import html
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -513,14 +514,26 @@ def to_markdown(blocks: list[Block]) -> str:
     return "\n\n".join(out) + "\n"
 
 
-def _inline(text: str) -> str:
-    """Escape, then the two inline marks we use: **bold**, *italic* and `code`."""
-    import re
+#: A code span, or a character escaped with a backslash (``robustness_report.md_escape``).
+_LITERAL = re.compile(r"`([^`]+)`|\\([\\`*_|\[\]])")
 
-    t = html.escape(text)
+
+def _inline(text: str) -> str:
+    """Escape, then the inline marks we use: **bold**, *italic* and `code`.
+
+    Code spans and backslash-escaped characters are set aside first, as Markdown reads them: a
+    ``*`` inside them opens no emphasis (`` `apgd-*` `` used to run into the next ``*...*``)."""
+    literals: list[str] = []
+
+    def set_aside(m: re.Match) -> str:
+        code, char = m.groups()
+        literals.append(f"<code>{html.escape(code)}</code>" if code is not None else html.escape(char))
+        return f"\x00{len(literals) - 1}\x00"
+
+    t = html.escape(_LITERAL.sub(set_aside, text))
     t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
     t = re.sub(r"\*(.+?)\*", r"<em>\1</em>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    return re.sub("\x00(\\d+)\x00", lambda m: literals[int(m.group(1))], t)
 
 
 def to_html(blocks: list[Block], run_dir: Path) -> str:

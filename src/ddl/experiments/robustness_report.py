@@ -15,11 +15,12 @@ produced it (``machine``, :func:`ddl.provenance.format_machine`) are printed bel
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 __all__ = ["INTRO", "accuracy_ci", "attack_label", "budget_text", "flag_lines", "load_records",
-           "machine_lines", "paired_test_lines", "pct_ci", "plot_robustness", "robustness_figure",
+           "machine_lines", "md_escape", "paired_test_lines", "pct_ci", "plot_robustness", "robustness_figure",
            "robustness_markdown", "robustness_rows", "write_robustness_report"]
 
 _MODELS = ("mlp", "convnet", "autoencoder", "resnet", "hrnn")
@@ -44,6 +45,13 @@ def eps_label(e: float, dataset: str) -> str:
     if dataset == "cifar10" and abs(k - round(k)) < 1e-6:
         return f"{round(k)}/255"
     return f"{e:g}"
+
+
+def md_escape(name: str) -> str:
+    """``name`` with the characters Markdown would read as marks (``\\ ` * _ | [ ]``) escaped by a
+    backslash: a model or attack name in a table cell is text, never the start of an emphasis,
+    code span, link or a new column. ``ddl.experiments.report`` renders the escapes in HTML."""
+    return re.sub(r"([\\`*_|\[\]])", r"\\\1", name)
 
 
 def attack_label(name: str, cascade: bool) -> str:
@@ -157,6 +165,7 @@ def robustness_rows(records: list[dict[str, Any]], dataset: str) -> list[list[st
     mixed = any(cascade) and not all(cascade)
 
     def label(a: str, title: str) -> str:
+        title = md_escape(title)
         # the first attack of a cascade ran on every image: its column is its own accuracy
         if not any(c and list(r["attacks"])[:1] != [a] for r, c in zip(recs, cascade)):
             return title
@@ -166,14 +175,14 @@ def robustness_rows(records: list[dict[str, Any]], dataset: str) -> list[list[st
              label("pgd:oblivious", "oblivious"), *(label(a, a) for a in adaptive), "**worst case**",
              "strongest"]]
     for r, cascaded in zip(recs, cascade):
-        model = f"{r['model']} (cascade)" if mixed and cascaded else r["model"]
+        model = md_escape(r["model"]) + (" (cascade)" if mixed and cascaded else "")
         for e in r["eps"]:
             k = repr(float(e))
             rows.append([model, eps_label(e, dataset), str(r["n_images"]),
                          pct_ci(r, "clean_accuracy", "bare"), pct_ci(r, "clean_accuracy", "defended"),
                          pct_ci(r, "bare_pgd", k), pct_ci(r, "attacks", "pgd:oblivious", k),
                          *[pct_ci(r, "attacks", a, k) for a in adaptive],
-                         f"**{pct_ci(r, 'worst_case', k)}**", r.get("strongest_attack", {}).get(k, "")])
+                         f"**{pct_ci(r, 'worst_case', k)}**", md_escape(r.get("strongest_attack", {}).get(k, ""))])
     return rows
 
 
@@ -190,8 +199,8 @@ def flag_lines(records: list[dict[str, Any]], dataset: str) -> list[str]:
     """One line per flag of each model of ``dataset`` ("none" when it has none)."""
     out = []
     for r in (r for r in records if r["dataset"] == dataset):
-        lines = ([f"{r['model']}: **{f['code']}** — {f['message']}" for f in r["flags"]]
-                 or [f"{r['model']}: none"])
+        model = md_escape(r["model"])
+        lines = ([f"{model}: **{f['code']}** — {f['message']}" for f in r["flags"]] or [f"{model}: none"])
         if r.get("unbounded_accuracy") is not None:
             lines[-1] += f" (accuracy at ε = 1: {pct_ci(r, 'unbounded_accuracy')} %)"
         out += lines
