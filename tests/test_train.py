@@ -370,3 +370,34 @@ def test_transform_errors():
                                          r"\(8, 1, 28, 28\); got \(8, 1, 14, 14\)"):
         fit(build_model("mlp", (1, 28, 28)), x, y, epochs=1, batch_size=8, progress=False,
             transform=lambda b: b[:, :, ::2, ::2])
+
+
+# --- what the monitored set is called, and that nothing is chosen on it (issue 20) ----------------
+def test_the_monitored_set_changes_nothing_and_is_logged_under_its_name():
+    x, y = _data(32)
+    x_test, y_test = _data(16, seed=1)
+    models, lines = [], []
+    for kwargs in ({}, {"x_val": x_test, "y_val": y_test, "val_name": "test", "log": lines.append}):
+        torch.manual_seed(0)
+        model = build_model("mlp", (1, 28, 28))
+        fit(model, x, y, epochs=2, batch_size=8, progress=False, **kwargs)
+        models.append(model)
+    assert _state_equal(*models)  # no early stopping, no model selection: the same weights without it
+    assert len(lines) == 2
+    for line in lines:
+        assert re.fullmatch(r"epoch \d/2: loss \d\.\d{4} acc \d\.\d{4} test_loss \d\.\d{4} test_acc \d\.\d{4} "
+                            r"lr 1\.00e-03 \d+\.\ds", line), line
+    with pytest.raises(ValueError, match=r"^fit: val_name must be a word such as 'val' or 'test'; got 'my set'\.$"):
+        fit(build_model("mlp", (1, 28, 28)), x, y, epochs=1, progress=False, val_name="my set")
+
+
+def test_ddl_train_logs_the_test_set_as_test(capsys, tmp_path, monkeypatch):
+    import ddl.data
+    from ddl.cli import main
+
+    monkeypatch.setattr(ddl.data, "load_dataset", lambda name, split, *, data_dir=None: _data(
+        24 if split == "train" else 12, seed=0 if split == "train" else 1))
+    assert main(["train", "--dataset", "mnist", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "m.pt")]) == 0
+    epoch, last = capsys.readouterr().out.splitlines()
+    assert " test_loss " in epoch and " test_acc " in epoch and "val" not in epoch
+    assert last == f"test accuracy {last.split()[2]} % on 12 images; checkpoint {tmp_path / 'm.pt'}"

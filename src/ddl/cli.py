@@ -585,7 +585,8 @@ def cmd_train(args) -> int:
         model = build_model(args.model, tuple(x.shape[1:]), n_classes=10)
     t = time.perf_counter()
     fit(model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        device=args.device, x_val=x_test, y_val=y_test, checkpoint_path=out.with_suffix(".resume.pt"),
+        device=args.device, x_val=x_test, y_val=y_test, val_name="test",  # monitored only: nothing is chosen on it
+        checkpoint_path=out.with_suffix(".resume.pt"),
         transform=denoiser, progress=not args.quiet and sys.stderr.isatty(), log=None if args.quiet else _log)
     seconds = time.perf_counter() - t
     model.eval()

@@ -221,6 +221,7 @@ def fit(
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    val_name: str = "val",
 ) -> History:
     """Train ``model`` with Adam on the cross-entropy loss, resumable per epoch.
 
@@ -277,6 +278,10 @@ def fit(
         tqdm bar per epoch with the running loss and accuracy.
     log : callable(str), optional
         Called once per epoch with a one-line summary (e.g. ``print`` or ``logger.info``).
+    val_name : str, default "val"
+        What ``(x_val, y_val)`` is, for the summary's ``<val_name>_loss`` and ``<val_name>_acc``:
+        ``"test"`` when the test set is monitored (``ddl train`` does so; nothing is chosen on it,
+        so the numbers are honest test numbers, but they must not be called validation).
 
     Returns
     -------
@@ -284,6 +289,8 @@ def fit(
         Per-epoch losses, accuracies, learning rates and seconds.
     """
     _check_fit_args(model, x, y, epochs, batch_size, lr, x_val, y_val, augment, lr_schedule, grad_clip)
+    if not (isinstance(val_name, str) and val_name.isidentifier()):
+        raise ValueError(f"fit: val_name must be a word such as 'val' or 'test'; got {val_name!r}.")
     dev = torch.device(device)
     model.to(dev)
     config = {"batch_size": batch_size, "lr": float(lr), "seed": seed, "augment": augment,
@@ -321,7 +328,7 @@ def fit(
         if checkpoint_path is not None:
             _save_resume(checkpoint_path, fingerprint, epoch + 1, model, optimizer, scheduler, history, dev)
         if log is not None:
-            log(_summary(history, epochs))
+            log(_summary(history, epochs, val_name))
     model.eval()
     return history
 
@@ -379,11 +386,11 @@ def _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_siz
     return total_loss / n, correct / n
 
 
-def _summary(h: History, epochs: int) -> str:
+def _summary(h: History, epochs: int, val_name: str = "val") -> str:
     e = h.epochs
     line = f"epoch {e}/{epochs}: loss {h.loss[-1]:.4f} acc {h.accuracy[-1]:.4f}"
     if h.val_loss:
-        line += f" val_loss {h.val_loss[-1]:.4f} val_acc {h.val_accuracy[-1]:.4f}"
+        line += f" {val_name}_loss {h.val_loss[-1]:.4f} {val_name}_acc {h.val_accuracy[-1]:.4f}"
     return line + f" lr {h.lr[-1]:.2e} {h.seconds[-1]:.1f}s"
 
 
