@@ -26,7 +26,8 @@ def __getattr__(name):
     import difflib
 
     close = difflib.get_close_matches(name, (*SUBPACKAGES, "DictionaryDenoiser"), n=1)
-    raise AttributeError(f"module 'ddl' has no attribute {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise AttributeError(f"module 'ddl' has no attribute {name!r}{hint}")
 
 
 def __dir__():
