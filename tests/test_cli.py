@@ -143,3 +143,56 @@ def test_demo_in_a_log_prints_a_line_per_stage_and_quiet_none(tmp_path):
     assert not [line for line in quiet if progress_line(line)]
     assert quiet[0].startswith("ddl demo: run folder") and quiet[-1].startswith("done in ")
     assert quiet[1:-1] == [line for line in lines if not progress_line(line)][1:-1]  # the same results table
+
+
+def test_train_n_train_and_n_test_keep_the_first_images_and_are_recorded(tmp_path, capsys, monkeypatch):
+    import ddl.data
+    from ddl.data.synthetic import make_blobs_images
+    from ddl.models.checkpoint import load_checkpoint
+
+    def fake_load(name, split, *, data_dir=None):
+        return make_blobs_images(64 if split == "train" else 16, shape=(1, 28, 28), seed=int(split == "test"))
+
+    monkeypatch.setattr(ddl.data, "load_dataset", fake_load)
+    out = tmp_path / "m.pt"
+    assert main(["train", "--dataset", "mnist", "--model", "mlp", "--n-train", "20", "--n-test", "5",
+                 "--out", str(out), "-q"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("test accuracy ") and line.endswith(f" on 5 images; checkpoint {out}")
+    _, meta = load_checkpoint(out)
+    assert (meta["n_train"], meta["n_test"]) == (20, 5)
+    assert main(["train", "--dataset", "mnist", "--model", "mlp", "--n-test", "17", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == "ddl train: error: --n-test 17: the test split has 16 images"
+
+
+def test_reproduce_dry_run_loads_the_inputs_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "quick"
+    assert main(["reproduce", "--preset", "quick", "--run-dir", str(run_dir), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("dry run of --preset quick: nothing is computed or written")
+    assert out[1] == "mnist: 2000 training and 200 test images (the sample bundled with ddl)"
+    assert out[2] == "  mlp: classifier trained for 1 epoch(s); dictionary fitted on the clean training patches " \
+                     "(7×7, 64 atoms, k 1)"
+    assert "  adaptive suite: first 12 test images, ε 0.1 0.3, pgd:oblivious pgd:soft square, budgets " \
+           "{'pgd_steps': 5, 'square_queries': 20}" in out
+    assert not run_dir.exists()
+
+
+def test_reproduce_and_tune_dry_runs_fail_on_missing_data_as_the_runs_do(tmp_path, capsys):
+    for argv in (["reproduce", "--preset", "paper"], ["tune", "--datasets", "mnist"]):
+        assert main([*argv, "--data-dir", str(tmp_path / "none"), "--run-dir", str(tmp_path / "run"), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ddl {argv[0]}: error: ") and "mnist" in err and str(tmp_path / "none") in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_tune_dry_run_checks_n_val_and_names_the_classifier(sample_data_dir, tmp_path, capsys):
+    argv = ["tune", "--datasets", "mnist", "--data-dir", str(sample_data_dir), "--run-dir", str(tmp_path / "t"), "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "mnist: validation = the last 1000 of 5000 training images, FGSM ε 0.1 on classifier " \
+                     "zoo mlp_mnist.pt (standard)"
+    assert out[-1] == f"dry run: nothing computed or written; the run would write {tmp_path / 't' / 'tuned_defence.json'}"
+    assert main([*argv, "--n-val", "5000"]) == 2
+    assert "n_val must be in [1, 4999]; got 5000" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--init-zoo", action="store_true",
                     help="fine-tune the standard zoo checkpoint of --model/--dataset instead of "
                          "starting from random weights")
+    sp.add_argument("--n-train", type=_int_from(1), default=None,
+                    help="train on the first N training images (default: all)")
+    sp.add_argument("--n-test", type=_int_from(1), default=None,
+                    help="report the accuracy on the first N test images (default: all)")
     common(sp)
     quiet(sp)
     sp.set_defaults(func=cmd_train)
@@ -289,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "dictionary: the committed results/ are reproduced without this)")
     sp.add_argument("--strict", action="store_true",
                     help="stop on a cache entry that fails verification instead of recomputing it")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="load and check the data, the zoo models and dictionaries and the options, "
+                         "print what the run would do, and exit without computing or writing anything")
     common(sp)
     quiet(sp)
     sp.set_defaults(func=cmd_reproduce)
@@ -301,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classifier attacked on the validation split (FGSM at the paper's eps barely "
                          "moves the zoo ConvNet, so it cannot tell settings apart)")
     sp.add_argument("--run-dir", default="runs/tune", help=f"writes RUN_DIR/{TUNED_FILE} and its cache there")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="load and check the data and the classifier, print the grid, and exit "
+                         "without computing or writing anything")
     common(sp)
     quiet(sp)
     sp.set_defaults(func=cmd_tune)
@@ -556,8 +566,8 @@ def cmd_train(args) -> int:
     out = Path(args.out or f"runs/train/{args.model}-{args.dataset}{suffix}.pt")
     _check_output("--out", out)
     denoiser, defence = _training_defence(args)
-    x, y = load_dataset(args.dataset, "train", data_dir=args.data_dir)
-    x_test, y_test = load_dataset(args.dataset, "test", data_dir=args.data_dir)
+    x, y = _first(args.n_train, "--n-train", "training", *load_dataset(args.dataset, "train", data_dir=args.data_dir))
+    x_test, y_test = _first(args.n_test, "--n-test", "test", *load_dataset(args.dataset, "test", data_dir=args.data_dir))
     if denoiser is not None:
         ph, pw = check_int_pair("ddl train", "--defence patch_size", denoiser.patch_size)  # checked on load
         if denoiser.dictionary_.shape[1] != x.shape[1] * ph * pw:
@@ -595,10 +605,18 @@ def cmd_train(args) -> int:
         line += f", {meta['denoised_clean_accuracy'] * 100:.2f} % behind the defence"
     if args.init_zoo:
         meta["init"] = "zoo"
+    meta.update({k: n for k, n in (("n_train", args.n_train), ("n_test", args.n_test)) if n is not None})
     save_checkpoint(out, model, meta)
     out.with_suffix(".resume.pt").unlink(missing_ok=True)
     print(f"{line}; checkpoint {out}")
     return 0
+
+
+def _first(n: int | None, flag: str, split: str, x, y):
+    """The first ``n`` images of a split (all for None); more than it holds is an error."""
+    if n is not None and n > len(x):
+        raise UsageError(f"{flag} {n}: the {split} split has {len(x)} images")
+    return x[:n], y[:n]
 
 
 def _training_defence(args):
@@ -835,6 +853,10 @@ def cmd_reproduce(args) -> int:
         kwargs["strict"] = True
     _setup(args)
     run_dir = Path(args.run_dir or f"runs/{args.preset}")
+    if args.dry_run:
+        print("\n".join(reproduce.plan(rc, run_dir, data_dir=args.data_dir, device=args.device,
+                                        figures=not args.no_figures, sweep=not args.no_sweep)))
+        return 0
     t = time.perf_counter()
     reproduce.reproduce(rc, run_dir, data_dir=args.data_dir, device=args.device,
                         figures=not args.no_figures, sweep=not args.no_sweep, progress=not args.quiet, **kwargs)
@@ -849,6 +871,12 @@ def cmd_tune(args) -> int:
     _check_output("--run-dir", run_dir, folder=True)
     _setup(args)
     path = run_dir / TUNED_FILE
+    if args.dry_run:
+        for d in args.datasets:
+            print("\n".join(tune.plan_tuning(d, data_dir=args.data_dir, n_val=args.n_val, model=args.model,
+                                               device=args.device)))
+        print(f"dry run: nothing computed or written; the run would write {path}")
+        return 0
     for d in args.datasets:
         result = tune.tune_defence(d, data_dir=args.data_dir, n_val=args.n_val, model=args.model,
                                    device=args.device, cache_dir=run_dir / "cache", progress=not args.quiet)

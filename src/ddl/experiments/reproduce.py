@@ -95,6 +95,81 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
     return results
 
 
+def plan(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device="cpu",
+         figures: bool = True, sweep: bool = True) -> list[str]:
+    """What :func:`reproduce` would do, as lines of text, after loading what it needs
+    (``ddl reproduce --dry-run``): the data sets, the zoo classifiers and the shipped
+    dictionaries, each read and checked as the run reads it (SHA-256 included), so a missing or
+    damaged input fails here, in seconds, with the run's own error. Nothing is computed or written.
+    """
+    from ddl.experiments import pipeline
+
+    lines = [f"dry run of --preset {rc.name}: nothing is computed or written; the run would write "
+             f"{Path(run_dir)} (cache in {Path(run_dir) / 'cache'})"]
+    for dataset in rc.datasets:
+        cfg = cell_config(rc, dataset, rc.models[0], data_dir=data_dir, device=device)
+        x_train, _, x_test, _ = pipeline.load_data(cfg)
+        where = {"sample": "the sample bundled with ddl", "synthetic": "synthetic"}.get(rc.source)
+        if where is None:
+            from ddl.data.download import resolve_data_dir
+
+            where = f"from {resolve_data_dir(data_dir)}"
+        lines.append(f"{dataset}: {len(x_train)} training and {len(x_test)} test images ({where})")
+        for model in rc.models:
+            cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device)
+            lines.append(f"  {model}: classifier {describe_model(cfg)}; dictionary {_describe_dictionary(cfg)}")
+        fgsm, jsma = cell_config(rc, dataset, rc.models[0]).attacks
+        lines.append(f"  attacks: FGSM {dict(fgsm.params)} on {_n(fgsm.n_images, len(x_test))} test images, "
+                     f"JSMA {dict(jsma.params)} on {_n(jsma.n_images, len(x_test))}")
+        if sweep:
+            eps = " ".join(f"{e:.4g}" for e in rc.eps_sweep[dataset])
+            lines.append(f"  FGSM ε sweep: {eps} on {_n(rc.sweep_n_images, len(x_test))} test images")
+        if rc.robustness_n_images and all(rc.defence[d].dictionary_source == "clean" for d in rc.datasets):
+            from ddl.robustness import DEFAULT_ATTACKS
+
+            eps = " ".join(f"{e:.4g}" for e in rc.robustness_eps[dataset])
+            lines.append(f"  adaptive suite: first {rc.robustness_n_images} test images, ε {eps}, "
+                         f"{' '.join(rc.robustness_attacks or DEFAULT_ATTACKS)}, budgets "
+                         f"{dict(rc.robustness_budgets) or 'default'}")
+    lines.append("figures: " + ("drawn from the saved arrays" if figures else "skipped (--no-figures)"))
+    return lines
+
+
+def _n(n: int | None, have: int) -> int:
+    return have if n is None else min(n, have)
+
+
+def describe_model(cfg) -> str:
+    """The classifier of ``cfg`` (an ExperimentConfig) in words, loaded and SHA-256 checked when
+    it comes from the zoo; the run's own rule (``pipeline.get_model``), for dry runs."""
+    from ddl import zoo
+
+    m, d = cfg.model, cfg.data
+    entry = zoo.find(m.name, d.dataset, m.variant) if m.use_zoo and d.source == "full" else None
+    if entry is not None:
+        zoo.load(m.name, d.dataset, variant=m.variant, device=cfg.device)
+        return f"zoo {entry.path.name} ({m.variant})"
+    if m.variant != "standard":  # what pipeline.get_model refuses
+        raise ValueError(f"no {m.variant!r} variant of {m.name!r} for {d.dataset!r} ({d.source} data) "
+                         f"in the zoo; the pipeline trains only standard models")
+    return f"trained for {m.epochs} epoch(s)"
+
+
+def _describe_dictionary(cfg) -> str:
+    """The dictionary a cell uses: the zoo's shipped one (loaded, SHA-256 checked) or a fit."""
+    from ddl import zoo
+    from ddl.experiments.pipeline import _trained_behind  # the run's own rule, not a copy of it
+
+    p = cfg.defence
+    shape = f"{p.patch_size}×{p.patch_size}, {p.n_components} atoms, k {p.n_nonzero_coefs}"
+    shipped = _trained_behind(cfg)
+    if shipped is not None:
+        zoo.load_defence(cfg.data.dataset, shipped["name"], device=cfg.device)
+        return f"zoo defence {shipped['name']!r} ({shape})"
+    return f"fitted on the {p.dictionary_source} {'training' if p.dictionary_source == 'clean' else 'test'} " \
+           f"patches ({shape})"
+
+
 def _write_results(rc, run_dir: Path, records, sweep, seconds, machine, robustness=()) -> dict:
     """results.json, results.csv and the report (each rewritten only when its content changed)."""
     from ddl.experiments.pipeline import write_results

@@ -38,18 +38,14 @@ def tune_defence(dataset: str, *, data_dir=None, model: str = "mlp", n_val: int 
     """Grid search of (patch_size, n_nonzero_coefs); returns the best setting and the whole log."""
     from ddl import metrics
     from ddl.experiments import pipeline
-    from ddl.experiments.config import AttackConfig, DataConfig, DefenceConfig, ExperimentConfig, ModelConfig
-    from ddl.data import load_dataset
+    from ddl.experiments.config import AttackConfig, DefenceConfig
     from ddl.defence import DictionaryDenoiser
     from ddl.models.train import predict
 
-    x, y = load_dataset(dataset, "train", data_dir=data_dir)
-    if not 0 < n_val < len(x):
-        raise ValueError(f"tune_defence: n_val must be in [1, {len(x) - 1}]; got {n_val}.")
+    x, y = _training_split(dataset, data_dir, n_val)
     x_fit, x_val, y_val = x[:-n_val], x[-n_val:], y[-n_val:]
     eps = PAPER_FGSM_EPS[dataset]
-    cfg = ExperimentConfig(name=f"tune-{dataset}", data=DataConfig(dataset=dataset, source="full", data_dir=data_dir),
-                           model=ModelConfig(name=model), device=device)
+    cfg = _classifier_config(dataset, data_dir, model, device)
     clf, info = pipeline.get_model(cfg, x_fit, y[:-n_val], x_val, y_val, Path(cache_dir), progress=progress)
     t = time.perf_counter()
     x_adv = pipeline.run_attack(AttackConfig("fgsm", {"eps": eps}), clf, x_val, y_val)
@@ -102,3 +98,39 @@ def save_tuned(results: dict[str, dict], path: str | Path) -> Path:
     merged = json.loads(path.read_text()) if path.is_file() else {}
     merged.update(results)
     return atomic_write_json(path, merged)
+
+
+def plan_tuning(dataset: str, *, data_dir=None, model: str = "mlp", n_val: int = 1000,
+                n_components: int = 256, max_patches: int = PRESET_MAX_PATCHES, device: str = "cpu") -> list[str]:
+    """What :func:`tune_defence` would do, as lines of text (``ddl tune --dry-run``), after
+    loading the training split and the zoo classifier as it does and checking ``n_val``; nothing
+    is computed or written."""
+    from ddl.experiments.reproduce import describe_model
+
+    x, _ = _training_split(dataset, data_dir, n_val)
+    cfg = _classifier_config(dataset, data_dir, model, device)
+    space = SPACE[dataset]
+    n_fits = len(space["patch_size"]) * len(space["remove_mean"])
+    return [f"{dataset}: validation = the last {n_val} of {len(x)} training images, FGSM ε "
+            f"{PAPER_FGSM_EPS[dataset]:.4g} on classifier {describe_model(cfg)}",
+            f"  {n_fits} dictionaries ({n_components} atoms, {max_patches} patches; patch size "
+            f"{', '.join(map(str, space['patch_size']))} × remove_mean yes/no), each scored at k = "
+            f"{', '.join(map(str, space['n_nonzero_coefs']))}"]
+
+
+def _training_split(dataset: str, data_dir, n_val: int):
+    """The training split (x, y) of which the last ``n_val`` images are the validation set."""
+    from ddl.data import load_dataset
+
+    x, y = load_dataset(dataset, "train", data_dir=data_dir)
+    if not 0 < n_val < len(x):
+        raise ValueError(f"tune_defence: n_val must be in [1, {len(x) - 1}]; got {n_val}.")
+    return x, y
+
+
+def _classifier_config(dataset: str, data_dir, model: str, device: str):
+    """The ExperimentConfig whose classifier (``pipeline.get_model``) is attacked on the validation set."""
+    from ddl.experiments.config import DataConfig, ExperimentConfig, ModelConfig
+
+    return ExperimentConfig(name=f"tune-{dataset}", data=DataConfig(dataset=dataset, source="full", data_dir=data_dir),
+                            model=ModelConfig(name=model), device=device)
