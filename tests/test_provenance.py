@@ -54,3 +54,14 @@ def test_format_machine_reads_old_and_new_records():
         "ddl 0.1.0 (commit abc)", "torch 2.13.0, BLAS mkl (AVX2)",
         "OMP kernel native (asked: auto), compiler gcc 12",
         "CPU Xeon (x86_64, 2 cores, flags sha256 ff)", "threads: torch 1, inter-op 2"]
+
+
+def test_the_commit_is_the_one_the_process_started_with(monkeypatch):
+    from ddl import provenance
+
+    monkeypatch.setattr(provenance, "_PINNED", {})
+    provenance.pin()
+    first = provenance.git_commit()
+    monkeypatch.setattr(provenance, "_git_commit", lambda here: "a later commit")
+    assert provenance.git_commit() == first != "a later commit"
+    assert provenance.machine_record()["git_commit"] == first

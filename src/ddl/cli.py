@@ -416,6 +416,9 @@ def _setup(args):
         raise UsageError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    from ddl import provenance
+
+    provenance.pin()      # results record the code this run started with
     if getattr(args, "omp_kernel", None):
         from ddl.sparse.kernel import KernelUnavailableError, set_omp_kernel
 

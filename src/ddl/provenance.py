@@ -24,10 +24,29 @@ from typing import Any
 __all__ = ["git_commit", "machine_record", "format_machine"]
 
 
+_PINNED: dict[str, str | None] = {}
+
+
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
     """The commit of the checkout ddl runs from (``+dirty`` when it has uncommitted changes to
-    tracked files), or None when ddl is not run from a git checkout."""
-    here = Path(path) if path is not None else Path(__file__).resolve().parent
+    tracked files), or None when ddl is not run from a git checkout.
+
+    For ddl's own checkout (``path`` None) the answer of the first call is kept for the life of
+    the process: a long run records the code it started with, not a commit made while it ran.
+    The CLI asks at start-up (:func:`pin`)."""
+    if path is None:
+        if "ddl" not in _PINNED:
+            _PINNED["ddl"] = _git_commit(Path(__file__).resolve().parent)
+        return _PINNED["ddl"]
+    return _git_commit(Path(path))
+
+
+def pin() -> None:
+    """Record ddl's commit now (see :func:`git_commit`)."""
+    git_commit()
+
+
+def _git_commit(here: Path) -> str | None:
     try:
         root = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"],
                               capture_output=True, text=True, timeout=10)
