@@ -198,3 +198,23 @@ def test_reproduce_refit_dictionary_flag(capsys):
     assert main(["reproduce", "--preset", "quick", "--refit-dictionary"]) == 2
     assert capsys.readouterr().err == ("ddl reproduce: error: --refit-dictionary: --preset quick always "
                                        "fits its dictionaries (no shipped ones for the bundled data)\n")
+
+
+def test_demo_puts_an_adaptive_check_beside_the_oblivious_number(capsys, tmp_path):
+    import re
+
+    from scipy.stats import binomtest
+
+    from ddl.cli import main
+
+    assert main(["demo", "--preset", "smoke", "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("adaptive check"))
+    m = re.fullmatch(r"adaptive check, first 20 test images, eps 0\.1: PGD on the bare model then "
+                     r"denoised \(oblivious, what 'denoised' above measures\) (\d+) %; PGD through the "
+                     r"denoiser \(adaptive, 10 steps\) worst case (\d+) % \[(\d+), (\d+)\]\. Judge a "
+                     r"defence by the adaptive number: `ddl robustness`\.", line)
+    assert m, line
+    oblivious, worst, lo, hi = map(int, m.groups())
+    assert worst <= oblivious                         # the worst case includes the oblivious attack
+    ci = binomtest(round(worst * 20 / 100), 20).proportion_ci(method="wilson")
+    assert (lo, hi) == (round(100 * ci.low), round(100 * ci.high))

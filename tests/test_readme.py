@@ -347,3 +347,19 @@ def test_compute_times_of_the_committed_runs_are_their_records():
         recorded = _tables_compute_seconds(preset)
         assert abs(recorded / _claimed_seconds(quoted) - 1) < 0.25, \
             f"README says ~{quoted} for {preset}; results/{preset}/results.json records {recorded / 60:.0f} min"
+
+
+def test_what_the_defence_is_worth_is_the_committed_robustness_record():
+    """The opening paragraph's adaptive and oblivious numbers are those of
+    results/robustness/mnist-convnet.json (issue 20, item 2)."""
+    rec = json.loads((ROOT / "results" / "robustness" / "mnist-convnet.json").read_text())
+    text = " ".join(README.read_text().split())
+    para = text[text.index("**What the defence is worth.**"):text.index("Quote the adaptive worst case.")]
+    n = rec["n_images"]
+    assert f"{n:,} test images" in para
+    for eps, word in (("0.1", "ε = 0.1"), ("0.2", "ε = 0.2"), ("0.3", "ε = 0.3")):
+        lo, hi = rec["accuracy_ci"]["worst_case"][eps]
+        assert f"{100 * rec['worst_case'][eps]:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]" in para, eps
+        assert word in para
+    oblivious = " / ".join(f"{100 * rec['attacks']['pgd:oblivious'][e]:.1f}" for e in ("0.1", "0.2", "0.3"))
+    assert oblivious in para, oblivious
