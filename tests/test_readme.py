@@ -363,3 +363,22 @@ def test_what_the_defence_is_worth_is_the_committed_robustness_record():
         assert word in para
     oblivious = " / ".join(f"{100 * rec['attacks']['pgd:oblivious'][e]:.1f}" for e in ("0.1", "0.2", "0.3"))
     assert oblivious in para, oblivious
+
+
+def test_adaptive_table_is_the_committed_robustness_records():
+    """README's adaptive table is what tools/robustness_readme_table.py makes of
+    results/robustness/*.json (each cell: oblivious → worst case [interval] n=images)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("robustness_readme_table",
+                                                  ROOT / "tools" / "robustness_readme_table.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    text = README.read_text()
+    a, b = "<!-- robustness-table -->", "<!-- /robustness-table -->"
+    shown = text[text.index(a) + len(a):text.index(b)].strip()
+    assert shown == tool.table(), "README's adaptive table is stale: run tools/robustness_readme_table.py --write"
+    rec = json.loads((ROOT / "results" / "robustness" / "mnist-convnet.json").read_text())
+    lo, hi = rec["accuracy_ci"]["worst_case"]["0.2"]          # one cell by hand from the record
+    assert (f"| MNIST ε = 0.2 | " in shown and f"**{100 * rec['worst_case']['0.2']:.1f}** "
+            f"[{100 * lo:.1f}, {100 * hi:.1f}] n={rec['n_images']}" in shown)
