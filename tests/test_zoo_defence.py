@@ -252,5 +252,5 @@ def test_cli_robustness_with_a_purifier(tmp_path, sample_data_dir):
     bad = subprocess.run([*cmd[:9], "median:2", *cmd[10:]], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [
-        "ddl robustness: error: ddl robustness: --defence median:2: MedianSmoothing.fit: size (the window is "
+        "ddl robustness: error: --defence median:2: MedianSmoothing.fit: size (the window is "
         "size x size) must be an odd int >= 1; got 2."]
