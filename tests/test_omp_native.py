@@ -235,3 +235,24 @@ def test_load_respects_the_switch(monkeypatch):
         assert _omp_native.reason() == "no C compiler (/nonexistent/cc is not on the PATH)"
     finally:
         _omp_native._lib, _omp_native._tried, _omp_native._reason = saved
+
+
+def test_commands_default_to_the_free_cores(monkeypatch, tmp_path, capsys):
+    """Without --threads a command takes the cores the load average leaves free (at least one)."""
+    from ddl.cli import main
+
+    before = torch.get_num_threads()
+    try:
+        for load, want in ((40.0, 1), (0.0, os.cpu_count() or 1)):
+            torch.set_num_threads(os.cpu_count() or 1)
+            monkeypatch.setattr(threads_module.os, "getloadavg", lambda load=load: (load, load, load))
+            seen = []
+            monkeypatch.setattr("ddl.experiments.pipeline.run_experiment",
+                                lambda *a, **k: seen.append(torch.get_num_threads()) or {"records": []})
+            monkeypatch.setattr("ddl.cli._demo_adaptive_line", lambda *a: "")
+            assert main(["demo", "--preset", "smoke", "--run-dir", str(tmp_path), "--quiet"]) == 0
+            assert seen == [want]
+            assert main(["demo", "--preset", "smoke", "--run-dir", str(tmp_path), "--quiet",
+                         "--threads", "1"]) == 0 and seen[-1] == 1
+    finally:
+        torch.set_num_threads(before)

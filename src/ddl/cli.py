@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
         sp.add_argument("--seed", type=int, default=0, help="seed of torch's generator and of the attacks")
         sp.add_argument("--threads", type=_int_from(1), default=None,
-                        help="torch CPU threads (default: torch's choice)")
+                        help="torch CPU threads (default: the cores the load average leaves free, "
+                             "at least 1: torch's threads spin against busy neighbours)")
         sp.add_argument("--omp-kernel", choices=("auto", "native", "torch"), default=None,
                         help="CPU OMP kernel: the compiled C one, the torch one, or auto (C where it "
                              "builds, else torch, with a notice); default: $DDL_OMP_KERNEL, else auto")
@@ -416,6 +417,10 @@ def _setup(args):
         raise UsageError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
+    elif device == "cpu":
+        from ddl.sparse.threads import default_threads
+
+        torch.set_num_threads(default_threads())
     from ddl import provenance
 
     provenance.pin()      # results record the code this run started with

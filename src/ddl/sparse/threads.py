@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["held_at_one_thread", "holds_torch_threads", "run_workers", "worker_count"]
+__all__ = ["default_threads", "held_at_one_thread", "holds_torch_threads", "run_workers",
+           "worker_count"]
 
 
 _lock = threading.Lock()
@@ -68,6 +69,25 @@ def worker_count() -> int:
         return 1
     try:
         spare = (os.cpu_count() or 1) - os.getloadavg()[0] + 1     # +1: our own share of it
+    except (AttributeError, OSError):
+        return requested
+    return max(1, min(requested, int(spare + 0.5)))
+
+
+def default_threads(requested: int | None = None) -> int:
+    """torch's intra-op threads for a command run without ``--threads``: torch's own count (the
+    cores), lowered to the cores the 1-minute load average leaves free, never below 1.
+
+    torch's OpenMP workers spin when a core is taken: measured on 2 cores beside busy processes
+    (load 3), ``ddl robustness`` took 11.9 s with torch's 2 threads and 5.3 s with 1, ``ddl
+    attack`` 10.6 s and 8.2 s (bench/cli_threads.py; issue 22 measured 10-12x at load 3.3). An
+    idle machine keeps every core.
+    """
+    requested = torch.get_num_threads() if requested is None else requested
+    if requested <= 1:
+        return 1
+    try:
+        spare = (os.cpu_count() or 1) - os.getloadavg()[0]
     except (AttributeError, OSError):
         return requested
     return max(1, min(requested, int(spare + 0.5)))
