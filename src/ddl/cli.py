@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run_dir", help="a folder written by `ddl reproduce`")
     sp.add_argument("--figures", action="store_true",
                     help="also redraw the figures from the folder's saved arrays (nothing is recomputed)")
+    sp.add_argument("--robustness", metavar="DIR",
+                    help="robustness records (e.g. results/robustness): the first table puts their adaptive "
+                         "worst case beside the oblivious number where they are of the run's defence")
     sp.set_defaults(func=cmd_report)
 
     sp = add("zoo", help="the trained checkpoints shipped with ddl")
@@ -925,12 +928,21 @@ def cmd_report(args) -> int:
 
     if not (Path(args.run_dir) / "results.json").is_file():
         raise UsageError(f"{args.run_dir} has no results.json (a folder written by `ddl reproduce`)")
+    if args.robustness is not None:
+        from ddl.experiments.robustness_report import load_record_files
+
+        if not Path(args.robustness).is_dir():
+            raise UsageError(f"--robustness: {args.robustness} is not a folder (give one of robustness records, "
+                             f"e.g. results/robustness)")
+        if not load_record_files(args.robustness):
+            raise UsageError(f"--robustness: no robustness records (*.json written by `ddl robustness`) in "
+                             f"{args.robustness}")
     if args.figures:
         from ddl.experiments.figures import draw_figures
 
         figures = draw_figures(args.run_dir)
         print(f"drew {len(figures)} figures in {Path(args.run_dir) / 'figures'}")
-    md, page = write_report(args.run_dir)
+    md, page = write_report(args.run_dir, robustness=args.robustness)
     print(f"wrote {md} and {page}")
     return 0
 

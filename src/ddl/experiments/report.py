@@ -77,6 +77,30 @@ THREAT_MODEL = (
 )
 
 
+NOT_EVALUATED = "not evaluated"
+
+ADAPTIVE_NOTE = (
+    "**Adaptive worst case** (the column after *denoised*): the same defence in front of the same "
+    "classifier when the attacker knows the denoiser, at the table's ε, on the first N test images of "
+    "the record named below, with its 95 % Wilson interval over those images. An image counts only if "
+    "the defended classifier gets it right clean and every attack of the record's suite (gradient "
+    "attacks through the denoiser and a black-box attack) failed on it. The *denoised* column is the "
+    "paper's oblivious protocol (the attack is computed on the bare classifier, which does not know the "
+    "denoiser) and overstates what the defence is worth: judge it by the worst case. *{none}*: no "
+    "adaptive record of this defence for that model at that ε."
+).format(none=NOT_EVALUATED)
+
+ADAPTIVE_SOURCES = (
+    "Where each adaptive number comes from: the record, its images and attacks, its own oblivious PGD "
+    "beside its worst case on the same images (like for like; the *denoised* column is FGSM on the "
+    "table's images), and what produced it."
+)
+
+#: the defence parameters on which an adaptive record must agree with a cell to be "the same defence"
+DEFENCE_KEYS = ("patch_size", "n_components", "n_nonzero_coefs", "step", "method", "n_epochs", "max_patches",
+                "remove_mean", "random_state")
+
+
 @dataclass
 class Block:
     kind: str  # "h1" | "h2" | "h3" | "p" | "table" | "figure" | "code" | "toc" (contents, from the h2s)
@@ -166,21 +190,43 @@ def interval_of(record: dict, kind: str, subset: str | None = None) -> list[floa
     return list(wilson_interval(k, n))
 
 
-def comparison_table(records: list[dict], paper: dict, attack: str, verdicts: dict | None = None) -> list[list[str]]:
+def mark_rules(verdicts: dict) -> dict[str, str]:
+    """What a ✓ of each quantity certifies, as the column headers say it: ``{"clean": "✓ ≥ paper on
+    the full test set", "denoised": "✓ ≥ paper under the paper's oblivious protocol"}`` (``≥ paper
+    − 3 points`` where the preset's slack is 3; ``verdicts``: ``verdict_lookup`` of the preset)."""
+    out = {}
+    for what, where in (("clean", "on the full test set"), ("denoised", "under the paper's oblivious protocol")):
+        cell = next((c for c in verdicts.values() if c["what"] == what), None)
+        if cell is not None:
+            slack = round(cell["paper"] - cell["target"], 4)
+            out[what] = f"✓ ≥ paper{f' − {slack:g} points' if slack else ''} {where}"
+    return out
+
+
+def comparison_table(records: list[dict], paper: dict, attack: str, verdicts: dict | None = None,
+                     adaptive: dict | None = None) -> list[list[str]]:
     """Rows for one attack: per model and data set, clean/perturbed/denoised as paper → ours.
 
     ``verdicts`` (``verdict_lookup`` of the run's preset) marks clean and denoised cells that meet
-    (✓) or miss (✗) their target."""
+    (✓) or miss (✗) their target, and the headers say what a ✓ certifies (:func:`mark_rules`).
+    ``adaptive`` (:func:`adaptive_cells`) adds, after *denoised*, the adaptive worst case of the
+    same defence at the row's ε: {(dataset, model): cell text}; a model without one reads "not
+    evaluated"."""
     ref = paper_lookup(paper)
     verdicts = verdicts or {}
+    rules = mark_rules(verdicts)
 
     def mark(dataset, model, what):
         v = verdicts.get((dataset, model, attack, what))
         return f" {MARKS[v['status']]}" if v else ""
 
+    def title(what: str) -> str:
+        return f"{what} (paper → ours; {rules[what]})" if what in rules else f"{what} (paper → ours)"
+
     ours = {(r["dataset"], r["model"]): r for r in records if r["attack"] == attack}
-    header = ["model", "data set", "clean (paper → ours)", "perturbed (paper → ours)",
-              "denoised (paper → ours)", "denoised clean (ours)", "high-conf. subset: n, denoised"]
+    header = ["model", "data set", title("clean"), "perturbed (paper → ours)", title("denoised"),
+              *(["adaptive worst case, same ε (ours)"] if adaptive is not None else []),
+              "denoised clean (ours)", "high-conf. subset: n, denoised"]
     rows = [header]
     for dataset in DATASETS:
         for model in MODELS:
@@ -196,6 +242,7 @@ def comparison_table(records: list[dict], paper: dict, attack: str, verdicts: di
                          _paper_ours(p.get("perturbed"), acc.get("perturbed"), ci("perturbed")),
                          _paper_ours(p.get("denoised"), acc.get("denoised"), ci("denoised"))
                          + mark(dataset, model, "denoised"),
+                         *([adaptive.get((dataset, model), NOT_EVALUATED)] if adaptive is not None else []),
                          _pct_ci(acc.get("denoised_clean"), ci("denoised_clean")), hc_text])
     return rows
 
@@ -340,8 +387,12 @@ def compute_time_table(records: list[dict]) -> list[list[str]]:
     return rows
 
 
-def build_report(results: dict, paper: dict | None = None, *, figures: list[tuple[str, str]] = ()) -> list[Block]:
-    """The report as blocks. ``figures`` are (caption, path relative to the run folder)."""
+def build_report(results: dict, paper: dict | None = None, *, figures: list[tuple[str, str]] = (),
+                 adaptive: list[AdaptiveRecord] = ()) -> list[Block]:
+    """The report as blocks. ``figures`` are (caption, path relative to the run folder);
+    ``adaptive``: robustness records of other runs (:func:`adaptive_from_folder`) whose worst case
+    the first table puts beside the oblivious number where they are of this run's defence (the
+    run's own ``robustness`` records are always used)."""
     paper = paper or load_paper_tables()
     records = results["records"]
     cfg = results.get("config", {})
@@ -365,9 +416,13 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
                 f"{DATASET_NAMES.get(r['dataset'], r['dataset'])} "
                 f"{_params_text(r['dataset'], {k: v for k, v in r['attack_params'].items() if k != 'seed'})}"
                 for d in DATASETS for r in records if r["attack"] == attack and r["dataset"] == d))
+            found = adaptive_cells(results, adaptive) if attack == "fgsm" else None
             blocks += [Block("h2", ATTACK_TITLES[attack]),
                        Block("p", "Attack: " + "; ".join(settings) + "."),
-                       Block("table", rows=comparison_table(records, paper, attack, verdicts))]
+                       Block("table", rows=comparison_table(records, paper, attack, verdicts,
+                                                            found.cells if found else None))]
+            if found:
+                blocks += _adaptive_blocks(found, verdicts)
     if records:
         blocks.append(Block("p", COLUMNS))
         everything = records + list(results.get("sweep") or [])
@@ -424,6 +479,159 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
     if figures:
         blocks.append(Block("h2", "Figures"))
         blocks += [Block("figure", text=caption, path=path) for caption, path in figures]
+    return blocks
+
+
+@dataclass
+class AdaptiveRecord:
+    """A robustness record (``ddl robustness``) offered to the first table, and where it comes from."""
+    source: str  # the file it was read from, or "results.json (robustness)" for the run's own
+    record: dict
+    machine: dict | None  # what produced it (the record's own; the run's for its own records)
+    own: bool = False  # the run's own record: of its defence by construction
+
+
+@dataclass
+class Adaptive:
+    """What the first table shows of the adaptive records (:func:`adaptive_cells`)."""
+    cells: dict[tuple[str, str], str]  # (dataset, model) -> the adaptive column's text
+    used: list[tuple[AdaptiveRecord, str | None]]  # the record behind each cell and its ε key (None: no such ε)
+    rejected: list[tuple[AdaptiveRecord, str]]  # records of another defence or classifier, and why
+
+
+def adaptive_from_folder(folder: str | Path) -> list[AdaptiveRecord]:
+    """The robustness records in ``folder`` (``results/robustness``), each with its file."""
+    from ddl.experiments.robustness_report import load_record_files
+
+    return [AdaptiveRecord(str(path), rec, rec.get("machine")) for path, rec in load_record_files(folder)]
+
+
+def defence_mismatch(cell: dict, record: dict, variant: str = "standard") -> str | None:
+    """Why the robustness ``record`` is not of the defence and classifier of the report's ``cell``
+    (a results.json record; ``variant``: the run's classifier variant); None when it is: the same
+    defence parameters (:data:`DEFENCE_KEYS`), the same dictionary name where both name one, a
+    classifier of the same source and variant. A record that names no defence is never borrowed."""
+    ours, theirs = cell.get("defence_params") or {}, record.get("defence") or {}
+    if not any(k in theirs for k in DEFENCE_KEYS):
+        return "the record does not say which defence it attacked"
+    why = [f"{k} {ours[k]} here, {theirs[k]} there" for k in DEFENCE_KEYS
+           if k in ours and k in theirs and ours[k] != theirs[k]]
+    name = (cell.get("dictionary") or {}).get("name")
+    if name and theirs.get("name") and name != theirs["name"]:
+        why.append(f"dictionary {name!r} here, {theirs['name']!r} there")
+    mine, its = cell.get("model_info") or {}, record.get("model_info") or {}
+    if mine.get("source") and its.get("source") and mine["source"] != its["source"]:
+        why.append(f"classifier from {mine['source']} here, from {its['source']} there")
+    if its.get("variant", "standard") != variant:
+        why.append(f"classifier variant {variant} here, {its.get('variant')} there")
+    return "; ".join(why) or None
+
+
+def adaptive_cells(results: dict, offered: list[AdaptiveRecord] = ()) -> Adaptive:
+    """The adaptive worst case of each FGSM cell of ``results``, at the cell's ε: from the run's own
+    ``robustness`` records, else from the ``offered`` record of the same data set, model, defence
+    and classifier (:func:`defence_mismatch`) with the most images. The cell reads
+    ``"93.2 [91.5, 94.6], N = 1000"`` (:func:`ddl.experiments.robustness_report.pct_ci`), "not
+    evaluated at ε …" when the record has no such ε, and is absent when no record is of this
+    defence (the table prints "not evaluated")."""
+    from ddl.experiments.robustness_report import pct_ci
+
+    own = [AdaptiveRecord("results.json (robustness)", r, results.get("machine"), own=True)
+           for r in results.get("robustness") or []]
+    variant = (results.get("config") or {}).get("variant", "standard")
+    found = Adaptive({}, [], [])
+    for cell in (r for r in results["records"] if r["attack"] == "fgsm"):
+        ds, model = cell["dataset"], cell["model"]
+        same = [a for a in [*own, *offered] if (a.record.get("dataset"), a.record.get("model")) == (ds, model)]
+        fit = []
+        for a in same:
+            why = None if a.own else defence_mismatch(cell, a.record, variant)
+            if why:
+                found.rejected.append((a, why))
+            else:
+                fit.append(a)
+        if not fit:
+            continue
+        best = max(fit, key=lambda a: (a.own, a.record.get("n_images") or 0))  # max keeps the first of ties
+        eps = float(cell["attack_params"]["eps"])
+        key = next((repr(float(e)) for e in best.record.get("eps", []) if abs(float(e) - eps) < 1e-9), None)
+        found.used.append((best, key))
+        found.cells[(ds, model)] = (f"{pct_ci(best.record, 'worst_case', key)}, N = {best.record['n_images']}"
+                                    if key else f"{NOT_EVALUATED} at ε {format_eps(ds, eps)}")
+    return found
+
+
+def _machine_short(machine: dict | None) -> str:
+    """ddl version and commit, CPU and threads of ``machine`` (:func:`produced_by`), one line."""
+    lines = produced_by(machine)
+    keep = [line for line in lines if line.startswith(("ddl ", "CPU ", "threads", "machine:"))]
+    return "; ".join(keep or lines)
+
+
+def adaptive_sources_table(found: Adaptive) -> list[list[str]]:
+    """One row per adaptive number of the first table: the record it comes from, its images,
+    attacks and budgets, its oblivious PGD → worst case on the same images, what produced it."""
+    from ddl.experiments.robustness_report import eps_label, md_escape, pct_ci
+
+    rows = [["data set", "model", "record", "N", "attacks and budgets", "oblivious PGD → worst case, same images",
+             "produced by"]]
+    for a, key in found.used:
+        r, prm = a.record, a.record.get("params") or {}
+        budgets = (f"PGD {prm.get('pgd_steps', '?')} steps × {prm.get('pgd_restarts', '?')}, APGD "
+                   f"{prm.get('apgd_iter', '?')} iterations, Square {prm.get('square_queries', '?')} queries"
+                   + ("; `--cascade`" if prm.get("cascade") else ""))
+        attacks = ", ".join(md_escape(k) for k in r.get("attacks", {}))
+        if key is None:
+            at = ", ".join(eps_label(float(e), r["dataset"]) for e in r.get("eps", []))
+            versus = f"the record has ε {at} only"
+        else:
+            versus = (f"ε {eps_label(float(key), r['dataset'])}: {pct_ci(r, 'attacks', 'pgd:oblivious', key)} → "
+                      f"{pct_ci(r, 'worst_case', key)}")
+        source = a.source if a.own else f"`{a.source}`"
+        rows.append([DATASET_NAMES.get(r["dataset"], r["dataset"]), md_escape(r["model"]), source,
+                     str(r["n_images"]), f"{attacks}; {budgets}", versus, _machine_short(a.machine)])
+    return rows
+
+
+def _adaptive_blocks(found: Adaptive, verdicts: dict) -> list[Block]:
+    """Below the first table: what the adaptive column is and where its numbers come from (or that
+    the run's defence was not evaluated adaptively), and what a ✓ certifies."""
+    blocks = []
+    rejected = list(dict.fromkeys(f"`{a.source}`: {why}" for a, why in found.rejected))
+    if found.used:
+        blocks += [Block("p", ADAPTIVE_NOTE), Block("p", ADAPTIVE_SOURCES),
+                   Block("table", rows=adaptive_sources_table(found))]
+        if rejected:
+            blocks.append(Block("p", "Not used, being of another defence or classifier: " + "; ".join(rejected) + "."))
+    else:
+        text = ("**Adaptive worst case: not evaluated for this defence.** No adaptive attack (one that knows "
+                "the denoiser) was run against this run's defence, so the adaptive column reads "
+                f"*{NOT_EVALUATED}*, and the *denoised* column (the paper's oblivious protocol: the attack is "
+                "computed on the bare classifier) is no robustness number. ")
+        if rejected:
+            folders = sorted({str(Path(a.source).parent) for a, _ in found.rejected})
+            names = sorted({str((a.record.get("defence") or {}).get("name")) for a, _ in found.rejected
+                            if (a.record.get("defence") or {}).get("name")})
+            whys: dict[str, list[str]] = {}
+            for a, why in found.rejected:
+                ds = DATASET_NAMES.get(a.record.get("dataset"), a.record.get("dataset"))
+                whys.setdefault(ds, [])
+                if why not in whys[ds]:
+                    whys[ds].append(why)
+            text += (f"The adaptive records in {', '.join(f'`{f}`' for f in folders)} are of another defence"
+                     + (f" (dictionary {', '.join(repr(n) for n in names)})" if names else "") + ". "
+                     + "".join(f"{ds}: {' / '.join(w)}. " for ds, w in whys.items())
+                     + "They are not borrowed here; that defence's adaptive numbers are in "
+                     + ", ".join(f"`{f}/README.md`" for f in folders) + ".")
+        else:
+            text += ("This run did not run the adaptive suite and no adaptive records were given "
+                     "(`ddl report RUN --robustness DIR`).")
+        blocks.append(Block("p", text))
+    rules = mark_rules(verdicts)
+    if rules:
+        certifies = "; ".join(f"*{what}* {rule}" for what, rule in rules.items())
+        blocks.append(Block("p", f"What a mark certifies: {certifies}. A ✓ certifies nothing against an "
+                                 "attacker who knows the denoiser; that is the adaptive column."))
     return blocks
 
 
@@ -573,9 +781,12 @@ def to_html(blocks: list[Block], run_dir: Path) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(run_dir: str | Path, *, paper: dict | None = None) -> tuple[Path, Path]:
+def write_report(run_dir: str | Path, *, paper: dict | None = None,
+                 robustness: str | Path | None = None) -> tuple[Path, Path]:
     """Read ``run_dir/results.json`` (and ``run_dir/figures.json`` if present), write
-    ``report.md`` and ``report.html`` atomically; return their paths."""
+    ``report.md`` and ``report.html`` atomically; return their paths. ``robustness``: a folder of
+    robustness records (``results/robustness``) whose worst case the first table shows where they
+    are of the run's defence (:func:`adaptive_cells`)."""
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     if not results_path.is_file():
@@ -583,7 +794,8 @@ def write_report(run_dir: str | Path, *, paper: dict | None = None) -> tuple[Pat
     results = json.loads(results_path.read_text())
     figures_path = run_dir / "figures.json"
     figures = [tuple(f) for f in json.loads(figures_path.read_text())] if figures_path.is_file() else []
-    blocks = build_report(results, paper, figures=figures)
+    adaptive = adaptive_from_folder(robustness) if robustness is not None else []
+    blocks = build_report(results, paper, figures=figures, adaptive=adaptive)
     md = atomic_write_bytes(run_dir / "report.md", to_markdown(blocks).encode())
     page = atomic_write_bytes(run_dir / "report.html", to_html(blocks, run_dir).encode())
     return md, page

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["INTRO", "accuracy_ci", "attack_label", "budget_text", "flag_lines", "load_records",
+__all__ = ["INTRO", "accuracy_ci", "attack_label", "budget_text", "flag_lines", "load_record_files", "load_records",
            "machine_lines", "md_escape", "paired_test_lines", "pct_ci", "plot_robustness", "robustness_figure",
            "robustness_markdown", "robustness_rows", "write_robustness_report"]
 
@@ -37,6 +37,18 @@ def load_records(folder: str | Path) -> list[dict[str, Any]]:
             records.append(rec)
     order = {(d, m): i for i, (d, m) in enumerate((d, m) for d in _DATASETS for m in _MODELS)}
     return sorted(records, key=lambda r: order.get((r["dataset"], r["model"]), 99))
+
+
+def load_record_files(folder: str | Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(path, record) of every robustness record in ``folder``, in file-name order: what
+    :func:`load_records` reads, with the file each record came from (``ddl report --robustness``
+    names it beside each number it borrows)."""
+    out = []
+    for path in sorted(Path(folder).glob("*.json")):
+        rec = json.loads(path.read_text())
+        if isinstance(rec, dict) and "worst_case" in rec and "attacks" in rec:
+            out.append((path, rec))
+    return out
 
 
 def eps_label(e: float, dataset: str) -> str:
