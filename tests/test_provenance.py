@@ -47,7 +47,10 @@ def test_git_commit_of_this_checkout_and_of_no_checkout(tmp_path, monkeypatch):
 def test_format_machine_reads_old_and_new_records():
     assert format_machine(None) == ["machine: not recorded"]
     old = {"platform": "Linux-x", "torch": "2.13.0", "threads": 1, "device": "cpu"}
-    assert format_machine(old) == ["torch 2.13.0", "platform Linux-x", "threads: 1", "device cpu"]
+    assert format_machine(old) == ["torch 2.13.0", "platform Linux-x", "threads: 1", "device cpu",
+                                   "OMP kernel, compiler, CPU model and ddl commit: not recorded (written "
+                                   "before ddl recorded them; see the run folder's PROVENANCE.md where it "
+                                   "has one)"]
     new = {"ddl_version": "0.1.0", "git_commit": "abc", "torch": "2.13.0",
            "blas": {"torch_blas": "mkl", "torch_cpu_capability": "AVX2"},
            "omp_kernel": {"requested": "auto", "used": "native", "compiler": "gcc 12"},

@@ -177,6 +177,9 @@ def format_machine(m: dict[str, Any] | None) -> list[str]:
         lines.append(f"threads: {th}")
     if m.get("device"):
         lines.append(f"device {m['device']}")
+    if "omp_kernel" not in m:
+        lines.append("OMP kernel, compiler, CPU model and ddl commit: not recorded (written before "
+                     "ddl recorded them; see the run folder's PROVENANCE.md where it has one)")
     return lines
 
 
