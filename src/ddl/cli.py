@@ -213,6 +213,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train on the first N training images (default: all)")
     sp.add_argument("--n-test", type=_int_from(1), default=None,
                     help="report the accuracy on the first N test images (default: all)")
+    adv = sp.add_argument_group("adversarial training (ddl.models.train.AdversarialTraining)")
+    adv.add_argument("--adversarial", default=None, type=_name("adversarial training method", ADVERSARIAL_METHODS),
+                     metavar="{" + ",".join(ADVERSARIAL_METHODS) + "}",
+                     help="train on adversarial examples: pgd (Madry et al.: random start, --steps steps), "
+                          "fast (FGSM from a random start, step 1.25 eps, with the catastrophic-overfitting "
+                          "guard) or trades (CE + beta KL); with --defence the adversary attacks through it (default: none, "
+                          "standard training)")
+    adv.add_argument("--eps", type=_in_unit_interval(low_open=False), default=None,
+                     help="L-inf budget in [0, 1] of --adversarial, e.g. 0.3 or 8/255 (no default: required with it)")
+    adv.add_argument("--steps", type=_int_from(1), default=None,
+                     help="inner PGD steps of pgd and trades (default: 10; fast has one)")
+    adv.add_argument("--step-size", type=_positive, default=None,
+                     help="inner step (default: 2.5 eps/steps for pgd and trades, 1.25 eps for fast)")
+    adv.add_argument("--beta", type=_positive, default=None, help="TRADES' weight of the KL term (default: 6)")
+    adv.add_argument("--eps-warmup-epochs", type=_int_from(0), default=None,
+                     help="ramp eps linearly over the first N epochs (default: 0, the full eps from the start)")
+    adv.add_argument("--threat", default=None, type=_name("threat model", TRAINING_THREATS),
+                     metavar="{" + ",".join(TRAINING_THREATS) + "}",
+                     help="how the adversary differentiates through --defence (ddl.robustness): bpda "
+                          "(identity backward, the cheapest) or soft (surrogate of OMP's atom choice) "
+                          "or exact (default: bpda)")
+    adv.add_argument("--guard-drop", type=_in_unit_interval(low_open=True), default=None,
+                     help="fast: roll back and stop when the guard's PGD accuracy falls by more than this "
+                          "fraction of its best (default: 0.5)")
     common(sp)
     quiet(sp)
     sp.set_defaults(func=cmd_train)
@@ -599,7 +623,9 @@ def cmd_train(args) -> int:
     from ddl.models.train import fit, predict
 
     _setup(args)
-    suffix = "" if args.defence == "none" else "-denoised"
+    adversarial = _adversarial_training(args)
+    variant = _training_variant(args)
+    suffix = "" if variant == "standard" else f"-{variant}"
     out = Path(args.out or f"runs/train/{args.model}-{args.dataset}{suffix}.pt")
     _check_output("--out", out)
     denoiser, defence = _training_defence(args)
@@ -621,16 +647,21 @@ def cmd_train(args) -> int:
     else:
         model = build_model(args.model, tuple(x.shape[1:]), n_classes=10)
     t = time.perf_counter()
-    fit(model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+    history = fit(model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         device=args.device, x_val=x_test, y_val=y_test, val_name="test",  # monitored only: nothing is chosen on it
         checkpoint_path=out.with_suffix(".resume.pt"),
-        transform=denoiser, progress=not args.quiet and sys.stderr.isatty(), log=None if args.quiet else _log)
+        transform=denoiser, adversarial=adversarial, progress=not args.quiet and sys.stderr.isatty(),
+        log=None if args.quiet else _log)
     seconds = time.perf_counter() - t
     model.eval()
     acc = metrics.accuracy(predict(model, x_test, device=args.device), y_test)
     meta = {"architecture": args.model, "dataset": args.dataset, "input_shape": list(x.shape[1:]),
             "n_classes": 10, "epochs": args.epochs, "seconds": seconds, "test_accuracy": acc,
-            "ddl_version": __version__, "variant": "standard" if denoiser is None else "denoised"}
+            "ddl_version": __version__, "variant": variant}
+    if adversarial is not None:  # how it was trained: method, eps, steps, step size, threat, defence
+        meta["adversarial"] = adversarial.record(denoiser)
+        meta["adversarial"]["defence_sha256"] = None if defence is None else defence["sha256"]
+        meta["training_history"] = {k: v for k, v in history.to_dict().items() if k != "lr"}
     line = f"test accuracy {acc * 100:.2f} % on {len(x_test)} images"
     if denoiser is not None:
         import torch
@@ -647,6 +678,53 @@ def cmd_train(args) -> int:
     out.with_suffix(".resume.pt").unlink(missing_ok=True)
     print(f"{line}; checkpoint {out}")
     return 0
+
+
+#: ``ddl.models.train.ADVERSARIAL_METHODS`` and ``TRAINING_THREATS``, spelled here so that building
+#: the parser does not import torch (tests/test_adversarial_training.py checks they agree).
+ADVERSARIAL_METHODS = ("pgd", "fast", "trades")
+TRAINING_THREATS = ("bpda", "exact", "soft")
+#: Options of ``ddl train`` that only --adversarial reads, and the methods that read them.
+_ADVERSARIAL_OPTIONS = {"eps": ADVERSARIAL_METHODS, "steps": ("pgd", "trades"),
+                        "step_size": ADVERSARIAL_METHODS, "beta": ("trades",),
+                        "eps_warmup_epochs": ADVERSARIAL_METHODS, "threat": ADVERSARIAL_METHODS,
+                        "guard_drop": ("fast",)}
+
+
+def _adversarial_training(args):
+    """The :class:`AdversarialTraining` of ``ddl train --adversarial`` (None without it); an
+    option that would be ignored is an error."""
+    for opt, methods in _ADVERSARIAL_OPTIONS.items():
+        if getattr(args, opt) is not None and args.adversarial not in methods:
+            flag = "--" + opt.replace("_", "-")
+            if args.adversarial is None:
+                raise UsageError(f"{flag} is an option of adversarial training; give --adversarial "
+                                 f"{'|'.join(ADVERSARIAL_METHODS)} too")
+            raise UsageError(f"{flag} is an option of --adversarial {' / '.join(methods)}, not of --adversarial "
+                             f"{args.adversarial}" + (" (fast takes one FGSM step)" if opt == "steps" else ""))
+    if args.adversarial is None:
+        return None
+    if args.eps is None:
+        raise UsageError(f"--adversarial {args.adversarial} needs --eps, the L-inf budget (e.g. 0.3 for MNIST, "
+                         f"8/255 for CIFAR-10)")
+    if args.threat is not None and args.defence == "none":
+        raise UsageError(f"--threat {args.threat} says how the adversary attacks through --defence; give "
+                         f"--defence too, or leave --threat out")
+    if args.eps_warmup_epochs is not None and args.eps_warmup_epochs > args.epochs:
+        raise UsageError(f"--eps-warmup-epochs must be <= --epochs ({args.epochs}), or eps never reaches "
+                         f"--eps; got {args.eps_warmup_epochs}")
+    from ddl.models.train import AdversarialTraining
+
+    kwargs = {k: getattr(args, k) for k in ("steps", "step_size", "beta", "eps_warmup_epochs", "threat",
+                                            "guard_drop") if getattr(args, k) is not None}
+    return AdversarialTraining(args.adversarial, args.eps, **kwargs)
+
+
+def _training_variant(args) -> str:
+    """The zoo variant name of what ``ddl train`` trains (DESIGN.md §5)."""
+    if args.adversarial is not None:
+        return "adversarial" if args.defence == "none" else "adversarial-ddl"
+    return "standard" if args.defence == "none" else "denoised"
 
 
 def _first(n: int | None, flag: str, split: str, x, y):
