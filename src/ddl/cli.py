@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also redraw the figures from the folder's saved arrays (nothing is recomputed)")
     sp.add_argument("--robustness", metavar="DIR",
                     help="robustness records (e.g. results/robustness): the first table puts their adaptive "
-                         "worst case beside the oblivious number where they are of the run's defence")
+                         "worst case beside the oblivious number where they are of the run's defence "
+                         "(default: none, only the run's own robustness records)")
     sp.set_defaults(func=cmd_report)
 
     sp = add("zoo", help="the trained checkpoints shipped with ddl")
