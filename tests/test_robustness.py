@@ -341,6 +341,9 @@ def test_zero_gradient_masked_gradient_and_weak_attack_flags_fire():
                               attacks=["pgd:exact", "square"], unbounded=False, **_FAST)
     codes = {f["code"] for f in res.flags}
     assert "zero_gradients" in codes and "masked_gradients" in codes
+    from ddl.robustness.flags import TRUST
+
+    assert all(f["message"].endswith(" " + TRUST[f["code"]]) for f in res.flags)
     # bare model behind an input quantiser: PGD on it cannot move → "attack too weak"
     masked = nn.Sequential(_Quantise(), model).eval()
     res = evaluate_robustness(masked, x, y, eps=[0.3], attacks=["pgd:bpda"], unbounded=False,
@@ -760,3 +763,15 @@ def test_progress_is_on_by_default_on_a_terminal(monkeypatch, tty, progress, sho
     evaluate_robustness(model, x, model(x).argmax(1), eps=[0.1], attacks=["pgd:oblivious"], unbounded=False,
                         pgd_steps=1, **kw)
     assert ("pgd:oblivious eps=0.1" in stderr.text) is shown, stderr.text
+
+
+def test_every_flag_says_whether_the_worst_case_can_be_trusted():
+    """Issue 20: a flag said what to try, not whether the worst case can still be quoted."""
+    import inspect
+
+    from ddl.robustness import flags as flags_module
+
+    source = inspect.getsource(flags_module.compute_flags)
+    codes = set(__import__("re").findall(r'"code": "([a-z_]+)"', source))
+    assert codes == set(flags_module.TRUST)                  # one trust sentence per flag code
+    assert all(t.startswith("Can the worst case be trusted? ") for t in flags_module.TRUST.values())

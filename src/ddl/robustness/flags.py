@@ -60,6 +60,24 @@ def zero_gradient_fraction(model: nn.Module, x: Tensor, y: Tensor, *, batch_size
     return zeros / total
 
 
+#: Whether the worst case can still be quoted when a flag fires: the last sentence of its message.
+#: Every worst case is an upper bound of robust accuracy (a stronger attack can only lower it);
+#: a flag says how far from tight it may be.
+TRUST = {
+    "weak_attack": "Can the worst case be trusted? No: the attacks are too weak to bound "
+                   "robustness; quote it only after a stronger run clears this flag.",
+    "masked_gradients": "Can the worst case be trusted? Only as a loose upper bound: it already "
+                        "counts the black-box breaks, but gradient attacks are misled, so it may "
+                        "still be too high; quote it with this flag.",
+    "zero_gradients": "Can the worst case be trusted? Only if a black-box attack in the suite "
+                      "agrees with it (no masked_gradients flag); otherwise treat it as too high.",
+    "non_monotonic": "Can the worst case be trusted? Not at the larger eps, where it is too high; "
+                     "take the smaller eps's value as its bound.",
+    "unbounded_above_chance": "Can the worst case be trusted? No: the attack cannot even break "
+                              "an unbounded perturbation; every bounded number is too high.",
+}
+
+
 def compute_flags(result, *, model: nn.Module, defence: nn.Module | None, x: Tensor, y: Tensor,
                   n_classes: int, n_channels: int, beta: float = 10.0,
                   batch_size: int = 200) -> list[dict[str, str]]:
@@ -76,7 +94,8 @@ def compute_flags(result, *, model: nn.Module, defence: nn.Module | None, x: Ten
             flags.append({"code": "weak_attack", "message": (
                 f"PGD on the bare model leaves {acc:.1%} of images correct at eps={e_max:.4g} "
                 f"(expected <= 1% for a standard model): the attack is probably too weak, so every "
-                f"defended accuracy is an overestimate; raise pgd_steps / pgd_restarts.")})
+                f"defended accuracy is an overestimate; raise pgd_steps / pgd_restarts. "
+                f"{TRUST['weak_attack']}")})
 
     # masked gradients: black-box beats every gradient attack on > 1 % of images
     grad_names = [n for n in result.attacks if parse_attack(n)[1] is not None]
@@ -92,7 +111,8 @@ def compute_flags(result, *, model: nn.Module, defence: nn.Module | None, x: Ten
                     flags.append({"code": "masked_gradients", "message": (
                         f"at eps={e:.4g} the black-box '{b}' breaks {only_box:.1%} of images that "
                         f"every gradient attack left standing: gradients through the defence are "
-                        f"misleading (masked); try threat 'soft' or 'bpda', more steps, or EOT.")})
+                        f"misleading (masked); try threat 'soft' or 'bpda', more steps, or EOT. "
+                        f"{TRUST['masked_gradients']}")})
 
     # zero gradients, per input value, for each gradient threat used
     if defence is not None:
@@ -104,7 +124,7 @@ def compute_flags(result, *, model: nn.Module, defence: nn.Module | None, x: Ten
                 flags.append({"code": "zero_gradients", "message": (
                     f"threat '{t}': {frac:.1%} of input values get an exactly zero gradient, so "
                     f"gradient attacks cannot move them (gradient masking, not robustness); use "
-                    f"another threat model or a black-box attack.")})
+                    f"another threat model or a black-box attack. {TRUST['zero_gradients']}")})
 
     # non-monotonic accuracy in eps
     series = {**{n: a for n, a in result.attacks.items() if parse_attack(n)[1] != "oblivious"},
@@ -118,12 +138,14 @@ def compute_flags(result, *, model: nn.Module, defence: nn.Module | None, x: Ten
             flags.append({"code": "non_monotonic", "message": (
                 f"'{n}': accuracy rises from eps={a:.4g} to eps={b:.4g} "
                 f"({acc[eps_key(a)]:.1%} -> {acc[eps_key(b)]:.1%}); a larger ball cannot help the "
-                f"defender, so the attack is unreliable there; add restarts or steps.")})
+                f"defender, so the attack is unreliable there; add restarts or steps. "
+                f"{TRUST['non_monotonic']}")})
 
     # unbounded
     if result.unbounded_accuracy is not None and result.unbounded_accuracy > 1 / n_classes:
         flags.append({"code": "unbounded_above_chance", "message": (
             f"at eps=1 (any image reachable) the defended model keeps "
             f"{result.unbounded_accuracy:.1%} accuracy, above chance ({1 / n_classes:.0%}): the "
-            f"attack is failing, not the defence succeeding; check the threat model and steps.")})
+            f"attack is failing, not the defence succeeding; check the threat model and steps. "
+            f"{TRUST['unbounded_above_chance']}")})
     return flags
