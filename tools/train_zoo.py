@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     tag = "" if args.variant == "standard" and init == "scratch" else f"_{args.variant}_{init}"
     resume = work / f"{args.model}_{args.dataset}_{preset}{tag}.resume.pt"
-    history = fit(model, x, y, seed=args.seed, device=args.device, x_val=x_test, y_val=y_test,
+    history = fit(model, x, y, seed=args.seed, device=args.device, x_val=x_test, y_val=y_test, val_name="test",
                   checkpoint_path=resume, progress=not args.no_progress, log=log, transform=transform,
                   **settings)
 
