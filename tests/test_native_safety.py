@@ -147,7 +147,10 @@ def test_private_folder_rules(tmp_path):
     open_parent = tmp_path / "open"
     (open_parent / "inner").mkdir(parents=True, mode=0o700)
     os.chmod(open_parent, 0o777)                         # others could rename 'inner' away
-    with pytest.raises(native.UnsafePath, match="writable by others and not sticky"):
+    with pytest.raises(native.UnsafePath, match="writable by its group or others and not sticky"):
+        native.check_private(str(open_parent / "inner"), directory=True)
+    os.chmod(open_parent, 0o775)                         # group members could rename it too
+    with pytest.raises(native.UnsafePath, match=r"not sticky \(mode 0775\)"):
         native.check_private(str(open_parent / "inner"), directory=True)
     os.chmod(open_parent, 0o1777)                        # sticky, as /tmp: fine
     native.check_private(str(open_parent / "inner"), directory=True)

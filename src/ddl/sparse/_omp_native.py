@@ -512,8 +512,8 @@ def _uid() -> int:
 def check_private(path: str, *, directory: bool) -> None:
     """Raise UnsafePath unless ``path`` is a real directory (or regular file) that this user
     owns and that neither its group nor others can write, and every folder above it is owned
-    by this user or root and not writable by others (unless sticky, as ``/tmp``: then others
-    cannot rename or remove what is ours inside it)."""
+    by this user or root and writable by neither its group nor others (unless sticky, as
+    ``/tmp``: then others cannot rename or remove what is ours inside it)."""
     uid = _uid()
     st = os.lstat(path)
     kind = stat.S_ISDIR if directory else stat.S_ISREG
@@ -531,9 +531,9 @@ def check_private(path: str, *, directory: bool) -> None:
         if st.st_uid not in (uid, 0):
             raise UnsafePath(f"{parent} (above {path}) is owned by uid {st.st_uid}, "
                              "neither this user nor root")
-        if st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
-            raise UnsafePath(f"{parent} (above {path}) is writable by others and not sticky "
-                             f"(mode {stat.S_IMODE(st.st_mode):04o})")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise UnsafePath(f"{parent} (above {path}) is writable by its group or others and "
+                             f"not sticky (mode {stat.S_IMODE(st.st_mode):04o})")
         up = os.path.dirname(parent)
         if up == parent:
             return
