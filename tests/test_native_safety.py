@@ -283,3 +283,24 @@ def test_cli_omp_kernel_option(fresh, monkeypatch, capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["demo", "--omp-kernel", "c"])
     assert "argument --omp-kernel: invalid choice: 'c'" in capsys.readouterr().err
+
+
+def test_a_symlinked_cache_is_checked_where_it_really_is(tmp_path):
+    open_folder = tmp_path / "open"
+    (open_folder / "real" / "native").mkdir(parents=True, mode=0o700)
+    os.chmod(open_folder / "real", 0o700)
+    os.chmod(open_folder, 0o777)                    # others could rename 'real' away
+    (tmp_path / "home").mkdir(mode=0o700)
+    (tmp_path / "home" / "cache").symlink_to(open_folder / "real")
+    with pytest.raises(native.UnsafePath, match="open .above .* writable by its group or others"):
+        native.check_private(str(tmp_path / "home" / "cache" / "native"), directory=True)
+
+
+def test_folders_are_created_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o002)
+    try:
+        native._private_folder(str(tmp_path / "a" / "b" / "native"))
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "native"):
+        assert stat.S_IMODE(os.stat(p).st_mode) == 0o700, p

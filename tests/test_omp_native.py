@@ -237,22 +237,42 @@ def test_load_respects_the_switch(monkeypatch):
         _omp_native._lib, _omp_native._tried, _omp_native._reason = saved
 
 
-def test_commands_default_to_the_free_cores(monkeypatch, tmp_path, capsys):
-    """Without --threads a command takes the cores the load average leaves free (at least one)."""
-    from ddl.cli import main
+def test_commands_default_to_the_free_cores(monkeypatch):
+    """Without --threads, commands that train nothing take the cores the load average leaves free
+    (at least one); commands that train keep torch's count, so a cached model never depends on
+    the load."""
+    import argparse
 
+    from ddl import cli
+
+    cores = os.cpu_count() or 1
     before = torch.get_num_threads()
     try:
-        for load, want in ((40.0, 1), (0.0, os.cpu_count() or 1)):
-            torch.set_num_threads(os.cpu_count() or 1)
+        for command, load, want in (("robustness", 40.0, 1), ("robustness", 0.0, cores),
+                                    ("attack", 40.0, 1), ("demo", 40.0, cores), ("train", 40.0, cores)):
+            torch.set_num_threads(cores)
             monkeypatch.setattr(threads_module.os, "getloadavg", lambda load=load: (load, load, load))
-            seen = []
-            monkeypatch.setattr("ddl.experiments.pipeline.run_experiment",
-                                lambda *a, **k: seen.append(torch.get_num_threads()) or {"records": []})
-            monkeypatch.setattr("ddl.cli._demo_adaptive_line", lambda *a: "")
-            assert main(["demo", "--preset", "smoke", "--run-dir", str(tmp_path), "--quiet"]) == 0
-            assert seen == [want]
-            assert main(["demo", "--preset", "smoke", "--run-dir", str(tmp_path), "--quiet",
-                         "--threads", "1"]) == 0 and seen[-1] == 1
+            cli._setup(argparse.Namespace(command=command, device="cpu", threads=None, seed=0,
+                                          omp_kernel=None))
+            assert torch.get_num_threads() == want, (command, load)
+        cli._setup(argparse.Namespace(command="robustness", device="cpu", threads=1, seed=0,
+                                      omp_kernel=None))
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_native_from_the_environment_is_a_one_line_cli_error(monkeypatch, capsys, tmp_path):
+    from ddl.cli import main
+
+    saved = (_omp_native._lib, _omp_native._tried, _omp_native._reason)
+    try:
+        _omp_native._reset()
+        monkeypatch.setenv("CC", "/nonexistent/cc")
+        monkeypatch.setenv("DDL_OMP_KERNEL", "native")
+        assert main(["demo", "--preset", "smoke", "--run-dir", str(tmp_path), "--quiet"]) == 2
+        assert capsys.readouterr().err == (
+            "ddl demo: error: DDL_OMP_KERNEL=native: the native OMP kernel cannot be used here: "
+            "no C compiler (/nonexistent/cc is not on the PATH)\n")
+    finally:
+        _omp_native._lib, _omp_native._tried, _omp_native._reason = saved

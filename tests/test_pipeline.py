@@ -210,7 +210,7 @@ def test_demo_puts_an_adaptive_check_beside_the_oblivious_number(capsys, tmp_pat
     assert main(["demo", "--preset", "smoke", "--run-dir", str(tmp_path / "run"), "--quiet"]) == 0
     line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("adaptive check"))
     m = re.fullmatch(r"adaptive check, first 20 test images, eps 0\.1: PGD on the bare model then "
-                     r"denoised \(oblivious, what 'denoised' above measures\) (\d+) %; PGD through the "
+                     r"denoised \(oblivious\) (\d+) %; PGD through the "
                      r"denoiser \(adaptive, 10 steps\) worst case (\d+) % \[(\d+), (\d+)\]\. Judge a "
                      r"defence by the adaptive number: `ddl robustness`\.", line)
     assert m, line

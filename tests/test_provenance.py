@@ -1,6 +1,7 @@
 """ddl.provenance: the machine fields every result records."""
 
 import hashlib
+from pathlib import Path
 import subprocess
 
 import torch
@@ -29,7 +30,11 @@ def test_native_kernel_names_its_compiler(monkeypatch):
         assert machine_record()["omp_kernel"]["why_not_native"] == _omp_native.reason()
         return
     k = machine_record()["omp_kernel"]
-    first = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    import os
+    import shlex
+
+    cc = shlex.split(os.environ.get("CC") or "cc")
+    first = subprocess.run([*cc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     assert k["used"] == "native" and k["compiler"] == first
     assert "-ffp-contract=off" in k["flags"].split()
 
@@ -42,6 +47,9 @@ def test_git_commit_of_this_checkout_and_of_no_checkout(tmp_path, monkeypatch):
                           cwd=__file__.rsplit("/", 2)[0]).stdout.strip()
     assert git_commit().split("+")[0] == head
     assert git_commit(tmp_path) is None
+    # code inside the checkout but not its src/ddl (e.g. a non-editable install into a venv
+    # inside the checkout) is not the checkout's code
+    assert git_commit(Path(__file__).resolve().parent) is None
 
 
 def test_format_machine_reads_old_and_new_records():

@@ -170,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
         sp.add_argument("--seed", type=int, default=0, help="seed of torch's generator and of the attacks")
         sp.add_argument("--threads", type=_int_from(1), default=None,
-                        help="torch CPU threads (default: the cores the load average leaves free, "
-                             "at least 1: torch's threads spin against busy neighbours)")
+                        help="torch CPU threads (default: robustness, attack, denoise and evaluate "
+                             "take the cores the load average leaves free, at least 1, as torch's "
+                             "threads spin against busy neighbours; commands that train: torch's "
+                             "choice, so a cached model does not depend on the load)")
         sp.add_argument("--omp-kernel", choices=("auto", "native", "torch"), default=None,
                         help="CPU OMP kernel: the compiled C one, the torch one, or auto (C where it "
                              "builds, else torch, with a notice); default: $DDL_OMP_KERNEL, else auto")
@@ -435,6 +437,11 @@ def _zoo_variant(args) -> str:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+#: commands whose default thread count follows the load average (they train nothing, so the
+#: thread count cannot change a model they cache; training commands keep torch's default)
+_LOAD_AWARE_COMMANDS = ("robustness", "attack", "denoise", "evaluate")
+
+
 def _setup(args):
     import torch
 
@@ -445,20 +452,24 @@ def _setup(args):
         raise UsageError(f"--device must be cpu, cuda or cuda:N; got {device!r}")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    elif device == "cpu":
+    elif device == "cpu" and getattr(args, "command", None) in _LOAD_AWARE_COMMANDS:
         from ddl.sparse.threads import default_threads
 
         torch.set_num_threads(default_threads())
     from ddl import provenance
 
     provenance.pin()      # results record the code this run started with
-    if getattr(args, "omp_kernel", None):
-        from ddl.sparse.kernel import KernelUnavailableError, set_omp_kernel
+    from ddl.sparse import _omp_native
+    from ddl.sparse.kernel import KernelUnavailableError, get_omp_kernel, set_omp_kernel
 
+    if getattr(args, "omp_kernel", None):
         try:
             set_omp_kernel(args.omp_kernel)
         except KernelUnavailableError as e:
             raise UsageError(f"--omp-kernel native: {str(e).split(': ', 1)[1]}") from None
+    elif get_omp_kernel() == "native" and _omp_native.load() is None:   # from DDL_OMP_KERNEL
+        raise UsageError(f"DDL_OMP_KERNEL=native: the native OMP kernel cannot be used here: "
+                         f"{_omp_native.reason()}")
     torch.manual_seed(getattr(args, "seed", 0))
 
 
@@ -611,7 +622,7 @@ def _demo_adaptive_line(cfg, pipeline, cache: Path) -> str:
     obl, worst = rec["attacks"]["pgd:oblivious"][k], rec["worst_case"][k]
     lo, hi = wilson_interval(round(worst * n), n)
     return (f"adaptive check, first {n} test images, eps {e:g}: PGD on the bare model then denoised "
-            f"(oblivious, what 'denoised' above measures) {100 * obl:.0f} %; PGD through the denoiser "
+            f"(oblivious) {100 * obl:.0f} %; PGD through the denoiser "
             f"(adaptive, {DEMO_ADAPTIVE['budgets']['pgd_steps']} steps) worst case {100 * worst:.0f} % "
             f"[{100 * lo:.0f}, {100 * hi:.0f}]. Judge a defence by the adaptive number: `ddl robustness`.")
 

@@ -50,8 +50,12 @@ def _git_commit(here: Path) -> str | None:
     try:
         root = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"],
                               capture_output=True, text=True, timeout=10)
-        # ddl installed inside someone else's repository (a venv in a project) is no checkout
-        if root.returncode != 0 or not (Path(root.stdout.strip()) / "src" / "ddl").is_dir():
+        # ddl installed inside someone else's repository (a venv in a project), or installed
+        # (not editable) into a venv inside a ddl checkout, is not the checkout's code
+        if root.returncode != 0:
+            return None
+        src = (Path(root.stdout.strip()) / "src" / "ddl").resolve()
+        if here.resolve() != src and src not in here.resolve().parents:
             return None
         top = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)
@@ -61,6 +65,8 @@ def _git_commit(here: Path) -> str | None:
                                 "--untracked-files=no"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
+    if dirty.returncode != 0:
+        return top.stdout.strip() + "+unknown"       # could not tell whether the tree is clean
     return top.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 

@@ -170,7 +170,8 @@ class _DictionaryStage:
         (with the OMP kernel that fitted it: fits with the two kernels differ)."""
         if self.status.get("dictionary") == "zoo":
             shipped = _trained_behind(self.cfg)
-            return {"source": "zoo", "name": shipped["name"], "sha256": shipped["sha256"]}
+            return {"source": "zoo", "name": shipped["name"], "sha256": shipped["sha256"],
+                    "omp_kernel": _kernel_name(self.cfg.device)}
         return {"source": "fitted", "omp_kernel": _kernel_name(self.cfg.device)}
 
 
@@ -469,7 +470,9 @@ def get_denoiser(cfg: ExperimentConfig, x_fit: torch.Tensor, cache: Path, *, pro
         if status is not None:
             status["dictionary"] = "zoo"
         _say(progress, "dictionary", "zoo", Path(zoo.defence_file_name(cfg.data.dataset, shipped["name"])))
-        return den, config_key("dictionary", _defence_params(p), "zoo", shipped["sha256"])
+        # the kernel is in the key: the images it denoises (cached under this key) differ by kernel
+        return den, config_key("dictionary", _defence_params(p), "zoo", shipped["sha256"],
+                               *_kernel_key_part(cfg.device))
     data_id = _tensor_fingerprint(x_fit)
     # the OMP kernel is part of the key: a fit with the C kernel is a different dictionary from a
     # fit with the torch kernel (ddl.sparse.omp.kernel_name), so a cache never mixes the two

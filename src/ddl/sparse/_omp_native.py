@@ -472,7 +472,7 @@ def compiler_version(cc: str | None = None) -> str | None:
         return None
     try:
         proc = subprocess.run([*argv, "--version"], capture_output=True, text=True,
-                              timeout=_COMPILE_TIMEOUT_S)
+                              errors="replace", timeout=_COMPILE_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
         return None
     out = proc.stdout.strip().splitlines()
@@ -525,7 +525,14 @@ def check_private(path: str, *, directory: bool) -> None:
     if st.st_mode & 0o022:
         raise UnsafePath(f"{path} is writable by its group or others "
                          f"(mode {stat.S_IMODE(st.st_mode):04o})")
-    parent = os.path.dirname(os.path.abspath(path))
+    # the folders above both the written path and the real one (a symlinked ~/.cache or
+    # DDL_CACHE_DIR must not hide an open folder above its target)
+    for above in dict.fromkeys((os.path.dirname(os.path.abspath(path)),
+                                os.path.dirname(os.path.realpath(path)))):
+        _check_above(above, path, uid)
+
+
+def _check_above(parent: str, path: str, uid: int) -> None:
     while True:
         st = os.stat(parent)
         if st.st_uid not in (uid, 0):
@@ -543,10 +550,16 @@ def check_private(path: str, *, directory: bool) -> None:
 def _private_folder(path: str) -> str:
     """``path`` created mode 0700 if absent, then checked (UnsafePath if someone else could
     write it)."""
-    try:
-        os.makedirs(path, mode=0o700)
-    except FileExistsError:
-        pass
+    missing = []
+    p = os.path.abspath(path)
+    while not os.path.lexists(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    for p in reversed(missing):              # each created 0700 whatever the umask
+        try:
+            os.mkdir(p, 0o700)
+        except FileExistsError:
+            pass
     check_private(path, directory=True)
     return path
 
@@ -576,13 +589,14 @@ def _build(argv: list[str], src: str, target: str, march: str = MARCH,
     try:
         try:
             proc = subprocess.run([*argv, *flags(march, fp_contract), tmp_c, "-o", tmp_so, "-lm"],
-                                  capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S)
+                                  capture_output=True, text=True, errors="replace",
+                                  timeout=_COMPILE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise BuildError(f"{' '.join(argv)} did not finish in {_COMPILE_TIMEOUT_S} s") from None
         except OSError as e:
             raise BuildError(f"{' '.join(argv)} could not run ({e})") from None
         if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]  # text, errors replaced
             raise BuildError(f"{' '.join(argv)} failed (exit {proc.returncode}): {last}")
         os.chmod(tmp_so, 0o600)
         os.replace(tmp_so, target)
@@ -678,6 +692,8 @@ def load():
             return _lib
         try:
             _lib, _reason = _load()
+        except Exception as e:                   # never a traceback: the torch kernel runs
+            _lib, _reason = None, f"the C kernel could not be loaded ({type(e).__name__}: {e})"
         finally:
             _tried = True
     return _lib

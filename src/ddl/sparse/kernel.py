@@ -25,6 +25,7 @@ import threading
 
 import torch
 
+from ddl.errors import DDLError
 from ddl.sparse import _omp_native as _native
 
 __all__ = ["KERNELS", "get_omp_kernel", "kernel_name", "native_library", "set_omp_kernel"]
@@ -35,7 +36,7 @@ _lock = threading.Lock()
 _state: dict = {"choice": None, "noticed": False}
 
 
-class KernelUnavailableError(RuntimeError):
+class KernelUnavailableError(DDLError, RuntimeError):
     """``native`` was asked for and the C kernel cannot be built or loaded here."""
 
 
@@ -52,15 +53,12 @@ def set_omp_kernel(kernel: str) -> str:
     (with the reason) when it cannot.
     """
     kernel = _check_choice("set_omp_kernel", "kernel", kernel)
-    with _lock:
-        saved = _state["choice"]
-        previous = saved or _from_env()
-        _state["choice"] = kernel
-    if kernel == "native" and _native.load() is None:
-        with _lock:
-            _state["choice"] = saved
-        raise KernelUnavailableError(
+    if kernel == "native" and _native.load() is None:      # load first: no thread sees a
+        raise KernelUnavailableError(                       # choice that cannot run
             f"set_omp_kernel: the native OMP kernel cannot be used here: {_native.reason()}")
+    with _lock:
+        previous = _state["choice"] or _from_env()
+        _state["choice"] = kernel
     return previous
 
 
