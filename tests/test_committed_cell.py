@@ -11,11 +11,9 @@ whose gradient is ~0, or tips an argmax between two near-equal atoms or classes.
 on the machine that committed it: identical on all 1,000 with either kernel.
 """
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import SHARED_DATA
 
@@ -26,32 +24,21 @@ N = 1000
 
 @pytest.mark.parametrize("kernel", ["native", "torch"])
 def test_committed_mnist_convnet_fgsm_cell_reproduces(shared_data_dir, tmp_path, monkeypatch, kernel):
-    from ddl.experiments import pipeline
-    from ddl.experiments.config import ExperimentConfig
+    import importlib.util
+
     from ddl.sparse import _omp_native
 
     if kernel == "native" and _omp_native.load() is None:
         pytest.skip("no C compiler here: the torch kernel is checked")
     monkeypatch.setenv("DDL_OMP_KERNEL", kernel)
-    cfg = ExperimentConfig.from_dict(json.loads((CELL / "config.json").read_text()))
-    cfg = cfg.replace(data=cfg.data.__class__(**{**cfg.data.__dict__, "data_dir": str(SHARED_DATA)}))
-    results = json.loads((CELL / "results.json").read_text())
-    record = next(r for r in results["records"] if r["attack"] == "fgsm")
-    committed = torch.load(CELL / record["files"]["arrays"], weights_only=True)
-    assert results["records"][0]["dictionary"]["source"] == "zoo"     # the shipped one was used
-
-    x_train, y_train, x_test, y_test = pipeline.load_data(cfg)
-    x, y = x_test[:N], y_test[:N]
-    assert torch.equal(y.to(torch.uint8), committed["y"][:N])
-    status = {}
-    model, info = pipeline.get_model(cfg, x_train, y_train, x_test, y_test, tmp_path, progress=False)
-    attack = next(a for a in cfg.attacks if a.name == "fgsm")
-    x_adv = pipeline.run_attack(attack, model, x, y)
-    den, _ = pipeline.get_denoiser(cfg, x_train, tmp_path, progress=False, status=status)
-    assert status == {"dictionary": "zoo"}
-    with torch.no_grad():
-        pred_adv = model(x_adv).argmax(1)
-        pred_den = model(den.transform(x_adv)).argmax(1)
-    for name, pred in (("perturbed", pred_adv), ("denoised", pred_den)):
-        same = int((pred.to(torch.uint8) == committed[f"pred_{name}"][:N]).sum())
+    spec = importlib.util.spec_from_file_location("check_committed_cell",
+                                                  ROOT / "tools" / "check_committed_cell.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    got = tool.agreement(CELL, n_images=N, data_dir=SHARED_DATA, cache=tmp_path)
+    assert got["committed_dictionary"] == "zoo"     # the shipped one was used
+    assert got["labels_match"]
+    assert got["dictionary"] == "zoo"
+    for name in ("perturbed", "denoised"):
+        same = got[f"{name}_agree"]
         assert same >= 999, f"{name}: {same} of {N} predictions agree with the committed cell"

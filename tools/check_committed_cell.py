@@ -18,6 +18,39 @@ from pathlib import Path
 import torch
 
 
+def agreement(cell: Path, *, n_images: int | None, data_dir: str, cache: Path) -> dict:
+    """Re-compute the FGSM cell of the committed run folder ``cell`` on its first ``n_images``
+    test images (all: None) with the current OMP kernel; count the predictions that agree with
+    the committed arrays. Also says whether the labels are the committed ones, which dictionary
+    the pipeline used (``"zoo"``: the shipped one) and which one the committed record names."""
+    from ddl.experiments import pipeline
+    from ddl.experiments.config import ExperimentConfig
+    from ddl.sparse import kernel_name
+
+    cfg = ExperimentConfig.from_dict(json.loads((cell / "config.json").read_text()))
+    cfg = cfg.replace(data=cfg.data.__class__(**{**cfg.data.__dict__, "data_dir": str(data_dir)}))
+    records = json.loads((cell / "results.json").read_text())["records"]
+    record = next(r for r in records if r["attack"] == "fgsm")
+    committed = torch.load(cell / record["files"]["arrays"], weights_only=True)
+    x_train, y_train, x_test, y_test = pipeline.load_data(cfg)
+    n = n_images or len(committed["y"])
+    x, y = x_test[:n], y_test[:n]
+    model, _ = pipeline.get_model(cfg, x_train, y_train, x_test, y_test, cache, progress=False)
+    den, _ = pipeline.get_denoiser(cfg, x_train, cache, progress=False, status=(status := {}))
+    attack = next(a for a in cfg.attacks if a.name == "fgsm")
+    x_adv = pipeline.run_attack(attack, model, x, y)
+    with torch.no_grad():
+        pred = {"perturbed": model(x_adv).argmax(1),
+                "denoised": torch.cat([model(den.transform(x_adv[i:i + 1000])).argmax(1)
+                                       for i in range(0, n, 1000)])}
+    out = {"cell": str(cell), "committed_dictionary": records[0]["dictionary"]["source"],
+           "dictionary": status.get("dictionary"), "omp_kernel": kernel_name(), "n_images": n,
+           "labels_match": bool(torch.equal(y.to(torch.uint8), committed["y"][:n]))}
+    for name, p in pred.items():
+        out[f"{name}_agree"] = int((p.to(torch.uint8) == committed[f"pred_{name}"][:n]).sum())
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cell", required=True)
@@ -26,36 +59,14 @@ def main() -> int:
     ap.add_argument("--data-dir", default="../shared/data")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from ddl.experiments import pipeline
-    from ddl.experiments.config import ExperimentConfig
-    from ddl.sparse import kernel_name, set_omp_kernel
-
-    set_omp_kernel(args.omp_kernel)
-    cell = Path(args.cell)
-    cfg = ExperimentConfig.from_dict(json.loads((cell / "config.json").read_text()))
-    cfg = cfg.replace(data=cfg.data.__class__(**{**cfg.data.__dict__, "data_dir": args.data_dir}))
-    record = next(r for r in json.loads((cell / "results.json").read_text())["records"]
-                  if r["attack"] == "fgsm")
-    committed = torch.load(cell / record["files"]["arrays"], weights_only=True)
-    x_train, y_train, x_test, y_test = pipeline.load_data(cfg)
-    n = args.n_images or len(committed["y"])
-    x, y = x_test[:n], y_test[:n]
     import tempfile
 
+    from ddl.sparse import set_omp_kernel
+
+    set_omp_kernel(args.omp_kernel)
     with tempfile.TemporaryDirectory() as tmp:
-        model, _ = pipeline.get_model(cfg, x_train, y_train, x_test, y_test, Path(tmp), progress=False)
-        den, _ = pipeline.get_denoiser(cfg, x_train, Path(tmp), progress=False, status=(st := {}))
-    attack = next(a for a in cfg.attacks if a.name == "fgsm")
-    x_adv = pipeline.run_attack(attack, model, x, y)
-    with torch.no_grad():
-        pred = {"perturbed": model(x_adv).argmax(1),
-                "denoised": torch.cat([model(den.transform(x_adv[i:i + 1000])).argmax(1)
-                                       for i in range(0, n, 1000)])}
-    out = {"cell": str(cell), "dictionary": st.get("dictionary"), "omp_kernel": kernel_name(),
-           "n_images": n}
-    for name, p in pred.items():
-        out[f"{name}_agree"] = int((p.to(torch.uint8) == committed[f"pred_{name}"][:n]).sum())
-    print(json.dumps(out))
+        print(json.dumps(agreement(Path(args.cell), n_images=args.n_images, data_dir=args.data_dir,
+                                   cache=Path(tmp))))
     return 0
 
 

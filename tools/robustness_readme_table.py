@@ -23,19 +23,12 @@ ROWS = (("mnist", "0.1", "MNIST ε = 0.1"), ("mnist", "0.2", "MNIST ε = 0.2"), 
         ("cifar10", "0.03137254901960784", "CIFAR-10 ε = 8/255"))
 
 
-def _ci(rec, eps):
-    from ddl._stats import wilson_interval
-
-    ci = (rec.get("accuracy_ci") or {}).get("worst_case", {}).get(eps)
-    if ci is None:
-        ci = wilson_interval(round(rec["worst_case"][eps] * rec["n_images"]), rec["n_images"])
-    return ci
-
-
 def cell(rec, eps) -> str:
+    from ddl.experiments.robustness_report import accuracy_ci
+
     if rec is None or eps not in rec["worst_case"]:
         return "—"
-    lo, hi = _ci(rec, eps)
+    lo, hi = accuracy_ci(rec, "worst_case", eps)
     return (f"{100 * rec['attacks']['pgd:oblivious'][eps]:.1f} → **{100 * rec['worst_case'][eps]:.1f}** "
             f"[{100 * lo:.1f}, {100 * hi:.1f}] n={rec['n_images']}")
 

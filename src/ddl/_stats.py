@@ -30,7 +30,7 @@ import numpy as np
 
 from ddl._validate import WrongTypeError, check_int, check_number, describe
 
-__all__ = ["mcnemar", "wilson_interval"]
+__all__ = ["count_interval", "mcnemar", "wilson_interval"]
 
 
 def _z(confidence: float) -> float:
@@ -84,6 +84,16 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     k = check_int(where, "k", k, 0, n, high_name="n")
     confidence = check_number(where, "confidence", confidence, 0, 1, low_open=True, high_open=True)
     return _wilson(k, n, _z(confidence))
+
+
+def count_interval(value: Any, n: Any) -> list[float] | None:
+    """The Wilson interval of an accuracy ``value`` recorded as a fraction of ``n`` images, for
+    records written before intervals were: ``k = round(value · n)`` when ``k / n`` gives back
+    ``value`` (it does for every accuracy ddl writes); None when ``value`` is no such count."""
+    if not isinstance(value, (int, float)) or not isinstance(n, int) or n < 1 or not 0 <= value <= 1:
+        return None
+    k = round(value * n)
+    return list(wilson_interval(k, n)) if abs(k / n - value) <= 1e-9 else None
 
 
 def _correct_vector(where: str, name: str, value: Any) -> np.ndarray:

@@ -610,7 +610,6 @@ def _demo_adaptive_line(cfg, pipeline, cache: Path) -> str:
     """One line that puts the demo's oblivious 'denoised' number in its place: the same defence
     under a short adaptive attack (PGD through the denoiser with OMP's soft surrogate) on the
     first test images."""
-    from ddl._stats import wilson_interval
     from ddl.robustness._names import eps_key
 
     e = float(cfg.attacks[0].params["eps"])
@@ -620,7 +619,7 @@ def _demo_adaptive_line(cfg, pipeline, cache: Path) -> str:
                                        budgets=DEMO_ADAPTIVE["budgets"], progress=False)
     k = eps_key(e)
     obl, worst = rec["attacks"]["pgd:oblivious"][k], rec["worst_case"][k]
-    lo, hi = wilson_interval(round(worst * n), n)
+    lo, hi = rec["accuracy_ci"]["worst_case"][k]
     return (f"adaptive check, first {n} test images, eps {e:g}: PGD on the bare model then denoised "
             f"(oblivious) {100 * obl:.0f} %; PGD through the denoiser "
             f"(adaptive, {DEMO_ADAPTIVE['budgets']['pgd_steps']} steps) worst case {100 * worst:.0f} % "

@@ -48,26 +48,24 @@ def pin() -> None:
 
 def _git_commit(here: Path) -> str | None:
     try:
-        root = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"],
-                              capture_output=True, text=True, timeout=10)
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+        lines = rev.stdout.split()
+        if rev.returncode != 0 or len(lines) != 2:
+            return None
+        root, head = lines
         # ddl installed inside someone else's repository (a venv in a project), or installed
         # (not editable) into a venv inside a ddl checkout, is not the checkout's code
-        if root.returncode != 0:
-            return None
-        src = (Path(root.stdout.strip()) / "src" / "ddl").resolve()
+        src = (Path(root) / "src" / "ddl").resolve()
         if here.resolve() != src and src not in here.resolve().parents:
-            return None
-        top = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        if top.returncode != 0:
             return None
         dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain",
                                 "--untracked-files=no"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     if dirty.returncode != 0:
-        return top.stdout.strip() + "+unknown"       # could not tell whether the tree is clean
-    return top.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        return head + "+unknown"       # could not tell whether the tree is clean
+    return head + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _blas() -> dict[str, Any]:

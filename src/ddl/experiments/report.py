@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 from ddl._io import atomic_write_bytes
-from ddl._stats import wilson_interval
+from ddl._stats import count_interval
 from ddl.constants import DATASET_TITLES as DATASET_NAMES
 from ddl.constants import DATASETS
 from ddl.constants import MODEL_NAMES as MODELS
@@ -181,13 +181,7 @@ def interval_of(record: dict, kind: str, subset: str | None = None) -> list[floa
     if subset:
         acc = acc.get(subset) or {}
     n = acc.get("n_images") if subset else record.get("n_images")
-    value = acc.get(kind)
-    if not isinstance(value, (int, float)) or not isinstance(n, int) or n < 1 or not 0 <= value <= 1:
-        return None
-    k = round(value * n)
-    if abs(k / n - value) > 1e-9:  # not a count over these n images
-        return None
-    return list(wilson_interval(k, n))
+    return count_interval(acc.get(kind), n)
 
 
 def mark_rules(verdicts: dict) -> dict[str, str]:

@@ -80,7 +80,7 @@ def accuracy_ci(record: dict[str, Any], group: str, *keys: str) -> list[float] |
     """The 95 % interval of the accuracy ``record[group][keys...]`` (``group``: ``clean_accuracy``,
     ``attacks``, ``worst_case``, ``bare_pgd`` or ``unbounded_accuracy``): the recorded one, else
     the Wilson interval of its count over ``n_images`` (None when it is no such count)."""
-    from ddl._stats import wilson_interval
+    from ddl._stats import count_interval
 
     def walk(node):
         for k in keys:
@@ -90,11 +90,7 @@ def accuracy_ci(record: dict[str, Any], group: str, *keys: str) -> list[float] |
     recorded = record.get("accuracy_ci")
     if isinstance(recorded, dict) and group in recorded:
         return walk(recorded[group])
-    value, n = walk(record.get(group)), record.get("n_images")
-    if not isinstance(value, (int, float)) or not isinstance(n, int) or n < 1 or not 0 <= value <= 1:
-        return None
-    k = round(value * n)
-    return list(wilson_interval(k, n)) if abs(k / n - value) <= 1e-9 else None
+    return count_interval(walk(record.get(group)), record.get("n_images"))
 
 
 def pct_ci(record: dict[str, Any], group: str, *keys: str) -> str:

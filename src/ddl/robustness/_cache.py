@@ -75,12 +75,9 @@ defence_sha256 = module_sha256
 
 
 def omp_kernel_name(device) -> str:
-    """The OMP kernel that codes patches on ``device`` (``"native"`` or ``"torch"``), from
-    ``ddl.sparse.kernel_name`` (``ddl.sparse.omp.kernel_name`` in older trees)."""
-    try:
-        from ddl.sparse import kernel_name
-    except ImportError:
-        from ddl.sparse.omp import kernel_name
+    """The OMP kernel that codes patches on ``device`` (``"native"`` or ``"torch"``)."""
+    from ddl.sparse.kernel import kernel_name
+
     return kernel_name(device)
 
 

@@ -374,13 +374,6 @@ def _omp_chunk(ws, norms2, gram, gram_diag, k_max, tol, ols):
 
 
 
-# ----------------------------------------------------------------------------- the C kernel
-# On the CPU the per-signal loop runs in C (ddl.sparse._omp_native, compiled on first use) unless
-# ddl.sparse.kernel says otherwise; the torch kernel above is the fallback and the CUDA path.
-def _native_lib(X: Tensor):
-    return native_library(X.device)
-
-
 def _check_options(func: str, selection: Any, chunk_size: Any) -> None:
     """The options the three OMP entry points share."""
     check_choice(func, "selection", selection, ("omp", "ols"))
@@ -460,7 +453,7 @@ def omp(
     X, dictionary, gram, k_max = _check_inputs("omp", X, dictionary, n_nonzero_coefs, tol,
                                                 precompute_gram)
     _check_options("omp", selection, chunk_size)
-    lib = _native_lib(X)
+    lib = native_library(X.device)  # the C kernel, or None: the torch kernel
     if lib is not None:
         out, n_dependent = native_omp(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
                                        selection == "ols", codes=True, support=return_support)
@@ -573,7 +566,7 @@ def omp_support(
     X, dictionary, gram, k_max = _check_inputs("omp_support", X, dictionary, n_nonzero_coefs,
                                                 tol, precompute_gram)
     _check_options("omp_support", selection, chunk_size)
-    lib = _native_lib(X)
+    lib = native_library(X.device)  # the C kernel, or None: the torch kernel
     if lib is not None:
         out, n_dependent = native_omp(lib, X, dictionary, gram, k_max, tol, int(chunk_size),
                                        selection == "ols", support=True, coef=True)
@@ -646,7 +639,7 @@ def omp_reconstruct(
     _check_options(func, selection, chunk_size)
     needs_graph = torch.is_grad_enabled() and (X.requires_grad or dictionary.requires_grad)
     counter = [0]
-    lib = _native_lib(X)
+    lib = native_library(X.device)  # the C kernel, or None: the torch kernel
     if grad == "exact" and needs_graph:
         if lib is not None:
             res, counter[0] = native_omp(lib, X.detach(), dictionary.detach(), None, k_max, tol,

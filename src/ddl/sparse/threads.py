@@ -65,13 +65,7 @@ def worker_count() -> int:
     torch's count (its default: the number of cores).
     """
     requested = _state["previous"] if _state["active"] else torch.get_num_threads()
-    if requested <= 1:
-        return 1
-    try:
-        spare = (os.cpu_count() or 1) - os.getloadavg()[0] + 1     # +1: our own share of it
-    except (AttributeError, OSError):
-        return requested
-    return max(1, min(requested, int(spare + 0.5)))
+    return _within_free_cores(requested, own_share=1.0)   # the caller is part of the load
 
 
 def default_threads(requested: int | None = None) -> int:
@@ -84,10 +78,17 @@ def default_threads(requested: int | None = None) -> int:
     idle machine keeps every core.
     """
     requested = torch.get_num_threads() if requested is None else requested
+    return _within_free_cores(requested, own_share=0.0)   # before the command starts
+
+
+def _within_free_cores(requested: int, *, own_share: float) -> int:
+    """``requested`` lowered to the cores the 1-minute load average leaves free (``own_share``:
+    how much of that load is the caller's own), never below 1; unchanged where there is no
+    load average."""
     if requested <= 1:
         return 1
     try:
-        spare = (os.cpu_count() or 1) - os.getloadavg()[0]
+        spare = (os.cpu_count() or 1) - os.getloadavg()[0] + own_share
     except (AttributeError, OSError):
         return requested
     return max(1, min(requested, int(spare + 0.5)))
