@@ -190,8 +190,11 @@ def test_tune_dry_run_checks_n_val_and_names_the_classifier(sample_data_dir, tmp
     argv = ["tune", "--datasets", "mnist", "--data-dir", str(sample_data_dir), "--run-dir", str(tmp_path / "t"), "--dry-run"]
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "mnist: validation = the last 1000 of 5000 training images, FGSM ε 0.1 on classifier " \
-                     "zoo mlp_mnist.pt (standard)"
+    assert out[0] == "mnist: validation = the last 1000 of 5000 training images (dictionaries learn from " \
+                     "100000 patches of the other 4000); classifier zoo mlp_mnist.pt (mlp)"
+    assert out[1].startswith("  objectives: clean accuracy on 1000 images; worst case of pgd:oblivious pgd:bpda "
+                             "pgd:soft apgd-ce:soft (cascade, PGD 20 steps, APGD 20 iterations) at ε 0.2 ")
+    assert out[3] == f"  study would be created in {tmp_path / 't' / 'study.db'} as 'ddl-tune-mnist'"
     assert out[-1] == f"dry run: nothing computed or written; the run would write {tmp_path / 't' / 'tuned_defence.json'}"
     assert main([*argv, "--n-val", "5000"]) == 2
     assert "n_val must be in [1, 4999]; got 5000" in capsys.readouterr().err

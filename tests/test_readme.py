@@ -58,7 +58,8 @@ SHORT_FORMS = {
     "--pgd-steps 20 --apgd-iter 20 --square-queries 200 --data-dir ../shared/data --out runs/robustness":
         ("--n-images 2 --pgd-steps 1 --apgd-iter 1 --square-queries 1", "seven attacks on 50 images: minutes"),
     "ddl reproduce --preset paper --data-dir ../shared/data": ("--dry-run", "hours"),
-    "ddl tune --datasets mnist cifar10 --data-dir ../shared/data": ("--dry-run", "12 dictionary fits: an hour"),
+    "ddl tune --datasets mnist cifar10 --data-dir ../shared/data":
+        ("--dry-run", "36 trials of a dictionary fit and adaptive attacks per data set: about an hour each"),
     "ddl reproduce --preset tuned --data-dir ../shared/data": ("--dry-run", "hours"),
     "ddl reproduce --preset tuned --tuned-defence runs/tune/tuned_defence.json --data-dir ../shared/data":
         ("--dry-run", "hours; reads the file `ddl tune` writes, which its dry run does not: the test "
