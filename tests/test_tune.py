@@ -239,6 +239,29 @@ def test_a_trial_interrupted_before_its_parameters_were_drawn_is_failed_not_repe
     assert summary["n_trials"] == 5
 
 
+def test_a_new_study_starts_from_the_shipped_defence_and_scores_it_once(train_only, tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    from ddl.experiments.config import load_tuned
+
+    fake, unnumbered = _fake_evaluation([]), []
+
+    def evaluate(item, **shared):            # records the units that are not trials
+        if "number" not in item:
+            unnumbered.append(item)
+        return fake(item, **shared)
+
+    monkeypatch.setattr(tune, "_evaluate_setting", evaluate)
+    shipped = load_tuned()["mnist"]
+    space = {**TINY_SPACE, "patch_size": (5, shipped.patch_size), "n_components": (16, shipped.n_components)}
+    summary = tune.tune_defence("mnist", run_dir=tmp_path, n_trials=4, **{**TINY, "space": space, "check": False})
+    assert summary["trials"][0]["params"] == {k: getattr(shipped, k) for k in tune._PARAMS}
+    assert summary["reference"]["trial"] == 0 and unnumbered == []   # scored as trial 0, not again
+    assert summary["reference"]["robust"] == summary["trials"][0]["robust"]
+    cold = tune.tune_defence("mnist", run_dir=tmp_path / "cold", n_trials=4, warm_start=False,
+                             **{**TINY, "space": space, "check": False})
+    assert cold["reference"]["trial"] is None and len(unnumbered) == 1
+
+
 def test_a_study_resumes_only_with_its_own_settings(train_only, tmp_path, monkeypatch):
     pytest.importorskip("optuna")
     monkeypatch.setattr(tune, "_evaluate_setting", _fake_evaluation([]))

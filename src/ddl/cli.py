@@ -353,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="patches each dictionary learns from (that of the shipped tuned defence)")
     sp.add_argument("--population", type=_int_from(2), default=12,
                     help="NSGA-II population: trials asked, and run in parallel, per generation")
+    sp.add_argument("--no-warm-start", action="store_true",
+                    help="do not make the shipped tuned defence the first trial of a new study")
     sp.add_argument("--run-dir", default="runs/tune",
                     help=f"writes RUN_DIR/study.db (the resumable Optuna study), tune-DATASET.json, "
                          f"front-DATASET.png and {TUNED_FILE} there")
@@ -1031,6 +1033,7 @@ def cmd_tune(args) -> int:
           "budgets": {"pgd_steps": args.pgd_steps, "apgd_iter": args.apgd_iter,
                       "square_queries": args.square_queries},
           "population_size": args.population, "max_patches": args.max_patches, "device": args.device}
+    run_kw = {"seed": args.seed, "warm_start": not args.no_warm_start, "progress": not args.quiet}
     if args.dry_run:
         for d in args.datasets:
             print("\n".join(tune.plan_tuning(d, eps=eps[d], **kw)))
@@ -1043,8 +1046,7 @@ def cmd_tune(args) -> int:
     command = shlex.join(["ddl", *sys.argv[1:]] if Path(sys.argv[0]).name in ("ddl", "__main__.py") else sys.argv)
     with Engine(workers=args.workers, address=args.ray_address) as engine:
         for d in args.datasets:
-            result = tune.tune_defence(d, eps=eps[d], seed=args.seed, engine=engine, command=command,
-                                       progress=not args.quiet, **kw)
+            result = tune.tune_defence(d, eps=eps[d], engine=engine, command=command, **run_kw, **kw)
             tune.save_tuned({d: result}, path)  # after each data set: an interruption keeps the finished ones
             print(f"{d}: chosen {result['best']}; {result.get('verdict', 'no shipped defence to compare')}")
     print(f"saved {path}; use it with `ddl reproduce --preset tuned --tuned-defence {path}`")
