@@ -260,6 +260,12 @@ def test_a_new_study_starts_from_the_shipped_defence_and_scores_it_once(train_on
     cold = tune.tune_defence("mnist", run_dir=tmp_path / "cold", n_trials=4, warm_start=False,
                              **{**TINY, "space": space, "check": False})
     assert cold["reference"]["trial"] is None and len(unnumbered) == 1
+    unnumbered.clear()
+    checked = tune.tune_defence("mnist", run_dir=tmp_path / "checked", n_trials=4, **{**TINY, "space": space})
+    same = checked["chosen"]["params"] == checked["reference"]["params"]
+    assert len(unnumbered) == (1 if same else 2)      # Square checks: one evaluation per distinct setting
+    assert checked["check_with_square"]["chosen"]["attacks"][-1] == "square"
+    assert ("is the shipped one" in checked["verdict"]) == same
 
 
 def test_a_study_resumes_only_with_its_own_settings(train_only, tmp_path, monkeypatch):

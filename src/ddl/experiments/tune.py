@@ -102,6 +102,8 @@ SELECTION_RULE = ("among the Pareto-optimal settings whose clean accuracy is at 
                   "with the highest worst-case accuracy (ties: higher clean accuracy, then the "
                   "earlier trial)")
 _OBJECTIVES = ("clean", "robust")
+#: evaluations a study keeps beside its trials (study attributes)
+_EXTRA = ("reference", "check:chosen", "check:reference")
 _PARAMS = ("patch_size", "n_components", "n_nonzero_coefs", "remove_mean", "method", "step")
 
 
@@ -538,15 +540,26 @@ def _reference_and_check(study, engine, shared, dataset, attacks, check, progres
             study.set_user_attr("reference", {"params": reference, "attacks": list(attacks), "trial": same[0],
                                               "result": _result(study, same[0])})
             attrs = study.user_attrs
-    items = [{"name": name, "params": params, "attacks": a} for name, params, a in units
-             if params is not None and attrs.get(name, {}).get("params") != params]
+    unit_key = lambda params, a: json.dumps([params, list(a)], sort_keys=True)   # noqa: E731
+    stored = {unit_key(v["params"], v["attacks"]): v for k, v in attrs.items() if k in _EXTRA and v}
+    todo: dict[str, list[str]] = {}
+    for name, params, a in units:
+        if params is not None and attrs.get(name, {}).get("params") != params:
+            todo.setdefault(unit_key(params, a), []).append(name)
+    for key in [k for k in todo if k in stored]:          # the same evaluation under another name
+        for name in todo.pop(key):
+            study.set_user_attr(name, stored[key])
+    items = [{"names": names, "params": json.loads(key)[0], "attacks": tuple(json.loads(key)[1])}
+             for key, names in todo.items()]
     for item in items:
         if progress:
-            print(f"tune {dataset}: {item['name']} ({', '.join(item['attacks'])}): {item['params']}", flush=True)
+            print(f"tune {dataset}: {' = '.join(item['names'])} ({', '.join(item['attacks'])}): {item['params']}",
+                  flush=True)
     for i, result in engine.map(_evaluate_setting, items, shared=shared):
-        study.set_user_attr(items[i]["name"], {"params": items[i]["params"], "attacks": list(items[i]["attacks"]),
-                                               "result": result})
-    return {k: study.user_attrs.get(k) for k in ("reference", "check:chosen", "check:reference")}
+        for name in items[i]["names"]:
+            study.set_user_attr(name, {"params": items[i]["params"], "attacks": list(items[i]["attacks"]),
+                                       "result": result})
+    return {k: study.user_attrs.get(k) for k in _EXTRA}
 
 
 def _shipped_params(dataset: str) -> dict[str, Any] | None:
@@ -645,7 +658,8 @@ def _comparison(extra, chosen, chosen_result) -> dict[str, Any]:
             k: mcnemar([c == "1" for c in chosen_result[k]], [c == "1" for c in ref["result"][k]])
             for k in _OBJECTIVES}
         out["reference_indistinguishable_from_chosen"] = indistinguishable(out["reference"], chosen)
-        out["verdict"] = _verdict(out["chosen_vs_reference"])
+        out["verdict"] = (_verdict(out["chosen_vs_reference"]) if chosen["params"] != ref["params"] else
+                          "the chosen setting is the shipped one: no setting of the study beats it under the rule")
     checks = {}
     for name in ("chosen", "reference"):
         c = extra.get(f"check:{name}")
