@@ -25,6 +25,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from ddl._parallel import add_engine_arguments
 from ddl._validate import BadFileError, check_int_pair, close_match
 from ddl.experiments.config import REPRODUCE_PRESET_NAMES, TUNED_FILE
 from ddl.constants import (ATTACK_NAMES, DATASET_TITLES, DATASETS, MODEL_NAMES, PAPER_FGSM_EPS, PAPER_JSMA,
@@ -361,8 +362,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true",
                     help="load and check the data, the classifier and the options, print the plan, and "
                          "exit without computing or writing anything")
-    from ddl._parallel import add_engine_arguments
-
     add_engine_arguments(sp)
     common(sp)
     quiet(sp)

@@ -699,9 +699,14 @@ def plot_front(summary: dict[str, Any]):
     front = [r for r in trials if r["number"] in set(summary["front"])]
     front.sort(key=lambda r: r["clean"]["accuracy"])
     _points(ax, front, "-o", "tab:blue", "Pareto front (95 % intervals)")
-    _points(ax, [summary["chosen"]], "*", "tab:red", f"chosen (trial {summary['chosen']['number']})", size=14)
-    if summary.get("reference"):
-        _points(ax, [summary["reference"]], "X", "k", "shipped tuned defence", size=9)
+    floor = max(r["clean"]["ci"][0] for r in front if r["clean"]["accuracy"] == max(f["clean"]["accuracy"] for f in front))
+    ax.axvline(100 * floor, ls="--", lw=0.8, color="tab:red", label="choice: clean accuracy at least this")
+    ref = summary.get("reference")
+    if ref:
+        _points(ax, [ref], "s", "k", "shipped tuned defence", size=11, zorder=4, mfc="none")
+    same = bool(ref) and ref["params"] == summary["chosen"]["params"]
+    _points(ax, [summary["chosen"]], "*", "tab:red", f"chosen (trial {summary['chosen']['number']}"
+            + (", the shipped setting)" if same else ")"), size=12, zorder=5)
     ax.set_xlabel(f"clean accuracy (%), {summary['n_val']} validation images")
     ax.set_ylabel(f"worst-case accuracy (%) at ε = {summary['eps']:.4g}, {summary['n_robust']} images")
     ax.set_title(f"{summary['dataset']}: denoiser settings in front of the {summary['model']}")
@@ -711,13 +716,16 @@ def plot_front(summary: dict[str, Any]):
     return fig
 
 
-def _points(ax, rows, fmt, color, label, size=5) -> None:
-    xs = [100 * r["clean"]["accuracy"] for r in rows]
-    ys = [100 * r["robust"]["accuracy"] for r in rows]
-    xerr = [[x - 100 * r["clean"]["ci"][0] for x, r in zip(xs, rows)], [100 * r["clean"]["ci"][1] - x for x, r in zip(xs, rows)]]
-    yerr = [[y - 100 * r["robust"]["ci"][0] for y, r in zip(ys, rows)], [100 * r["robust"]["ci"][1] - y for y, r in zip(ys, rows)]]
+def _points(ax, rows, fmt, color, label, size=5, zorder=3, **style) -> None:
+    """``rows`` as points with their 95 % intervals as error bars, in percent."""
+    def bars(k):
+        values = [100 * r[k]["accuracy"] for r in rows]
+        return values, [[v - 100 * r[k]["ci"][0] for v, r in zip(values, rows)],
+                        [100 * r[k]["ci"][1] - v for v, r in zip(values, rows)]]
+
+    (xs, xerr), (ys, yerr) = bars("clean"), bars("robust")
     ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt=fmt, color=color, markersize=size, elinewidth=0.8,
-                capsize=2, label=label, zorder=3)
+                capsize=2, label=label, zorder=zorder, **style)
 
 
 # --- files -------------------------------------------------------------------------------------
