@@ -266,6 +266,11 @@ def test_a_new_study_starts_from_the_shipped_defence_and_scores_it_once(train_on
     assert len(unnumbered) == (1 if same else 2)      # Square checks: one evaluation per distinct setting
     assert checked["check_with_square"]["chosen"]["attacks"][-1] == "square"
     assert ("is the shipped one" in checked["verdict"]) == same
+    assert sorted(map(int, checked["front_vs_reference"])) == sorted(checked["front"])
+    for n, tests in checked["front_vs_reference"].items():      # the paired difference is the accuracies'
+        row = next(t for t in checked["trials"] if t["number"] == int(n))
+        assert tests["robust"]["difference"] == pytest.approx(row["robust"]["accuracy"]
+                                                              - checked["reference"]["robust"]["accuracy"])
 
 
 def test_a_study_resumes_only_with_its_own_settings(train_only, tmp_path, monkeypatch):

@@ -502,8 +502,10 @@ def _tune_locked(optuna, dataset, *, run_dir, data_dir, model, n_trials, eps, n_
         extra = _reference_and_check(study, engine, shared, dataset, attacks, check, progress)
     finally:
         optuna.logging.set_verbosity(verbosity)
+    wall = time.perf_counter() - t0
+    study.set_user_attr("wall_seconds", study.user_attrs.get("wall_seconds", 0.0) + wall)
     summary = _summarise(study, settings, classifier, extra, engine=engine, device=device, command=command,
-                         wall_seconds=time.perf_counter() - t0)
+                         wall_seconds=wall)
     atomic_write_json(run_dir / f"tune-{dataset}.json", summary)
     from ddl.plots import save_figure
 
@@ -634,19 +636,22 @@ def _summarise(study, settings, classifier, extra, *, engine, device, command, w
         "seconds_per_trial": {"mean": sum(seconds) / len(seconds), "median": seconds[len(seconds) // 2],
                               "min": seconds[0], "max": seconds[-1]},
         "wall_seconds_this_run": round(wall_seconds, 1), "engine": engine.describe(),
+        "wall_seconds_all_runs": round(attrs.get("wall_seconds", wall_seconds), 1),
         "machine": machine_record(device), "command": command,
         "caveat": ("the zoo classifier was trained on the whole training split, validation images "
                    "included: clean validation accuracies are optimistic; no test image was read"),
     }
-    out.update(_comparison(extra, chosen, _result(study, chosen["number"], attrs)))
+    out.update(_comparison(extra, chosen, {r["number"]: _result(study, r["number"], attrs) for r in front}))
     return out
 
 
-def _comparison(extra, chosen, chosen_result) -> dict[str, Any]:
-    """The shipped defence's scores, the check with Square, and chosen-vs-shipped paired tests."""
+def _comparison(extra, chosen, front_results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The shipped defence's scores, the check with Square, and paired tests of the chosen point
+    and of every front point against the shipped defence (same images)."""
     from ddl._stats import mcnemar
 
     out: dict[str, Any] = {}
+    chosen_result = front_results[chosen["number"]]
     ref = extra.get("reference")
     if ref is not None:
         out["reference"] = {"what": "the shipped tuned defence (reference/tuned_defence.json, the old grid's "
@@ -658,8 +663,24 @@ def _comparison(extra, chosen, chosen_result) -> dict[str, Any]:
             k: mcnemar([c == "1" for c in chosen_result[k]], [c == "1" for c in ref["result"][k]])
             for k in _OBJECTIVES}
         out["reference_indistinguishable_from_chosen"] = indistinguishable(out["reference"], chosen)
+        out["front_vs_reference"] = {
+            str(n): {k: mcnemar([c == "1" for c in r[k]], [c == "1" for c in ref["result"][k]]) for k in _OBJECTIVES}
+            for n, r in front_results.items()}
+        out["front_vs_reference_note"] = (
+            "exact McNemar per front point, not corrected for testing several points; a point whose robust "
+            "difference interval lies above 0 and whose clean interval reaches 0 or above is more robust at "
+            "statistically equal or better clean accuracy")
         out["verdict"] = (_verdict(out["chosen_vs_reference"]) if chosen["params"] != ref["params"] else
                           "the chosen setting is the shipped one: no setting of the study beats it under the rule")
+        better = [n for n, t in out["front_vs_reference"].items()
+                  if t["robust"]["difference_ci"][0] > 0 and t["clean"]["difference_ci"][1] >= 0]
+        out["front_more_robust_than_reference"] = [int(n) for n in better]
+        if better:
+            out["verdict"] += "; more robust than the shipped setting at statistically equal or better clean " \
+                              "accuracy (paired, uncorrected): " + ", ".join(
+                f"trial {n} ({100 * out['front_vs_reference'][n]['robust']['difference']:+.1f} points "
+                f"[{100 * out['front_vs_reference'][n]['robust']['difference_ci'][0]:+.1f}, "
+                f"{100 * out['front_vs_reference'][n]['robust']['difference_ci'][1]:+.1f}])" for n in better)
     checks = {}
     for name in ("chosen", "reference"):
         c = extra.get(f"check:{name}")
