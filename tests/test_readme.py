@@ -58,6 +58,12 @@ SHORT_FORMS = {
     "--pgd-steps 20 --apgd-iter 20 --square-queries 200 --data-dir ../shared/data --out runs/robustness":
         ("--n-images 2 --pgd-steps 1 --apgd-iter 1 --square-queries 1", "seven attacks on 50 images: minutes"),
     "ddl reproduce --preset paper --data-dir ../shared/data": ("--dry-run", "hours"),
+    "ddl reproduce --preset quick --workers 2 --run-dir runs/quick-ray":
+        ("--dry-run", "tests/test_reproduce.py runs it in full and compares its files with the serial run's"),
+    "ddl robustness --dataset mnist --zoo all --defence tuned --eps 0.1 0.2 0.3 --n-images 1000 --cascade "
+    "--pgd-steps 20 --apgd-iter 20 --square-queries 200 --data-dir ../shared/data --out runs/robustness-zoo "
+    "--workers 2":
+        ("--n-images 2 --pgd-steps 1 --apgd-iter 1 --square-queries 1", "five models on 1,000 images: hours"),
     "ddl tune --datasets mnist cifar10 --data-dir ../shared/data":
         ("--dry-run", "36 trials of a dictionary fit and adaptive attacks per data set: about an hour each"),
     "ddl reproduce --preset tuned --data-dir ../shared/data": ("--dry-run", "hours"),
@@ -262,7 +268,7 @@ def test_the_setup_lines_are_what_ci_runs():
     assert len(setup) == 2, f"README's first block should be the two set-up lines; got {setup}"
     install, test = (line.split(" && ") for line in setup)
     assert test == ci, f"README's test line {test} is not what .ci/run runs: {ci}"
-    assert install[:2] == ci[:2] and install[2] == ci[2].replace(' ".[test]"', " .") \
+    assert install[:2] == ci[:2] and install[2] == re.sub(r' "\.\[[a-z,]+\]"', " .", ci[2]) \
         and install[3:] == [".venv/bin/ddl demo"], f"README's install line is not .ci/run's install + demo: {install}"
     assert Path(sys.executable).with_name("ddl").exists() or shutil.which("ddl"), "the `ddl` console script is not installed"
 

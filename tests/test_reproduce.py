@@ -17,8 +17,40 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("quick")
-    assert main(["reproduce", "--preset", "quick", "--run-dir", str(run_dir)]) == 0
+    # one torch thread: the files are compared with a run on Ray workers (one thread each)
+    assert main(["reproduce", "--preset", "quick", "--run-dir", str(run_dir), "--threads", "1"]) == 0
     return run_dir, json.loads((run_dir / "results.json").read_text())
+
+
+#: what says how a run went rather than what it found: times, what each cell computed itself
+#: (a stage two cells share is computed by one of them, which one depends on the schedule), the
+#: machine record (threads, engine)
+_RUN_HISTORY = {"seconds", "computed_seconds", "stages", "resumed_stages", "machine", "wall_seconds"}
+
+
+def _findings(obj):
+    if isinstance(obj, dict):
+        return {k: _findings(v) for k, v in obj.items() if k not in _RUN_HISTORY}
+    if isinstance(obj, list):
+        return [_findings(v) for v in obj]
+    return obj
+
+
+def test_quick_preset_on_two_ray_workers_writes_the_serial_files(quick_run, tmp_path):
+    import ray.cloudpickle  # noqa: F401 (the ray extra is a CI requirement)
+
+    run_dir, serial = quick_run
+    par = tmp_path / "par"
+    assert main(["reproduce", "--preset", "quick", "--run-dir", str(par), "--workers", "2", "--threads", "1",
+                 "--quiet"]) == 0
+    parallel = json.loads((par / "results.json").read_text())
+    assert _findings(parallel) == _findings(serial)
+    arrays = sorted(p.relative_to(run_dir) for p in (run_dir / "cells").rglob("*.npz"))
+    assert arrays and arrays == sorted(p.relative_to(par) for p in (par / "cells").rglob("*.npz"))
+    for rel in arrays:
+        assert (par / rel).read_bytes() == (run_dir / rel).read_bytes(), rel
+    entries = lambda d: sorted(p.name for p in (d / "cache").iterdir() if not p.name.startswith("."))  # noqa: E731
+    assert entries(par) == entries(run_dir)
 
 
 def test_quick_preset_has_every_cell_and_field_the_report_reads(quick_run):

@@ -239,9 +239,49 @@ def test_a_denoised_variant_round_trips_beside_the_standard_model_with_its_defen
         ddl.zoo.load("convnet", "mnist")
 
 
+def test_adversarial_variants_round_trip_with_their_training_record(zoo):
+    """The pair of issue 21: trained without and through the defence; each checkpoint and index
+    record says how (method, ε, steps, threat model, the defence's fingerprint)."""
+    from ddl.models.train import AdversarialTraining
+
+    class Fitted(torch.nn.Module):            # a stand-in defence with a state to fingerprint
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("dictionary_", torch.arange(6.0).reshape(2, 3))
+
+        def forward(self, x):
+            return x
+
+    adv = AdversarialTraining("pgd", 0.3, steps=10, eps_warmup_epochs=2)
+    records = {"adversarial": adv.record(None), "adversarial-ddl": adv.record(Fitted())}
+    assert records["adversarial"]["threat"] is None and records["adversarial-ddl"]["threat"] == "bpda"
+    assert records["adversarial-ddl"]["defence_fingerprint"] != records["adversarial"]["defence_fingerprint"]
+    for i, (variant, training) in enumerate(records.items()):
+        torch.manual_seed(10 + i)
+        model = build_model("convnet", (1, 28, 28)).eval()
+        path = save_checkpoint(zoo / f"convnet_mnist_{variant}.pt", model,
+                               {**META, "variant": variant, "adversarial": training})
+        ddl.zoo.update_index({"model": "convnet", "dataset": "mnist", "accuracy": 0.6 + i / 10, "path": path.name,
+                              "epochs": 10, "seconds": 99.0, "sha256": sha256_file(path), "variant": variant,
+                              "adversarial": training})
+        x = torch.rand(2, 1, 28, 28)
+        assert torch.equal(predict(ddl.zoo.load("convnet", "mnist", variant=variant), x),
+                           predict(round_to_float16(model), x))
+        entry = ddl.zoo.find("convnet", "mnist", variant)
+        assert entry.extra["adversarial"] == training and entry.accuracy == 0.6 + i / 10
+        assert load_checkpoint(path)[1]["adversarial"] == {"method": "pgd", "eps": 0.3, "steps": 10,
+                                                           "step_size": 0.075, "eps_warmup_epochs": 2,
+                                                           "random_start": "uniform",
+                                                           "threat": training["threat"],
+                                                           "defence_fingerprint": training["defence_fingerprint"]}
+    assert [e.variant for e in ddl.zoo.entries() if e.model == "convnet"] == [
+        "standard", "adversarial", "adversarial-ddl"]
+
+
 def test_a_missing_variant_and_an_unknown_variant(zoo):
     with pytest.raises(LookupError, match=r"ddl.zoo.load: no 'denoised' variant of 'convnet' for 'mnist'; "
                                           r"the zoo holds \(denoised\): nothing yet"):
         ddl.zoo.load("convnet", "mnist", variant="denoised")
-    with pytest.raises(ValueError, match=r"ddl.zoo.find: variant must be one of standard, denoised; got 'noisy'"):
+    with pytest.raises(ValueError, match=r"ddl.zoo.find: variant must be one of standard, denoised, adversarial, "
+                                         r"adversarial-ddl; got 'noisy'"):
         ddl.zoo.load("convnet", "mnist", variant="noisy")

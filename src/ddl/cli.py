@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true",
                     help="load and check the data, the zoo models and dictionaries and the options, "
                          "print what the run would do, and exit without computing or writing anything")
+    add_engine_arguments(sp)
     common(sp)
     quiet(sp)
     sp.set_defaults(func=cmd_reproduce)
@@ -337,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ε of the robust objective, one per --datasets entry (default: MNIST 0.2, CIFAR-10 4/255)")
     sp.add_argument("--n-val", type=_int_from(1), default=1000,
                     help="validation images (the last training images): the clean objective")
-    sp.add_argument("--n-robust", type=_int_from(1), default=300,
+    sp.add_argument("--n-robust", type=_int_from(1), default=500,
                     help="the first N validation images: the worst-case adaptive objective")
     sp.add_argument("--model", default=None, type=_name("model", MODEL_NAMES),
                     metavar="{" + ",".join(MODEL_NAMES) + "}",
@@ -370,12 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("robustness", help="adaptive attacks through the defence: worst case per image, flags")
     sp.add_argument("--dataset", required=True, choices=DATASETS, help=f"data set: {_DATASET_HELP}")
     src = sp.add_mutually_exclusive_group(required=True)
-    src.add_argument("--zoo", metavar="MODEL", type=_name("zoo model", MODEL_NAMES),
-                     help=f"a zoo classifier: {', '.join(MODEL_NAMES)} (see `ddl zoo list`)")
+    src.add_argument("--zoo", metavar="MODEL", nargs="+", type=_name("zoo model", MODEL_NAMES + ("all",)),
+                     help=f"zoo classifiers: {', '.join(MODEL_NAMES)} or all (see `ddl zoo list`); with "
+                          "several models or defences each (model, defence) gets its own folder "
+                          "OUT/DATASET-MODEL[-DEFENCE]")
     src.add_argument("--checkpoint", help="a checkpoint written by `ddl train`")
     _variant(sp)
-    sp.add_argument("--defence", default="tuned",
-                    help="none, paper, tuned (the presets' dictionaries fitted on the clean training "
+    sp.add_argument("--defence", default=["tuned"], nargs="+",
+                    help="one or more of: none, paper, tuned (the presets' dictionaries fitted on the clean training "
                          "set, shipped in the zoo), a baseline purifier NAME:VALUE (bits:4, median:3, "
                          "gauss:1.0, jpeg:75, tv:0.1, wavelet:0.05; use --attacks without :soft, and "
                          "without :exact for bits, jpeg, tv, wavelet) or a file written by "
@@ -396,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "left standing (same worst case, much cheaper; per-attack columns become "
                          "cumulative)")
     sp.add_argument("--out", required=True, help="folder for robustness.json and its cache")
+    add_engine_arguments(sp)
     common(sp)
     quiet(sp)
     sp.set_defaults(func=cmd_robustness)
@@ -1009,8 +1013,10 @@ def cmd_reproduce(args) -> int:
                                         figures=not args.no_figures, sweep=not args.no_sweep)))
         return 0
     t = time.perf_counter()
-    reproduce.reproduce(rc, run_dir, data_dir=args.data_dir, device=args.device,
-                        figures=not args.no_figures, sweep=not args.no_sweep, progress=not args.quiet, **kwargs)
+    with _engine(args) as engine:
+        reproduce.reproduce(rc, run_dir, data_dir=args.data_dir, device=args.device,
+                            figures=not args.no_figures, sweep=not args.no_sweep, progress=not args.quiet,
+                            engine=engine if engine.parallel else None, **kwargs)
     print(f"done in {time.perf_counter() - t:.1f} s; report: {run_dir / 'report.html'}")
     return 0
 
@@ -1127,15 +1133,52 @@ def cmd_robustness(args) -> int:
     budgets = {"pgd_steps": args.pgd_steps, "pgd_restarts": args.pgd_restarts,
                "apgd_iter": args.apgd_iter, "square_queries": args.square_queries,
                "cascade": args.cascade}
-    record = run_robustness(dataset=args.dataset, model_name=args.zoo, checkpoint=args.checkpoint,
-                            variant=_zoo_variant(args),
-                            defence=args.defence, eps=args.eps, n_images=args.n_images,
-                            attacks=args.attacks, seed=args.seed, out=args.out,
-                            data_dir=args.data_dir, budgets=budgets,
-                            progress=False if args.quiet else None)  # None: bars on a terminal only
-    print(format_table(record))
-    print(f"wrote {Path(args.out) / 'robustness.json'}")
+    variant = _zoo_variant(args)
+    models = [None] if args.zoo is None else _zoo_models(args.zoo, args.dataset, variant)
+    defences = list(dict.fromkeys(args.defence))
+    runs = [(m, d) for m in models for d in defences]
+    with _engine(args) as engine:
+        for model, defence in runs:
+            out = Path(args.out)
+            if len(runs) > 1:
+                name = model or Path(args.checkpoint).stem
+                out = out / "-".join([args.dataset, name] + ([defence.replace(":", "-").replace("/", "_")]
+                                                           if len(defences) > 1 else []))
+            record = run_robustness(dataset=args.dataset, model_name=model, checkpoint=args.checkpoint,
+                                    variant=variant, defence=defence, eps=args.eps, n_images=args.n_images,
+                                    attacks=args.attacks, seed=args.seed, out=out,
+                                    data_dir=args.data_dir, budgets=budgets,
+                                    progress=False if args.quiet else None,  # None: bars on a terminal only
+                                    engine=engine if engine.parallel else None)
+            if len(runs) > 1:
+                print(f"== {args.dataset} {model or args.checkpoint}, defence {defence}")
+            print(format_table(record))
+            print(f"wrote {out / 'robustness.json'}")
     return 0
+
+
+def _zoo_models(names: list[str], dataset: str, variant: str) -> list[str]:
+    """``--zoo`` names in order, ``all`` expanded to the zoo's models of ``dataset``/``variant``."""
+    from ddl import zoo
+
+    if "all" in names:
+        if len(names) > 1:
+            raise UsageError(f"--zoo all cannot be combined with model names; got --zoo {' '.join(names)}")
+        have = {e.model for e in zoo.entries() if e.dataset == dataset and e.variant == variant}
+        return [m for m in MODEL_NAMES if m in have]
+    return list(dict.fromkeys(names))
+
+
+def _engine(args):
+    """The ``ddl._parallel.Engine`` of ``--workers``/``--ray-address`` (serial without them)."""
+    from ddl._parallel import Engine, EngineError
+
+    engine = Engine(workers=getattr(args, "workers", None), address=getattr(args, "ray_address", None))
+    try:
+        engine.__enter__()
+    except EngineError as exc:
+        raise UsageError(str(exc)) from None
+    return engine
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ DATASET_TITLES = MappingProxyType({"mnist": "MNIST", "cifar10": "CIFAR-10"})
 #: The five classifiers of Mitro et al. 2018, in the paper's order.
 MODEL_NAMES: tuple[str, ...] = ("mlp", "convnet", "autoencoder", "resnet", "hrnn")
 
-#: Variants of a zoo model: trained on clean images, or fine-tuned on the reconstructions of the
-#: zoo's fitted tuned defence (``ddl.zoo.load(..., variant="denoised")``).
-ZOO_VARIANTS: tuple[str, ...] = ("standard", "denoised")
+#: Variants of a zoo model: trained on clean images; fine-tuned on the reconstructions of the
+#: zoo's fitted tuned defence (``"denoised"``); adversarially trained without a defence
+#: (``"adversarial"``) or through the tuned defence, to be evaluated behind it
+#: (``"adversarial-ddl"``). ``ddl.zoo.load(..., variant=...)``.
+ZOO_VARIANTS: tuple[str, ...] = ("standard", "denoised", "adversarial", "adversarial-ddl")
 
 #: Attacks the pipeline and the CLI run.
 ATTACK_NAMES: tuple[str, ...] = ("fgsm", "pgd", "jsma")

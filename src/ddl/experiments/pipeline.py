@@ -50,7 +50,8 @@ VOLATILE = ("seconds", "machine", "stages")
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, cache_dir: str | Path | None = None,
-                   progress: bool = True, strict: bool = False, wait: bool = True) -> dict:
+                   progress: bool = True, strict: bool = False, wait: bool = True,
+                   lock_cache: bool = True) -> dict:
     """Run every attack of ``cfg`` against one model and one denoiser; write ``results.json``.
 
     Returns the results dict ``{"ddl_version", "config", "records": [...], "seconds", "machine"}``;
@@ -61,11 +62,15 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, cache_dir: str
     ``strict``: a cache entry that fails verification raises ``CacheError`` instead of being
     recomputed. ``wait``: when another process holds the run folder, wait for it (else raise
     ``RunFolderError``). Files whose content would not change are not rewritten, so a finished
-    run folder can be re-run from a read-only location.
+    run folder can be re-run from a read-only location. ``lock_cache=False``: the caller holds the
+    cache folder's lock for several cells that run at once (``ddl reproduce --workers``; every
+    stage is a pure function of its key and written atomically, so two cells that compute the
+    same stage write the same bytes once).
     """
     run_dir = Path(run_dir)
     cache = Path(cache_dir) if cache_dir is not None else run_dir / CACHE
-    with lock_run_folder(run_dir, wait=wait), lock_run_folder(cache, wait=wait):
+    with lock_run_folder(run_dir, wait=wait), (lock_run_folder(cache, wait=wait) if lock_cache
+                                               else contextlib.nullcontext()):
         return _run(cfg, run_dir, cache, progress=progress, strict=strict)
 
 
@@ -203,7 +208,7 @@ def _machine(cfg: ExperimentConfig) -> dict:
 
 
 def run_robustness_cell(cfg: ExperimentConfig, cache: Path, *, n_images: int, eps, attacks=(),
-                        budgets=None, progress: bool = True, strict: bool = False) -> dict:
+                        budgets=None, progress: bool = True, strict: bool = False, engine=None) -> dict:
     """The adaptive suite (:mod:`ddl.robustness`) on the first ``n_images`` test images of one
     cell: its cached model and its cached clean-patch dictionary, attacked through the defence.
     Every (attack, ε) result is cached under the cell's model and dictionary keys, so an
@@ -223,7 +228,7 @@ def run_robustness_cell(cfg: ExperimentConfig, cache: Path, *, n_images: int, ep
                              n_images=n_images, cache=cache,
                              key_parts={"model": model_info["key"], "dictionary": den_key},
                              budgets=dict(budgets or {}), attacks=tuple(attacks) or None,
-                             progress=progress)
+                             progress=progress, engine=engine)
     p = cfg.defence
     record["defence"] = {"name": f"dictionary {p.patch_size}x{p.patch_size}, {p.n_components} atoms, "
                                  f"k={p.n_nonzero_coefs}",

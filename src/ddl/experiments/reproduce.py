@@ -32,9 +32,65 @@ from ddl.experiments.config import REPRODUCE_PRESETS as PRESETS  # noqa: F401
 from ddl.constants import MODEL_NAMES as ALL_MODELS  # noqa: F401
 
 
+def _cell(item: tuple[bool, str, str], *, rc: ReproduceConfig, run_dir: str, data_dir, device: str,
+          progress: bool, strict: bool) -> dict:
+    """One cell (``item`` = (is_sweep, data set, model)) as a unit of :class:`ddl._parallel.Engine`:
+    ``pipeline.run_experiment`` into the run folder's shared cache, whose lock the driver holds."""
+    from ddl.experiments import pipeline
+
+    is_sweep, dataset, model = item
+    cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device, sweep=is_sweep)
+    t = time.perf_counter()
+    out = pipeline.run_experiment(cfg, Path(run_dir) / "cells" / cfg.name, cache_dir=Path(run_dir) / "cache",
+                                  progress=progress, strict=strict, lock_cache=False)
+    out["wall_seconds"] = time.perf_counter() - t
+    return out
+
+
+def _model_unit(item: tuple[str, str], *, rc: ReproduceConfig, run_dir: str, data_dir, device: str,
+                progress: bool, strict: bool) -> str:
+    """Train (or load) the classifier of (data set, model) into the shared cache; its key."""
+    from ddl.experiments import pipeline
+
+    dataset, model = item
+    cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device)
+    x_train, y_train, x_test, y_test = pipeline.load_data(cfg)
+    _, info = pipeline.get_model(cfg, x_train, y_train, x_test, y_test, Path(run_dir) / "cache",
+                                 progress=progress, strict=strict)
+    return info["key"]
+
+
+def _run_cells_on(engine, rc: ReproduceConfig, run_dir: Path, cells: list, *, data_dir, device, progress,
+                  strict) -> list[dict]:
+    """Every cell's output, in the order of ``cells``, computed on ``engine`` in two waves: the
+    first model's main cell of each data set (it fits the dictionary and denoises the test set)
+    beside the training of every other classifier, then every other cell (attacks and
+    evaluations, reading the classifiers and dictionaries from the cache). A stage two cells
+    share is so computed once."""
+    shared = {"rc": rc, "run_dir": str(run_dir), "data_dir": data_dir, "device": device,
+              "progress": progress, "strict": strict}
+    first = {(False, d, rc.models[0]) for d in rc.datasets}
+    wave1 = [c for c in cells if c in first]
+    models = [(d, m) for d in rc.datasets for m in rc.models[1:]]
+    outs: dict[tuple, dict] = {}
+    units = [("cell", c) for c in wave1] + [("model", m) for m in models]
+    for i, out in engine.map(_unit, units, shared=shared):
+        if units[i][0] == "cell":
+            outs[units[i][1]] = out
+    rest = [c for c in cells if c not in outs]
+    for i, out in engine.map(_cell, rest, shared=shared):
+        outs[rest[i]] = out
+    return [outs[c] for c in cells]
+
+
+def _unit(item, **shared):
+    kind, what = item
+    return (_cell if kind == "cell" else _model_unit)(what, **shared)
+
+
 def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device="cpu",
               figures: bool = True, sweep: bool = True, progress: bool = True,
-              strict: bool = False, wait: bool = True) -> dict:
+              strict: bool = False, wait: bool = True, engine=None) -> dict:
     """Run the grid and the ε sweep (``sweep=False``: the grid only), draw the figures, write
     results.json/CSV and the report.
 
@@ -42,7 +98,13 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
     instead of waiting for another run). ``strict``: a cache entry that fails verification stops
     the run with ``CacheError`` instead of being recomputed. Every stage is a pure function of its
     cache key, so an interrupted, resumed, reordered or repeated run reports the same numbers; a
-    run with nothing left to compute rewrites no file (it works on a read-only run folder)."""
+    run with nothing left to compute rewrites no file (it works on a read-only run folder).
+
+    ``engine`` (a parallel :class:`ddl._parallel.Engine`): the cells run as Ray tasks on a
+    filesystem the workers share (the run folder), in two waves (:func:`_run_cells_on`), and the
+    results are assembled here in the serial order: the same files as a serial run with the same
+    torch threads per cell (times, and which cell says it computed a shared stage, aside). The
+    adaptive suite's units and the figures run after, as in a serial run."""
     from ddl.experiments import pipeline
     from ddl._io import lock_run_folder
 
@@ -52,22 +114,31 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
         atomic_write_json(run_dir / "reproduce_config.json", rc.to_dict())
         do_sweep, records, sweep, seconds, machine = sweep, [], [], {}, {}
         # main cells of every model first, ε sweeps after: an interrupted run has the tables first
-        for is_sweep in (False, True) if do_sweep else (False,):
-            for dataset in rc.datasets:
-                for model in rc.models:
-                    cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device, sweep=is_sweep)
-                    t = time.perf_counter()
-                    out = pipeline.run_experiment(cfg, run_dir / "cells" / cfg.name, cache_dir=cache,
-                                                  progress=progress, strict=strict)
-                    seconds[cfg.name] = time.perf_counter() - t
-                    machine = out.get("machine", {})
-                    for r in out["records"]:
-                        r["files"] = {k: f"cells/{cfg.name}/{v}" for k, v in r.get("files", {}).items()}
-                    (sweep if is_sweep else records).extend(out["records"])
-                    if pipeline.computed_something(out["records"]):
-                        # partial results after each cell that computed something (a run that
-                        # computes nothing writes once, at the end, and only what changed)
-                        _write_results(rc, run_dir, records, sweep, seconds, machine)
+        cells = [(is_sweep, dataset, model) for is_sweep in ((False, True) if do_sweep else (False,))
+                 for dataset in rc.datasets for model in rc.models]
+        parallel = None
+        if engine is not None and engine.parallel:
+            with lock_run_folder(cache, wait=wait):
+                parallel = iter(_run_cells_on(engine, rc, run_dir, cells, data_dir=data_dir, device=device,
+                                              progress=progress, strict=strict))
+        for is_sweep, dataset, model in cells:
+            cfg = cell_config(rc, dataset, model, data_dir=data_dir, device=device, sweep=is_sweep)
+            t = time.perf_counter()
+            if parallel is not None:
+                out = next(parallel)
+                seconds[cfg.name] = out.pop("wall_seconds")
+            else:
+                out = pipeline.run_experiment(cfg, run_dir / "cells" / cfg.name, cache_dir=cache,
+                                              progress=progress, strict=strict)
+                seconds[cfg.name] = time.perf_counter() - t
+            machine = out.get("machine", {})
+            for r in out["records"]:
+                r["files"] = {k: f"cells/{cfg.name}/{v}" for k, v in r.get("files", {}).items()}
+            (sweep if is_sweep else records).extend(out["records"])
+            if pipeline.computed_something(out["records"]):
+                # partial results after each cell that computed something (a run that
+                # computes nothing writes once, at the end, and only what changed)
+                _write_results(rc, run_dir, records, sweep, seconds, machine)
         results = _write_results(rc, run_dir, records, sweep, seconds, machine)
         robustness = []
         if rc.robustness_n_images and all(rc.defence[d].dictionary_source == "clean" for d in rc.datasets):
@@ -80,7 +151,8 @@ def reproduce(rc: ReproduceConfig, run_dir: str | Path, *, data_dir=None, device
                     robustness.append(pipeline.run_robustness_cell(
                         cfg, cache, n_images=rc.robustness_n_images, eps=rc.robustness_eps[dataset],
                         attacks=rc.robustness_attacks, budgets=rc.robustness_budgets,
-                        progress=progress, strict=strict))
+                        progress=progress, strict=strict,
+                        engine=engine if engine is not None and engine.parallel else None))
             seconds["robustness"] = time.perf_counter() - t
             results = _write_results(rc, run_dir, records, sweep, seconds, machine, robustness)
         if figures:

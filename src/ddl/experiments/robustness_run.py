@@ -169,7 +169,8 @@ def cache_key(parts: dict[str, Any], *, defence, attacks, budgets: dict[str, Any
 def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: str | None = None,
                    defence: str = "tuned", eps, n_images: int = 200, attacks=None, seed: int = 0,
                    out: str | Path, data_dir=None, budgets: dict[str, Any] | None = None,
-                   progress: bool | None = None, variant: str = "standard", wait: bool = True) -> dict[str, Any]:
+                   progress: bool | None = None, variant: str = "standard", wait: bool = True,
+                   engine=None) -> dict[str, Any]:
     """Evaluate one (data set, model, defence); write and return the ``robustness.json`` record.
 
     ``variant`` picks the zoo model's variant (``"denoised"``: fine-tuned on the tuned defence's
@@ -182,7 +183,10 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
     the cache; a folder that cannot be written is refused before anything is computed.
 
     ``progress``: ``None`` shows the per-attack bars when stderr is a terminal and a line when a
-    dictionary is fitted; ``False`` prints nothing; ``True`` shows the bars anywhere."""
+    dictionary is fitted; ``False`` prints nothing; ``True`` shows the bars anywhere.
+
+    ``engine``: a :class:`ddl._parallel.Engine` that runs the units (ε × chunk of 100 images) as
+    Ray tasks; None runs them here. The record is the same either way (times aside)."""
     import contextlib
 
     from ddl._io import check_writable, lock_run_folder
@@ -208,7 +212,8 @@ def run_robustness(*, dataset: str, model_name: str | None = None, checkpoint: s
             raise RunFolderError(f"ddl robustness: --out {out}: {exc}") from None
         return _evaluate(dataset=dataset, model_name=model_name, entry=entry, checkpoint=checkpoint,
                          variant=variant, defence=defence, eps=eps, n_images=n_images, attacks=attacks,
-                         seed=seed, out=out, data_dir=data_dir, budgets=budgets, progress=progress)
+                         seed=seed, out=out, data_dir=data_dir, budgets=budgets, progress=progress,
+                         engine=engine)
 
 
 def _zoo_entry(model_name: str, dataset: str, variant: str):
@@ -228,7 +233,7 @@ def _zoo_entry(model_name: str, dataset: str, variant: str):
 
 
 def _evaluate(*, dataset, model_name, entry, checkpoint, variant, defence, eps, n_images, attacks, seed,
-              out: Path, data_dir, budgets, progress) -> dict[str, Any]:
+              out: Path, data_dir, budgets, progress, engine) -> dict[str, Any]:
     """The body of :func:`run_robustness`, run while ``out`` is locked."""
     from ddl import zoo
     from ddl._io import atomic_write_json
@@ -263,7 +268,7 @@ def _evaluate(*, dataset, model_name, entry, checkpoint, variant, defence, eps, 
                     defence=den, attacks=attacks, budgets=budgets, seed=seed)
     t0 = time.perf_counter()
     res = evaluate_robustness(model, x, y, defence=den, eps=list(eps), attacks=attacks, seed=seed,
-                              cache_dir=cache, cache_key=key, progress=progress, **budgets)
+                              cache_dir=cache, cache_key=key, progress=progress, engine=engine, **budgets)
     record = {
         "dataset": dataset,
         "model": model_name or str(checkpoint),
@@ -278,6 +283,7 @@ def _evaluate(*, dataset, model_name, entry, checkpoint, variant, defence, eps, 
         "wall_seconds": time.perf_counter() - t0,
         "compute_seconds": sum(res.seconds.values()),
         "threads": torch.get_num_threads(),
+        "engine": "serial" if engine is None else engine.describe(),
         "machine": machine_record(str(x.device)),
     }
     record["seconds"] = record.pop("seconds")
@@ -346,7 +352,7 @@ def format_table(record: dict[str, Any]) -> str:
 
 def robustness_cell(*, model, defence, x, y, dataset: str, model_name: str, eps, n_images: int,
                     cache: Path, key_parts: dict[str, Any], budgets: dict[str, Any] | None = None,
-                    attacks=None, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                    attacks=None, seed: int = 0, progress: bool = False, engine=None) -> dict[str, Any]:
     """The adaptive suite on one reproduction cell (its model and defence already built): the
     first ``n_images`` of ``x``; results cached under ``cache`` by ``key_parts`` (the cell's
     model and defence keys). Returns the record ``ddl reproduce`` stores in results.json."""
@@ -358,6 +364,6 @@ def robustness_cell(*, model, defence, x, y, dataset: str, model_name: str, eps,
     key = cache_key({**key_parts, "n": n}, defence=defence, attacks=attacks, budgets=budgets, seed=seed)
     res = evaluate_robustness(model, x[:n], y[:n], defence=defence, eps=list(eps), attacks=attacks,
                               seed=seed, cache_dir=cache, cache_key=f"robust-{key}",
-                              progress=progress, **budgets)
+                              progress=progress, engine=engine, **budgets)
     return {"dataset": dataset, "model": model_name, "n_images": n,
             "image_indices": list(range(n)), **res.to_dict()}

@@ -90,54 +90,154 @@ def _check_attacks(attacks, cascade: bool) -> tuple[list[tuple[str, str | None]]
     return specs, names
 
 
-class _Chunks:
-    """Runs one attack at one ε chunk by chunk of images, each chunk a verified cache entry."""
+def _attack(name: str, threat: str | None, e: float, idx: Tensor, callback, *, model, defence, x, y,
+            p: dict) -> Tensor:
+    """Adversarial images of ``attack:threat`` at ``e`` for the images ``idx``."""
+    xs, ys = x[idx.to(x.device)], y[idx.to(x.device)]
+    if name == "bare-pgd":
+        return pgd_linf(model, xs, ys, eps=e, steps=p["pgd_steps"], restarts=p["pgd_restarts"],
+                        seed=p["seed"], batch_size=p["batch_size"], callback=callback, image_ids=idx)[0]
+    if name == "pgd":
+        target = defended(model, defence, threat, beta=p["beta"], eot_samples=p["eot_samples"])
+        return pgd_linf(target, xs, ys, eps=e, steps=p["pgd_steps"], restarts=p["pgd_restarts"],
+                        seed=p["seed"], batch_size=p["batch_size"], callback=callback, image_ids=idx)[0]
+    target = defended(model, defence, threat or "bpda", beta=p["beta"], eot_samples=p["eot_samples"])
+    return autoattack(target, xs, ys, attack=name, eps=e, seed=p["seed"], n_iter=p["apgd_iter"],
+                      n_queries=p["square_queries"], n_target_classes=p["n_target_classes"],
+                      callback=callback, image_ids=idx)
+
+
+def _run_unit(unit: dict, *, model, defence, x, y, clean_def, clean_bare, p: dict, emit=None,
+              callback=None) -> list[dict]:
+    """One unit of an evaluation: the attacks of ``unit["steps"]``, in order, at ``unit["eps"]`` on
+    the images ``[start, stop)``; a pure function of its arguments (a Ray task runs it as is).
+
+    Each step is ``(full name, attack, threat)``; a step with a result in ``unit["known"]`` (a
+    verified cache entry) is not recomputed. Under cascade a step attacks only the images every
+    earlier step of the unit left standing; otherwise every clean-correct image. ``bare-pgd``
+    attacks the bare model and is judged on it. Returns one dict per computed step (name, eps,
+    start, stop, attacked image indices, survival (stop - start,) bool, seconds); ``emit`` (the
+    serial path) receives each as soon as it is computed."""
+    start, stop, e = unit["start"], unit["stop"], unit["eps"]
+    real = defended(model, defence, "bpda", beta=p["beta"])
+    alive = clean_def[start:stop].clone()
+    out = []
+    for full, name, threat in unit["steps"]:
+        bare = name == "bare-pgd"
+        base = clean_bare[start:stop] if bare else (alive if unit["cascade"] else clean_def[start:stop])
+        if full in unit["known"]:
+            chunk = unit["known"][full]
+        else:
+            idx = base.nonzero().squeeze(1) + start
+            t0 = time.perf_counter()
+            chunk = torch.zeros(stop - start, dtype=torch.bool)
+            if len(idx):
+                step_cb = None if callback is None else (lambda k, full=full: callback(full, e, k))
+                x_adv = _attack(name, threat, e, idx, step_cb, model=model, defence=defence, x=x, y=y, p=p)
+                judge = model if bare else real
+                chunk[idx - start] = ((_predict(judge, x_adv, p["batch_size"]) == y[idx.to(y.device)]).cpu()
+                                      & base[idx - start])
+            done = {"name": full, "eps": e, "start": start, "stop": stop, "attacked": idx.tolist(),
+                    "survival": chunk, "seconds": time.perf_counter() - t0}
+            if emit is not None:
+                emit(done)
+            out.append(done)
+        if not bare:
+            alive &= chunk
+    return out
+
+
+class _Driver:
+    """Cuts an evaluation into units of (ε, chunk of images), runs the units serially or on an
+    :class:`~ddl._parallel.Engine`, and keeps every (attack, ε, chunk) result as a verified cache
+    entry, written here (never by a worker): a serial and a parallel run write the same entries,
+    and an interrupted one resumes at the first result it had not written."""
 
     def __init__(self, n: int, chunk_size: int, cache: Path | None, cache_key: str | None,
-                 inputs: dict | None, progress: bool):
+                 inputs: dict | None, progress: bool, engine):
         self.n, self.chunk_size, self.cache, self.cache_key = n, chunk_size, cache, cache_key
-        self.inputs, self.progress = inputs, progress
+        self.inputs, self.progress, self.engine = inputs, progress, engine
+        self.results: dict[tuple[str, str], list] = {}     # (name, eps key) -> [(start, survival)]
+        self.seconds: dict[str, float] = {}
 
-    def run(self, name: str, e: float, attack, judge, todo: Tensor) -> tuple[Tensor, float]:
-        """Survival (N,) bool and seconds of ``attack(idx) -> x_adv`` on the images ``todo``
-        ((N,) bool); ``judge(idx, x_adv) -> (len(idx),) bool``. Images not in ``todo`` do not
-        survive (misclassified clean, or broken by an earlier attack of the cascade)."""
-        survive, seconds = torch.zeros(self.n, dtype=torch.bool), 0.0
-        bar = self._bar(f"{name} eps={e:.4g}", int(todo.sum()))
-        try:
+    def _entry(self, name: str, e: float, start: int, stop: int):
+        key = _cache.entry_key(self.inputs, name, e, start, stop)
+        return key, _cache.entry_path(self.cache, self.cache_key, key, name, e, start, stop)
+
+    def _keep(self, name: str, e: float, start: int, survival: Tensor, seconds: float) -> None:
+        self.results.setdefault((name, eps_key(e)), []).append((start, survival))
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def _save(self, done: dict) -> None:
+        """Write one computed result once: an entry already there must agree with it."""
+        name, e, start, stop = done["name"], done["eps"], done["start"], done["stop"]
+        if self.cache is not None:
+            key, path = self._entry(name, e, start, stop)
+            there = _cache.load_entry(path, key=key, n=stop - start)
+            if there is None:
+                _cache.save_entry(path, key=key, inputs=self.inputs, name=name, eps=e, start=start, stop=stop,
+                                  attacked=done["attacked"], survival=done["survival"], seconds=done["seconds"])
+            elif not torch.equal(there[0], done["survival"]):
+                raise RuntimeError(f"evaluate_robustness: two computations of {name} at eps {e:.4g} on images "
+                                   f"[{start}, {stop}) disagree ({path}); an attack is not deterministic")
+        self._keep(name, e, start, done["survival"], done["seconds"])
+
+    def run(self, eps, steps, cascade: bool, shared: dict) -> None:
+        """Run ``steps`` ((full name, attack, threat), in order) at every ε on every chunk."""
+        units = []
+        for e in eps:
             for start in range(0, self.n, self.chunk_size):
                 stop = min(start + self.chunk_size, self.n)
-                idx = todo[start:stop].nonzero().squeeze(1) + start
-                path = key = None
+                known = {}
                 if self.cache is not None:
-                    key = _cache.entry_key(self.inputs, name, e, start, stop)
-                    path = _cache.entry_path(self.cache, self.cache_key, key, name, e, start, stop)
-                    cached = _cache.load_entry(path, key=key, n=stop - start)
-                    if cached is not None:
-                        survive[start:stop], sec = cached
-                        seconds += sec
+                    for full, _, _ in steps:
+                        key, path = self._entry(full, e, start, stop)
+                        cached = _cache.load_entry(path, key=key, n=stop - start)
+                        if cached is not None:
+                            known[full] = cached[0]
+                            self._keep(full, e, start, *cached)
+                if len(known) < len(steps):
+                    units.append({"eps": e, "start": start, "stop": stop, "steps": steps, "cascade": cascade,
+                                  "known": known})
+        bar = self._bar(len(units) * len(steps), units)
+        try:
+            if self.engine is None or not self.engine.parallel:
+                for unit in units:
+                    def emit(done, unit=unit):
+                        self._save(done)
                         if bar is not None:
-                            bar.update(len(idx))
-                        continue
-                t0 = time.perf_counter()
-                chunk = torch.zeros(stop - start, dtype=torch.bool)
-                if len(idx):
-                    chunk[idx - start] = judge(idx, attack(idx, None if bar is None else bar.update)).cpu()
-                sec = time.perf_counter() - t0
-                if path is not None:
-                    _cache.save_entry(path, key=key, inputs=self.inputs, name=name, eps=e, start=start,
-                                      stop=stop, attacked=idx.tolist(), survival=chunk, seconds=sec)
-                survive[start:stop], seconds = chunk, seconds + sec
+                            bar.update(1)
+                    callback = None
+                    if bar is not None:
+                        def callback(name, e, k, counter={}):     # noqa: B006 (images done per step)
+                            counter[name] = counter.get(name, 0) + k
+                            bar.set_postfix_str(f"{name} eps={e:.4g}: {counter[name]} images")
+                    _run_unit(unit, **shared, emit=emit, callback=callback)
+                    if bar is not None:
+                        bar.update(len(unit["known"]))
+            else:
+                for i, computed in self.engine.map(_run_unit, units, shared=shared):
+                    for done in computed:
+                        self._save(done)
+                    if bar is not None:
+                        bar.update(len(steps))
         finally:
             if bar is not None:
                 bar.close()
-        return survive, seconds
 
-    def _bar(self, desc: str, total: int):
-        if not self.progress:
+    def survival(self, name: str, e: float) -> Tensor:
+        """(N,) bool survival of ``name`` at ``e``, assembled from its chunks."""
+        out = torch.zeros(self.n, dtype=torch.bool)
+        for start, chunk in self.results.get((name, eps_key(e)), []):
+            out[start:start + len(chunk)] = chunk
+        return out
+
+    def _bar(self, total: int, units):
+        if not self.progress or not units:
             return None
         from tqdm import tqdm
-        return tqdm(total=total, desc=desc, unit="img", leave=False)
+        where = "" if self.engine is None else f" ({self.engine.describe()})"
+        return tqdm(total=total, desc=f"robustness{where}", unit="attack-chunk", leave=False)
 
 
 def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.Module | None = None,
@@ -146,7 +246,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
                         apgd_iter: int = 100, square_queries: int = 1000, n_target_classes: int = 3,
                         unbounded: bool = True, cascade: bool = False, batch_size: int = 200,
                         chunk_size: int = 100, cache_dir=None, cache_key: str | None = None,
-                        progress: bool | None = None) -> RobustnessResult:
+                        progress: bool | None = None, engine=None) -> RobustnessResult:
     """Attack ``model(defence(x))`` with every attack at every ε; worst case per image; flags.
 
     Parameters
@@ -190,6 +290,12 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         SHA-256 of the images, labels, model and defence, the ordered attack list, every budget,
         β, EOT samples, the cascade flag, the OMP kernel and the device; ``cache_key`` only
         names the files.
+    engine : :class:`ddl._parallel.Engine` or None
+        Where the units run: None (or a serial engine) in this process; a Ray engine spreads the
+        units, one per (ε, chunk of ``chunk_size`` images) with the attacks of the list in order,
+        over its workers. Every image's randomness depends only on ``seed`` and its index, and
+        results are written by this process only, so the result (per-image survivals included)
+        and the cache entries are the same whatever the engine.
     progress : bool or None, default None
         A progress bar per attack and ε (on stderr). ``None``: on when stderr is a terminal (an
         evaluation takes minutes, and silence reads as a hang), off in a log file or a pipe (a
@@ -221,48 +327,22 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
               "n_target_classes": n_target_classes, "cascade": cascade}
     inputs = (None if cache_dir is None else _cache.evaluation_inputs(
         cache_key=cache_key, model=model, defence=defence, x=x, y=y, attacks=names, params=params))
-    chunks = _Chunks(len(x), chunk_size, None if cache_dir is None else Path(cache_dir), cache_key,
-                     inputs, progress)
-
-    def judge_defended(idx, x_adv):
-        return (_predict(real, x_adv, batch_size) == y[idx]).cpu() & clean_def[idx.cpu()]
-
-    def attack_fn(name, threat, e):
-        def attack(idx, callback):
-            xs, ys = x[idx.to(x.device)], y[idx.to(x.device)]
-            if name == "pgd":
-                target = defended(model, defence, threat, beta=beta, eot_samples=eot_samples)
-                return pgd_linf(target, xs, ys, eps=e, steps=pgd_steps, restarts=pgd_restarts,
-                                seed=seed, batch_size=batch_size, callback=callback, image_ids=idx)[0]
-            target = defended(model, defence, threat or "bpda", beta=beta, eot_samples=eot_samples)
-            return autoattack(target, xs, ys, attack=name, eps=e, seed=seed, n_iter=apgd_iter,
-                              n_queries=square_queries, n_target_classes=n_target_classes,
-                              callback=callback, image_ids=idx)
-        return attack
-
+    driver = _Driver(len(x), chunk_size, None if cache_dir is None else Path(cache_dir), cache_key,
+                     inputs, progress, engine)
+    shared = {"model": model, "defence": defence, "x": x, "y": y, "clean_def": clean_def,
+              "clean_bare": clean_bare, "p": {**params, "batch_size": batch_size}}
+    steps = [(full, name, threat) for (name, threat), full in zip(specs, names)]
+    driver.run(eps, steps + [("bare-pgd", "bare-pgd", None)], cascade, shared)
     survival: dict[str, dict[str, Tensor]] = {n: {} for n in names}
-    seconds = {n: 0.0 for n in names}
     alive = {eps_key(e): clean_def.clone() for e in eps}
-    for (name, threat), full in zip(specs, names):
+    for full in names:
         for e in eps:
-            k = eps_key(e)
-            s, sec = chunks.run(full, e, attack_fn(name, threat, e), judge_defended,
-                                alive[k] if cascade else clean_def)
-            survival[full][k], seconds[full] = s, seconds[full] + sec
-            alive[k] &= s
+            s = driver.survival(full, e)         # under cascade: cumulative (survivors of all before)
+            survival[full][eps_key(e)] = s
+            alive[eps_key(e)] &= s
     worst = alive                                      # clean-correct and survived every attack
-
-    def bare_attack(e):
-        return lambda idx, callback: pgd_linf(
-            model, x[idx.to(x.device)], y[idx.to(x.device)], eps=e, steps=pgd_steps,
-            restarts=pgd_restarts, seed=seed, batch_size=batch_size, callback=callback,
-            image_ids=idx)[0]
-
-    def judge_bare(idx, x_adv):
-        return (_predict(model, x_adv, batch_size) == y[idx]).cpu() & clean_bare[idx.cpu()]
-
-    bare = {eps_key(e): chunks.run("bare-pgd", e, bare_attack(e), judge_bare, clean_bare)[0]
-            for e in eps}
+    bare = {eps_key(e): driver.survival("bare-pgd", e) for e in eps}
+    seconds = {n: driver.seconds.get(n, 0.0) for n in names}
 
     frac = lambda t: float(t.double().mean())          # noqa: E731
     result = RobustnessResult(
@@ -280,9 +360,10 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
     threat = _unbounded_threat(result, specs) if unbounded and defence is not None else None
     if threat is not None:
         name = f"unbounded-pgd:{threat}"
-        s, sec = chunks.run(name, 1.0, attack_fn("pgd", threat, 1.0), judge_defended, clean_def)
+        driver.run([1.0], [(name, "pgd", threat)], False, shared)
+        s = driver.survival(name, 1.0)
         result.unbounded_survival, result.unbounded_accuracy = s, frac(s)
-        result.seconds[name] = sec
+        result.seconds[name] = driver.seconds.get(name, 0.0)
     result.flags = compute_flags(result, model=model, defence=defence, x=x, y=y,
                                  n_classes=n_classes, n_channels=x.shape[1], beta=beta,
                                  batch_size=batch_size)

@@ -1,0 +1,209 @@
+"""ddl._parallel.Engine: serial and Ray give the same results and the same cache files; a killed
+worker's unit is retried; a result computed twice is written once and must agree; an existing
+cluster (a head node started by the test) is joined by address. Ray is an extra: CI installs it
+(``pip install -e ".[test,ray]"``) to run these tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ddl._parallel import Engine, EngineError
+from ddl.robustness import evaluate_robustness
+
+
+def _offset_square(item: int, *, offset: int) -> int:
+    return item * item + offset
+
+
+def _slow_first_attempt(item: int, *, marker: str) -> int:
+    """Item 0's first attempt writes its PID and hangs (the test kills that worker); every
+    other attempt returns at once."""
+    folder = Path(marker)
+    if item == 0 and not (folder / "first").exists():
+        (folder / "first").write_text(str(os.getpid()))
+        time.sleep(120)
+    if item == 0:
+        (folder / "retried").write_text(str(os.getpid()))
+    return item + 100
+
+
+@pytest.fixture(scope="module")
+def ray_engine():
+    import ray.cloudpickle      # a CI requirement: no skip, a missing ray fails here
+
+    # the test module is not importable by Ray's workers: ship its functions by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with Engine(workers=2) as engine:
+        yield engine
+
+
+def test_serial_engine_maps_in_order_and_needs_no_ray():
+    engine = Engine()
+    assert not engine.parallel and engine.describe() == "serial"
+    assert list(engine.map(_offset_square, [3, 1, 2], shared={"offset": 1})) == [(0, 10), (1, 2), (2, 5)]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"workers": 0}, "Engine: workers must be an integer >= 1 or None; got 0."),
+    ({"workers": True}, "Engine: workers must be an integer >= 1 or None; got True."),
+    ({"workers": 2, "address": "auto"}, "Engine: give workers (a local Ray instance) or address (an existing "
+                                        "cluster), not both; got workers=2, address='auto'."),
+    ({"threads": 0}, "Engine: threads must be an integer >= 1; got 0."),
+])
+def test_engine_refuses_bad_arguments_in_one_line(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Engine(**kwargs)
+
+
+def test_missing_ray_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)          # import ray -> ImportError
+    with pytest.raises(EngineError, match=r'^--workers/--ray-address need Ray: pip install -e "\.\[ray\]"'):
+        with Engine(workers=2):
+            pass
+
+
+def test_ray_engine_returns_every_result_by_index(ray_engine):
+    got = dict(ray_engine.map(_offset_square, list(range(7)), shared={"offset": 5}))
+    assert got == {i: i * i + 5 for i in range(7)}
+    assert ray_engine.describe() == "ray, 2 local workers"
+
+
+def test_a_killed_worker_loses_no_unit_and_the_map_completes(ray_engine, tmp_path):
+    def kill_when_started():
+        pid_file = tmp_path / "first"
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_when_started)
+    killer.start()
+    got = dict(ray_engine.map(_slow_first_attempt, [0, 1, 2, 3], shared={"marker": str(tmp_path)}))
+    killer.join()
+    assert got == {0: 100, 1: 101, 2: 102, 3: 103}
+    first, retried = (tmp_path / "first").read_text(), (tmp_path / "retried").read_text()
+    assert first != retried                       # the unit ran again, in another worker process
+
+
+# --------------------------------------------------------------------------- robustness on Ray
+def _tanh_net() -> nn.Module:
+    torch.manual_seed(7)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 3)).eval()
+
+
+def _data(model, n=30):
+    x = torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(8))
+    y = model(x).argmax(1)
+    y[::7] = (y[::7] + 1) % 3                     # a few clean mistakes: they count as broken
+    return x, y
+
+
+def _entries(folder: Path) -> dict[str, dict]:
+    """Each cache entry's content (its record minus the seconds, which are times)."""
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        blob = json.loads(path.read_text())
+        if path.name.endswith(".entry.json"):
+            blob = {k: v for k, v in blob.items() if k not in ("seconds", "created")}
+        out[path.name] = blob
+    return out
+
+
+@pytest.mark.parametrize("cascade", [False, True])
+def test_serial_and_ray_give_the_same_result_and_cache_files(ray_engine, tmp_path, cascade):
+    model = _tanh_net()
+    x, y = _data(model)
+    kw = dict(eps=[0.05, 0.2], attacks=["pgd:exact", "apgd-ce:exact", "square"], pgd_steps=3, apgd_iter=3,
+              square_queries=15, cascade=cascade, chunk_size=7, cache_key="k", unbounded=True)
+    serial = evaluate_robustness(model, x, y, cache_dir=tmp_path / "serial", **kw).to_dict()
+    parallel = evaluate_robustness(model, x, y, cache_dir=tmp_path / "ray", engine=ray_engine, **kw).to_dict()
+    assert 0 < serial["worst_case"]["0.05"] < 1                      # images both survive and break
+    for d in (serial, parallel):
+        d.pop("seconds")
+    assert parallel == serial
+    assert _entries(tmp_path / "ray") == _entries(tmp_path / "serial")
+    assert len(_entries(tmp_path / "serial")) > 2 * 5 * 2
+
+
+def test_a_result_computed_twice_is_written_once_and_must_agree(tmp_path):
+    from ddl.robustness import evaluate as ev
+
+    driver = ev._Driver(10, 5, tmp_path, "k", {"cache_key": "k"}, progress=False, engine=None)
+    done = {"name": "pgd:bpda", "eps": 0.1, "start": 0, "stop": 5, "attacked": [0, 1, 2, 3, 4],
+            "survival": torch.tensor([1, 0, 1, 1, 0], dtype=torch.bool), "seconds": 1.5}
+    driver._save(done)
+    files = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    driver._save({**done, "seconds": 9.0})                           # same key, same survival
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == files  # the first write stays
+    with pytest.raises(RuntimeError, match=r"^evaluate_robustness: two computations of pgd:bpda at eps 0\.1 "
+                                           r"on images \[0, 5\) disagree"):
+        driver._save({**done, "survival": torch.tensor([1, 1, 1, 1, 0], dtype=torch.bool)})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_DRIVER = """
+import json, sys
+from ddl._parallel import Engine
+with Engine(address=sys.argv[1]) as engine:
+    print(json.dumps({"describe": engine.describe(),
+                      "results": sorted(engine.map(pow, [1, 2, 3], shared={"exp": 2}))}))
+"""
+
+
+def test_engine_joins_an_existing_cluster_by_address(tmp_path):
+    """A head node started here stands in for a remote cluster (``--ray-address``), with token
+    authentication on, as a cluster should run (the token is this test's own); the driver is a
+    separate process, as on a real cluster (Ray reads its authentication settings at import)."""
+    import secrets
+
+    token = tmp_path / "token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # short: Ray's socket paths must fit 107 bytes
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--temp-dir={temp}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        address = f"127.0.0.1:{port}"
+        for attempt in range(30):                 # the head takes a few seconds to listen
+            driver = subprocess.run([sys.executable, "-c", _DRIVER, address], env=env, capture_output=True,
+                                    text=True, timeout=180)
+            if driver.returncode == 0 or head.poll() is not None:
+                break
+            time.sleep(2)
+        assert driver.returncode == 0, driver.stderr[-2000:]
+        out = json.loads(driver.stdout.strip().splitlines()[-1])
+        assert out == {"describe": f"ray at {address}", "results": [[0, 1], [1, 4], [2, 9]]}
+        assert head.poll() is None                 # the driver disconnected; the cluster runs on
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
