@@ -32,7 +32,8 @@ Sampler: NSGA-II (:class:`optuna.samplers.NSGAIISampler`), both objectives maxim
 asked a generation (``population_size`` trials) at a time, and the sampler of each generation is
 seeded with ``seed`` plus the number of trials already in the study, so a study's trials are a
 function of its settings alone: run in one go, resumed after an interruption, serial or on Ray,
-it proposes the same parameters in the same order. A setting proposed again is not evaluated
+it proposes the same parameters in the same order (unless the interruption falls between two
+asks of one generation, a matter of milliseconds). A setting proposed again is not evaluated
 again: its trial gets the first evaluation's numbers and says whose (``duplicate_of``).
 
 Parallelism and storage: the study lives with the driver, in ``RUN_DIR/study.db`` (SQLite, one
@@ -398,7 +399,7 @@ def _result(study, number: int, attrs: dict[str, Any] | None = None) -> dict[str
 
 # --- the driver --------------------------------------------------------------------------------
 def tune_defence(dataset: str, *, run_dir: str | Path, data_dir=None, model: str | None = None,
-                 n_trials: int = 36, eps: float | None = None, n_val: int = 1000, n_robust: int = 300,
+                 n_trials: int = 36, eps: float | None = None, n_val: int = 1000, n_robust: int = 500,
                  attacks=TUNE_ATTACKS, budgets: dict[str, int] | None = None, population_size: int = 12,
                  space: dict[str, tuple] | None = None, max_patches: int = PRESET_MAX_PATCHES, seed: int = 0,
                  engine=None, warm_start: bool = True, check: bool = True, device: str = "cpu",
@@ -421,7 +422,7 @@ def tune_defence(dataset: str, *, run_dir: str | Path, data_dir=None, model: str
         ε of the robust objective; ``None``: :data:`TUNE_EPS`.
     n_val : int, default 1000
         The last ``n_val`` training images: the validation set (clean objective).
-    n_robust : int in [1, n_val], default 300
+    n_robust : int in [1, n_val], default 500
         Its first ``n_robust`` images: the robust objective.
     attacks, budgets
         Of :func:`~ddl.robustness.evaluate_robustness` (default :data:`TUNE_ATTACKS`; budgets:
@@ -767,7 +768,7 @@ def save_tuned(results: dict[str, dict], path: str | Path) -> Path:
 
 
 def plan_tuning(dataset: str, *, run_dir: str | Path, data_dir=None, model: str | None = None,
-                n_trials: int = 36, eps: float | None = None, n_val: int = 1000, n_robust: int = 300,
+                n_trials: int = 36, eps: float | None = None, n_val: int = 1000, n_robust: int = 500,
                 attacks=TUNE_ATTACKS, budgets: dict[str, int] | None = None, population_size: int = 12,
                 space: dict[str, tuple] | None = None, max_patches: int = PRESET_MAX_PATCHES,
                 device: str = "cpu") -> list[str]:
