@@ -363,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dry-run", action="store_true",
                     help="load and check the data, the classifier and the options, print the plan, and "
                          "exit without computing or writing anything")
+    sp.add_argument("--summarise", action="store_true",
+                    help="write the summary and the figure of the trials the study in --run-dir holds "
+                         "(an interrupted or unfinished one too), evaluating nothing")
     add_engine_arguments(sp)
     common(sp)
     quiet(sp)
@@ -1049,6 +1052,12 @@ def cmd_tune(args) -> int:
     from ddl._parallel import Engine
 
     command = shlex.join(["ddl", *sys.argv[1:]] if Path(sys.argv[0]).name in ("ddl", "__main__.py") else sys.argv)
+    if args.summarise:
+        for d in args.datasets:
+            s = tune.summarise_study(d, run_dir=run_dir, device=args.device, command=command)
+            print(f"{d}: {s['n_trials']} complete trials, {s['partial']['unfinished_trials']} unfinished; chosen "
+                  f"{s['best']}; wrote {run_dir / f'tune-{d}.json'}")
+        return 0
     with Engine(workers=args.workers, address=args.ray_address) as engine:
         for d in args.datasets:
             result = tune.tune_defence(d, eps=eps[d], engine=engine, command=command, **run_kw, **kw)
@@ -1090,7 +1099,7 @@ def cmd_zoo(args) -> int:
         print("the zoo is empty")
         return 0
     print("classifiers (accuracy: clean test set; behind defence: its reconstructions of the clean test set)")
-    print(f"{'model':<12}{'dataset':<9}{'variant':<10}{'accuracy':>9}{'behind defence':>16}{'paper':>7}"
+    print(f"{'model':<12}{'dataset':<9}{'variant':<16}{'accuracy':>9}{'behind defence':>16}{'paper':>7}"
           f"{'epochs':>7}{'train s':>8}{'MB':>6}  path")
     for e in entries:
         target = e.extra.get("target_percent")
@@ -1098,7 +1107,7 @@ def cmd_zoo(args) -> int:
         size = e.path.stat().st_size / 1e6 if e.path.is_file() else float("nan")
         behind = e.extra.get("denoised_clean_accuracy")
         behind = "–" if behind is None else f"{behind * 100:.2f}% ({e.defence['name']})"
-        print(f"{e.model:<12}{e.dataset:<9}{e.variant:<10}{e.accuracy * 100:>8.2f}%{behind:>16}{paper:>7}"
+        print(f"{e.model:<12}{e.dataset:<9}{e.variant:<16}{e.accuracy * 100:>8.2f}%{behind:>16}{paper:>7}"
               f"{e.epochs:>7}{e.seconds:>8.0f}{size:>6.2f}  {e.path.name}")
     total = sum(e.path.stat().st_size for e in entries if e.path.is_file())
     print(f"{len(entries)} checkpoints, {total / 1e6:.1f} MB, in {zoo.ZOO_DIR}")
