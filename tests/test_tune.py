@@ -208,6 +208,9 @@ def test_an_interrupted_study_resumes_with_no_repeated_trial_and_as_if_uninterru
     with pytest.raises(KeyboardInterrupt):
         tune.tune_defence("mnist", run_dir=tmp_path / "run", n_trials=8, **args)
     before = list(calls)
+    partial = tune.summarise_study("mnist", run_dir=tmp_path / "run")    # what the study holds, nothing run
+    assert calls == before and partial["partial"]["unfinished_trials"] >= 1
+    assert partial["n_trials"] == partial["partial"]["complete_trials"] < 8
     study = optuna.load_study(study_name="ddl-tune-mnist", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     states = [t.state.name for t in study.trials]
     assert "RUNNING" in states and set(before) <= {t.number for t in study.trials if t.state.name == "COMPLETE"}

@@ -75,7 +75,7 @@ from ddl.experiments.config import PRESET_MAX_PATCHES
 
 __all__ = ["CHECK_ATTACKS", "DEFAULT_MODELS", "SELECTION_RULE", "SPACE", "STUDY_FILE", "TUNE_ATTACKS",
            "TUNE_BUDGETS", "TUNE_EPS", "choose_point", "indistinguishable", "pareto_front", "plan_tuning",
-           "plot_front", "save_tuned", "score", "tune_defence"]
+           "plot_front", "save_tuned", "score", "summarise_study", "tune_defence"]
 
 #: ε of the robust objective: MNIST 0.2 (where our FGSM accuracies match the paper's), CIFAR-10 4/255.
 TUNE_EPS = {"mnist": 0.2, "cifar10": 4 / 255}
@@ -538,10 +538,9 @@ def _reference_and_check(study, engine, shared, dataset, attacks, check, progres
         units += [("check:chosen", _chosen_params(study), checked), ("check:reference", reference, checked)]
     attrs = study.user_attrs
     if reference is not None and attrs.get("reference", {}).get("params") != reference:
-        same = [r["number"] for r in _rows(study) if r["params"] == reference and r["duplicate_of"] is None]
-        if same:                                  # the warm start: scored as trial `same[0]`
-            study.set_user_attr("reference", {"params": reference, "attacks": list(attacks), "trial": same[0],
-                                              "result": _result(study, same[0])})
+        scored = _reference_from_trials(study, reference, attacks)
+        if scored is not None:                    # the warm start: scored as one of the trials
+            study.set_user_attr("reference", scored)
             attrs = study.user_attrs
     unit_key = lambda params, a: json.dumps([params, list(a)], sort_keys=True)   # noqa: E731
     stored = {unit_key(v["params"], v["attacks"]): v for k, v in attrs.items() if k in _EXTRA and v}
@@ -563,6 +562,13 @@ def _reference_and_check(study, engine, shared, dataset, attacks, check, progres
             study.set_user_attr(name, {"params": items[i]["params"], "attacks": list(items[i]["attacks"]),
                                        "result": result})
     return {k: study.user_attrs.get(k) for k in _EXTRA}
+
+
+def _reference_from_trials(study, reference: dict[str, Any], attacks) -> dict[str, Any] | None:
+    """The shipped setting's evaluation when a complete trial has its parameters (else None)."""
+    same = [r["number"] for r in _rows(study) if r["params"] == reference and r["duplicate_of"] is None]
+    return None if not same else {"params": reference, "attacks": list(attacks), "trial": same[0],
+                                  "result": _result(study, same[0])}
 
 
 def _shipped_params(dataset: str) -> dict[str, Any] | None:
@@ -636,7 +642,8 @@ def _summarise(study, settings, classifier, extra, *, engine, device, command, w
         "per_image_format": "1 = correct (clean) / survived every attack (robust), validation images in order",
         "seconds_per_trial": {"mean": sum(seconds) / len(seconds), "median": seconds[len(seconds) // 2],
                               "min": seconds[0], "max": seconds[-1]},
-        "wall_seconds_this_run": round(wall_seconds, 1), "engine": engine.describe(),
+        "wall_seconds_this_run": round(wall_seconds, 1),
+        "engine": engine.describe() if engine is not None else "none (summary of the stored trials)",
         "wall_seconds_all_runs": round(attrs.get("wall_seconds", wall_seconds), 1),
         "machine": machine_record(device), "command": command,
         "caveat": ("the zoo classifier was trained on the whole training split, validation images "
@@ -704,6 +711,50 @@ def _verdict(tests: dict[str, dict[str, Any]]) -> str:
             + ("the chosen setting beats the shipped one on robust accuracy at equal or better clean accuracy"
                if beats else "the chosen setting does not beat the shipped one on robust accuracy at equal "
                              "or better clean accuracy"))
+
+
+def summarise_study(dataset: str, *, run_dir: str | Path, device: str = "cpu",
+                    command: str | None = None) -> dict[str, Any]:
+    """Write the summary and the figure of what the study in ``run_dir`` holds, evaluating
+    nothing (``ddl tune --summarise``): its complete trials, the front, the choice and the shipped
+    defence when one of the trials scored it; the Square checks only if a finished run made them.
+    For a study that is still short of its trials (interrupted, or slower than planned) the
+    summary says so under ``partial``."""
+    from optuna.trial import TrialState
+
+    from ddl import zoo
+    from ddl._io import lock_run_folder
+    from ddl.plots import save_figure
+
+    optuna = _import_optuna()
+    run_dir = Path(run_dir)
+    name = f"ddl-tune-{dataset}"
+    if not (run_dir / STUDY_FILE).is_file():
+        raise TuneError(f"summarise_study: no {STUDY_FILE} in {run_dir}; run `ddl tune` there first.")
+    with lock_run_folder(run_dir):
+        try:
+            study = optuna.load_study(study_name=name, storage=f"sqlite:///{(run_dir / STUDY_FILE).resolve()}")
+        except KeyError:
+            raise TuneError(f"summarise_study: {run_dir / STUDY_FILE} holds no study {name!r}.") from None
+        settings = study.user_attrs["settings"]
+        entry = next((e for e in zoo.entries() if e.dataset == dataset and Path(e.path).name == settings["classifier"]),
+                     None)
+        if entry is None:
+            raise TuneError(f"summarise_study: the zoo no longer holds {settings['classifier']}, the classifier "
+                            f"of study {name!r}.")
+        extra = {k: study.user_attrs.get(k) for k in _EXTRA}
+        shipped = _shipped_params(dataset)
+        if extra["reference"] is None and shipped is not None:
+            extra["reference"] = _reference_from_trials(study, shipped, settings["attacks"])
+        summary = _summarise(study, settings, _classifier_record(entry, dataset), extra, engine=None, device=device,
+                             command=command, wall_seconds=0.0)
+        summary["partial"] = {"complete_trials": summary["n_trials"],
+                              "unfinished_trials": len(study.get_trials(states=(TrialState.RUNNING,))),
+                              "note": "summary of the stored trials; `ddl tune` with the study's settings "
+                                      "resumes the unfinished ones and asks for the rest"}
+        atomic_write_json(run_dir / f"tune-{dataset}.json", summary)
+        save_figure(plot_front(summary), run_dir / f"front-{dataset}.png")
+    return summary
 
 
 # --- the figure --------------------------------------------------------------------------------
@@ -817,8 +868,11 @@ def _classifier(model: str, dataset: str, device: str):
     if entry is None:
         raise ValueError(f"tune_defence: model must be a zoo classifier of {dataset}; got {model!r} "
                          f"(`ddl zoo list` shows them).")
-    return zoo.load(model, dataset, device=device), {
-        "name": model, "variant": "standard", "source": "zoo", "file": Path(entry.path).name,
-        "sha256": entry.sha256, "epochs": entry.epochs, "test_accuracy_recorded_in_zoo": entry.accuracy,
-        "default_for_dataset": model == DEFAULT_MODELS[dataset],
-        "shipped_defence_tuned_on": DEFAULT_MODELS[dataset]}
+    return zoo.load(model, dataset, device=device), _classifier_record(entry, dataset)
+
+
+def _classifier_record(entry, dataset: str) -> dict[str, Any]:
+    return {"name": entry.model, "variant": "standard", "source": "zoo", "file": Path(entry.path).name,
+            "sha256": entry.sha256, "epochs": entry.epochs, "test_accuracy_recorded_in_zoo": entry.accuracy,
+            "default_for_dataset": entry.model == DEFAULT_MODELS[dataset],
+            "shipped_defence_tuned_on": DEFAULT_MODELS[dataset]}
