@@ -190,7 +190,14 @@ def test_engine_joins_an_existing_cluster_by_address(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         address = f"127.0.0.1:{port}"
-        for attempt in range(30):                 # the head takes a few seconds to listen
+        deadline = time.time() + 120
+        while time.time() < deadline and head.poll() is None:   # the head takes seconds to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        for attempt in range(30):
             driver = subprocess.run([sys.executable, "-c", _DRIVER, address], env=env, capture_output=True,
                                     text=True, timeout=180)
             if driver.returncode == 0 or head.poll() is not None:
@@ -201,9 +208,10 @@ def test_engine_joins_an_existing_cluster_by_address(tmp_path):
         assert out == {"describe": f"ray at {address}", "results": [[0, 1], [1, 4], [2, 9]]}
         assert head.poll() is None                 # the driver disconnected; the cluster runs on
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
+        os.killpg(head.pid, signal.SIGTERM)     # `ray stop` would stop every Ray of this user
         try:
-            head.wait(30)
-        except subprocess.TimeoutExpired:
+            head.wait(5)
+        except subprocess.TimeoutExpired:          # its clean shutdown takes ~30 s; nothing to keep
             os.killpg(head.pid, signal.SIGKILL)
+            head.wait(10)
         shutil.rmtree(temp, ignore_errors=True)
