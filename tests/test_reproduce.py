@@ -45,10 +45,13 @@ def test_quick_preset_on_two_ray_workers_writes_the_serial_files(quick_run, tmp_
                  "--quiet"]) == 0
     parallel = json.loads((par / "results.json").read_text())
     assert _findings(parallel) == _findings(serial)
-    arrays = sorted(p.relative_to(run_dir) for p in (run_dir / "cells").rglob("*.npz"))
-    assert arrays and arrays == sorted(p.relative_to(par) for p in (par / "cells").rglob("*.npz"))
-    for rel in arrays:
-        assert (par / rel).read_bytes() == (run_dir / rel).read_bytes(), rel
+    arrays = sorted(p.relative_to(run_dir) for p in (run_dir / "cells").rglob("arrays/*.pt"))
+    assert len(arrays) == 8 and arrays == sorted(p.relative_to(par) for p in (par / "cells").rglob("arrays/*.pt"))
+    for rel in arrays:                        # per-image predictions, PSNR, SSIM...: the same values
+        a, b = (torch.load(d / rel, weights_only=True) for d in (run_dir, par))
+        assert a.keys() == b.keys(), rel
+        for k in a:
+            assert (torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k]), (rel, k)
     entries = lambda d: sorted(p.name for p in (d / "cache").iterdir() if not p.name.startswith("."))  # noqa: E731
     assert entries(par) == entries(run_dir)
 
@@ -250,7 +253,7 @@ def test_a_missing_variant_is_an_error_not_a_silently_trained_standard_model(tmp
         pipeline.get_model(cfg, x, y, x, y, tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"ModelConfig: variant='denoised' models come from the zoo only"):
         ModelConfig(variant="denoised", use_zoo=False)
-    with pytest.raises(ValueError, match=r"ModelConfig: variant must be one of standard, denoised; got 'noisy'"):
+    with pytest.raises(ValueError, match=r"ModelConfig: variant must be one of standard, denoised, adversarial, adversarial-ddl; got 'noisy'"):
         ModelConfig(variant="noisy")
 
 
