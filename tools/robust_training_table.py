@@ -47,6 +47,7 @@ def main(argv=None) -> int:
                    help="an arm's name and its robustness.json (the first is the reference of the paired tests)")
     p.add_argument("--out", default=str(REPO / "results" / "robust-training"))
     p.add_argument("--zoo-logs", default=str(REPO / "zoo_logs"))
+    p.add_argument("--reading", default=None, help="a Markdown file appended as the README's reading of the table")
     args = p.parse_args(argv)
 
     arms = {}
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
             entry["worst_case"][e] = {"k": sum(w), "ci": wilson_interval(sum(w), n)}
             cells.append(_pct(sum(w), n))
         flags = ", ".join(f["code"] for f in rec.get("flags", [])) or "none"
-        rows.append(f"| {name} | {rec['defence'].get('name', rec['defence']) if isinstance(rec['defence'], dict) else rec['defence']} | "
+        defence = (rec["defence"] or {}).get("name") if isinstance(rec["defence"], dict) else rec["defence"]
+        rows.append(f"| {name} | {defence or 'none'} | "
                     + " | ".join(cells) + f" | {flags} |")
         summary["arms"][name] = entry
 
@@ -96,7 +98,7 @@ def main(argv=None) -> int:
     for name, rec in arms.items():
         variant = rec["model_info"].get("variant")
         log = Path(args.zoo_logs) / f"{args.model}_{args.dataset}_{variant}.json"
-        if variant and log.is_file() and name.split(" ")[0] == variant:
+        if variant and log.is_file() and name == variant:
             h = json.loads(log.read_text())
             hist = h["history"]
             summary["arms"][name]["training"] = {"settings": h.get("adversarial"), "history": hist,
@@ -127,10 +129,10 @@ def main(argv=None) -> int:
         "|---|---|---|" + "---|" * len(eps_keys) + "---|",
         *rows,
         "",
-        f"## Paired tests (McNemar, exact; difference with Newcombe's 95 % interval; b10 / b01 = images only "
-        f"the first / only {names[0]} gets right)",
+        f"## Paired tests against {names[0]} (exact McNemar on the same images; difference A − B with "
+        f"Newcombe's 95 % interval; b10: images only A gets right, b01: only B)",
         "",
-        "| comparison | ε | difference | b10 / b01 | p |",
+        "| A − B | ε | difference | b10 / b01 | p |",
         "|---|---|---|---|---|",
         *paired_lines,
     ]
@@ -139,6 +141,8 @@ def main(argv=None) -> int:
                  "epoch's batches, clean test accuracy, seconds on one CPU thread)", "",
                  "| variant | epoch | ε | clean train % | robust train % | clean test % | seconds |",
                  "|---|---|---|---|---|---|---|", *curves]
+    if args.reading:
+        text += ["", Path(args.reading).read_text().rstrip()]
     (out / "README.md").write_text("\n".join(text) + "\n")
     _figure(arms, eps_keys, n, out / "accuracy_vs_eps.png")
     print("\n".join(text))
