@@ -38,7 +38,7 @@ def test_zoo_list_shows_every_checkpoint_with_its_variant_accuracy_target_and_th
     for e, line in zip(entries, rows):
         fields = line.split()
         assert fields[:4] == [e.model, e.dataset, e.variant, f"{100 * e.accuracy:.2f}%"]
-        if e.variant == "denoised":  # accuracy behind the defence it was trained with, and its name
+        if e.defence is not None:  # trained behind a defence: accuracy behind it, and its name
             assert fields[4:6] == [f"{100 * e.extra['denoised_clean_accuracy']:.2f}%", f"({e.defence['name']})"]
             assert fields[6] == f"{e.extra['target_percent']:.2f}"
         else:

@@ -399,7 +399,7 @@ def test_robustness_takes_fractions_and_suggests_the_zoo_model(capsys, tmp_path)
                        "--out", tmp_path / "r")
     assert code == 2
     assert_one_line_error(err, "robustness", "argument --zoo: unknown zoo model 'resnt' (did you mean 'resnet'?); "
-                                             "choose one of: mlp, convnet, autoencoder, resnet, hrnn "
+                                             "choose one of: mlp, convnet, autoencoder, resnet, hrnn, all "
                                              "(see `ddl robustness --help`)")
     code, _, err = run(capsys, "robustness", "--dataset", "mnist", "--zoo", "mlp", "--eps", "1.5",
                        "--out", tmp_path / "r")

@@ -150,8 +150,9 @@ def test_an_interrupted_evaluation_resumes_at_the_next_chunk(tmp_path, monkeypat
     monkeypatch.setattr(ev, "pgd_linf", lambda *a, image_ids, **k: (calls.append(image_ids.tolist()),
                                                                     real_pgd(*a, image_ids=image_ids, **k))[1])
     resumed = evaluate_robustness(model, x, y, **kw)
-    # pgd:bpda resumes at image 4; then bare PGD, chunk by chunk
-    assert calls == [[4, 5, 6, 7], [8, 9], [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    # chunk by chunk, the attacks in order: [0, 4) has pgd:bpda cached and needs bare PGD (the
+    # interrupted call); then pgd:bpda and bare PGD on [4, 8) and on [8, 10)
+    assert calls == [[0, 1, 2, 3], [4, 5, 6, 7], [4, 5, 6, 7], [8, 9], [8, 9]]
     fresh = evaluate_robustness(model, x, y, **{k: v for k, v in kw.items() if k not in ("cache_dir", "cache_key")})
     assert resumed.to_dict()["survival"] == fresh.to_dict()["survival"]
     assert resumed.bare_pgd == fresh.bare_pgd and resumed.worst_case == fresh.worst_case

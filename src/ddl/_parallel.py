@@ -187,7 +187,7 @@ def add_engine_arguments(parser) -> None:
                             'pip install -e ".[ray]"; default: serial, in this process)')
     group.add_argument("--ray-address", default=None, metavar="ADDR",
                        help="run the units on an existing Ray cluster (e.g. auto or ray://HOST:10001); "
-                            "every node needs ddl installed and the data sets")
+                            "every node needs ddl installed and the data sets (default: none)")
 
 
 def _positive_int(text: str) -> int:
