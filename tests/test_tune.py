@@ -72,7 +72,8 @@ def test_the_interval_of_a_score_is_wilsons_computed_by_hand():
     z = 1.959963984540054                       # two-sided 95 % normal quantile
     for k, n in ((7, 8), (287, 300), (0, 30), (30, 30)):
         p = k / n
-        centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
         s = tune.score(k, n)
         assert s["accuracy"] == p and s["correct"] == k and s["n"] == n
         assert s["ci"] == pytest.approx([centre - half, centre + half], abs=1e-12)
@@ -222,7 +223,8 @@ def test_an_interrupted_study_resumes_with_no_repeated_trial_and_as_if_uninterru
     assert len(calls) == len(set(calls))        # no trial evaluated twice, across both runs
     assert not set(before) & set(calls[len(before):])
     assert [t["params"] for t in resumed["trials"]] == [t["params"] for t in whole["trials"]]
-    assert [(t["clean"], t["robust"]) for t in resumed["trials"]] == [(t["clean"], t["robust"]) for t in whole["trials"]]
+    scores = lambda s: [(t["clean"], t["robust"]) for t in s["trials"]]     # noqa: E731
+    assert scores(resumed) == scores(whole)
     n = len(calls)
     again = tune.tune_defence("mnist", run_dir=tmp_path / "run", n_trials=10, **args)  # asking for more
     assert again["n_trials"] == 10 and len(calls) - n <= 2 and len(calls) == len(set(calls))

@@ -318,7 +318,8 @@ def _open_study(optuna, run_dir: Path, dataset: str, settings: dict[str, Any]):
         if settings["warm_start"] is not None:     # the first trial: the shipped setting
             study.enqueue_trial(settings["warm_start"])
     elif stored != json.loads(json.dumps(settings)):
-        diff = sorted(k for k in set(stored) | set(settings) if stored.get(k) != json.loads(json.dumps(settings.get(k))))
+        now = json.loads(json.dumps(settings))
+        diff = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
         raise TuneError(f"tune_defence: {run_dir / STUDY_FILE} holds study {name!r} made with other settings "
                         f"({', '.join(f'{k}: {stored.get(k)!r} there, {settings.get(k)!r} now' for k in diff)}); "
                         f"use another run folder or the same settings.")
@@ -519,7 +520,8 @@ def _logger(dataset: str, n_trials: int, progress: bool):
         if not progress:
             return
         p = json.loads(key)
-        setting = (f"{p['patch_size']}x{p['patch_size']}/{p['step']}, {p['n_components']} atoms, k {p['n_nonzero_coefs']}, "
+        setting = (f"{p['patch_size']}x{p['patch_size']}/{p['step']}, {p['n_components']} atoms, "
+                   f"k {p['n_nonzero_coefs']}, "
                    f"{p['method']}{', mean removed' if p['remove_mean'] else ''}")
         c, r = (result[k].count("1") / len(result[k]) for k in _OBJECTIVES)
         how = f"same setting as trial {duplicate_of}" if duplicate_of is not None else f"{result['seconds']:.0f} s"
@@ -772,7 +774,7 @@ def plot_front(summary: dict[str, Any]):
     front = [r for r in trials if r["number"] in set(summary["front"])]
     front.sort(key=lambda r: r["clean"]["accuracy"])
     _points(ax, front, "-o", "tab:blue", "Pareto front (95 % intervals)")
-    floor = max(r["clean"]["ci"][0] for r in front if r["clean"]["accuracy"] == max(f["clean"]["accuracy"] for f in front))
+    floor = max(front, key=lambda r: r["clean"]["accuracy"])["clean"]["ci"][0]     # as choose_point
     ax.axvline(100 * floor, ls="--", lw=0.8, color="tab:red", label="choice: clean accuracy at least this")
     ref = summary.get("reference")
     if ref:
@@ -781,7 +783,7 @@ def plot_front(summary: dict[str, Any]):
     _points(ax, [summary["chosen"]], "*", "tab:red", f"chosen (trial {summary['chosen']['number']}"
             + (", the shipped setting)" if same else ")"), size=12, zorder=5)
     ax.set_xlabel(f"clean accuracy (%), {summary['n_val']} validation images")
-    ax.set_ylabel(f"worst-case accuracy (%) at ε = {summary['eps']:.4g}, {summary['n_robust']} images")
+    ax.set_ylabel(f"worst-case accuracy (%) at ε = {_eps_text(summary['eps'])}, {summary['n_robust']} images")
     ax.set_title(f"{summary['dataset']}: denoiser settings in front of the {summary['model']}")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
@@ -836,8 +838,7 @@ def plan_tuning(dataset: str, *, run_dir: str | Path, data_dir=None, model: str 
     _check_geometry(space, tuple(x.shape[1:]))
     _, classifier = _classifier(model, dataset, device)
     db = Path(run_dir) / STUDY_FILE
-    levels = eps * 255
-    eps_text = f"{eps:.4g}" + (f" ({round(levels)}/255)" if abs(levels - round(levels)) < 1e-9 else "")
+    eps_text = _eps_text(eps)
     return [f"{dataset}: validation = the last {n_val} of {len(x)} training images (dictionaries learn from "
             f"{max_patches} patches of the other {len(x) - n_val}); classifier zoo {classifier['file']} ({model})",
             f"  objectives: clean accuracy on {n_val} images; worst case of {' '.join(attacks)} (cascade, "
@@ -847,6 +848,12 @@ def plan_tuning(dataset: str, *, run_dir: str | Path, data_dir=None, model: str 
             f"  {n_trials} trials, NSGA-II (population {population_size}) over "
             + "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in space.items()),
             f"  study {'would resume from' if db.is_file() else 'would be created in'} {db} as 'ddl-tune-{dataset}'"]
+
+
+def _eps_text(eps: float) -> str:
+    """``0.2 (51/255)``, ``0.01569 (4/255)``: ε and, when it is one, its number of grey levels."""
+    levels = eps * 255
+    return f"{eps:.4g}" + (f" ({round(levels)}/255)" if abs(levels - round(levels)) < 1e-9 else "")
 
 
 def _training_split(dataset: str, data_dir, n_val: int):
