@@ -194,6 +194,14 @@ def test_unknown_model_is_rejected_for_its_name(tmp_path, capsys):
                                         "autoencoder, resnet, hrnn (see `ddl train --help`)")
 
 
+def test_out_with_several_models_is_refused_before_any_work(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--model", "mlp", "convnet", "--out", tmp_path / "m.pt",
+                       "--data-dir", tmp_path)
+    assert code == 2
+    assert_one_line_error(err, "train", "--out names one checkpoint; with several --model (mlp convnet) each is "
+                                        "written to runs/train/MODEL-mnist.pt")
+
+
 def test_unknown_zoo_name_suggests_the_close_match(capsys):
     code, _, err = run(capsys, "evaluate", "--zoo", "resnett", "--dataset", "mnist")
     assert code == 2

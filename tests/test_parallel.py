@@ -215,3 +215,46 @@ def test_engine_joins_an_existing_cluster_by_address(tmp_path):
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(10)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_training_several_models_on_ray_workers_writes_the_checkpoints_of_separate_serial_runs(tmp_path,
+                                                                                                 monkeypatch):
+    """`ddl train --model mlp convnet --workers 2`: each model one Ray task; every checkpoint holds
+    the weights that `ddl train --model X` alone gives (same seed, one thread), as does the serial
+    run of both models in one process (the second model's initial weights do not depend on the
+    first one's training: before the seed was set per model, the serial run's ConvNet differed)."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    from ddl.cli import main
+    from ddl.data import load_sample
+    from ddl.models.checkpoint import load_checkpoint
+
+    data = tmp_path / "data" / "mnist"
+    data.mkdir(parents=True)
+    for split, prefix, n in (("train", "train", 96), ("test", "t10k", 32)):
+        x, y = load_sample(split)
+        for kind, a in (("images-idx3", (x[:n, 0] * 255).round().numpy()), ("labels-idx1", y[:n].numpy())):
+            header = struct.pack(">I", 0x0800 | a.ndim) + struct.pack(f">{a.ndim}I", *a.shape)
+            (data / f"{prefix}-{kind}-ubyte.gz").write_bytes(gzip.compress(header + a.astype(np.uint8).tobytes()))
+    common = ["train", "--dataset", "mnist", "--epochs", "1", "--batch-size", "16", "--threads", "1", "--quiet",
+              "--data-dir", str(tmp_path / "data")]
+    weights = {}
+    for run, extra in (("alone-mlp", ["--model", "mlp"]), ("alone-convnet", ["--model", "convnet"]),
+                       ("serial", ["--model", "mlp", "convnet"]), ("ray", ["--model", "mlp", "convnet", "--workers", "2"])):
+        (tmp_path / run).mkdir()
+        monkeypatch.chdir(tmp_path / run)
+        assert main(common + extra) == 0
+        for model in ("mlp", "convnet"):
+            path = Path("runs/train") / f"{model}-mnist.pt"
+            if path.exists():
+                net, meta = load_checkpoint(path)
+                weights[run, model] = (net.state_dict(), meta["test_accuracy"])
+    for model in ("mlp", "convnet"):
+        ref, acc = weights[f"alone-{model}", model]
+        for run in ("serial", "ray"):
+            state, run_acc = weights[run, model]
+            assert run_acc == acc and state.keys() == ref.keys(), (run, model)
+            assert all(torch.equal(state[k], ref[k]) for k in ref), (run, model)

@@ -199,12 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("train", help="train a classifier and save a checkpoint (resumes if interrupted)")
     dataset(sp, required=True)
-    sp.add_argument("--model", required=True, type=_name("model", MODEL_NAMES),
-                    metavar="{" + ",".join(MODEL_NAMES) + "}", help="architecture (DESIGN.md §4)")
+    sp.add_argument("--model", required=True, nargs="+", type=_name("model", MODEL_NAMES),
+                    metavar="{" + ",".join(MODEL_NAMES) + "}",
+                    help="architecture (DESIGN.md §4); several: one training each, the same options and "
+                         "seed (with --workers or --ray-address, each a Ray task of one thread)")
     sp.add_argument("--epochs", type=_int_from(1), default=1, help="training epochs")
     sp.add_argument("--batch-size", type=_int_from(1), default=32, help="images per step")
     sp.add_argument("--lr", type=_positive, default=1e-3, help="Adam learning rate")
-    sp.add_argument("--out", default=None, help="checkpoint path (default: runs/train/MODEL-DATASET.pt)")
+    sp.add_argument("--out", default=None,
+                    help="checkpoint path, one --model only (default: runs/train/MODEL-DATASET[-VARIANT].pt)")
     sp.add_argument("--defence", default="none",
                     help="denoiser-aware training: none, tuned or paper (the zoo's fitted defence for "
                          "--dataset) or a file written by DictionaryDenoiser.save; every augmented "
@@ -240,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--guard-drop", type=_in_unit_interval(low_open=True), default=None,
                      help="fast: roll back and stop when the guard's PGD accuracy falls by more than this "
                           "fraction of its best (default: 0.5)")
+    add_engine_arguments(sp)
     common(sp)
     quiet(sp)
     sp.set_defaults(func=cmd_train)
@@ -659,18 +663,53 @@ def _demo_adaptive_line(cfg, pipeline, cache: Path) -> str:
 
 
 def cmd_train(args) -> int:
+    _setup(args)
+    models = list(dict.fromkeys(args.model))
+    _adversarial_training(args)                     # option errors before any work
+    suffix = "" if _training_variant(args) == "standard" else f"-{_training_variant(args)}"
+    if args.out and len(models) > 1:
+        raise UsageError(f"--out names one checkpoint; with several --model ({' '.join(models)}) each is "
+                         f"written to runs/train/MODEL-{args.dataset}{suffix}.pt")
+    outs = {m: Path(args.out or f"runs/train/{m}-{args.dataset}{suffix}.pt") for m in models}
+    for out in outs.values():
+        _check_output("--out", out)
+    _training_defence(args)                         # a missing or unreadable defence: before any work
+    if args.init_zoo:
+        from ddl import zoo
+
+        for m in models:
+            try:
+                zoo.load(m, args.dataset)           # its SHA-256 checked here too
+            except LookupError as e:
+                raise UsageError(str(e)) from None
+    with _engine(args) as engine:
+        # one training per model; with --workers each is a Ray task of one thread, its checkpoint
+        # (and, per epoch, its resume file) written where --out says
+        for i, line in engine.map(_train_one, models, shared={"args": args, "in_worker": engine.parallel}):
+            print(line if len(models) == 1 else f"{models[i]}: {line}", flush=True)
+    return 0
+
+
+def _train_one(model_name: str, *, args, in_worker: bool = False) -> str:
+    """Train ``model_name`` as ``ddl train`` says and save its checkpoint; returns the line to
+    print. A unit of :class:`ddl._parallel.Engine` (module level, so Ray pickles it by name)."""
+    import argparse
+
     from ddl import __version__, metrics
     from ddl.data import load_dataset
     from ddl.models import build_model
     from ddl.models.checkpoint import save_checkpoint
     from ddl.models.train import fit, predict
 
-    _setup(args)
+    import torch
+
+    if in_worker:   # a fresh Ray worker: kernel choice as the driver; threads as the Engine set them
+        _setup(argparse.Namespace(**{**vars(args), "threads": None}))
+    torch.manual_seed(args.seed)    # the initial weights: the same whatever ran before in this process
     adversarial = _adversarial_training(args)
     variant = _training_variant(args)
     suffix = "" if variant == "standard" else f"-{variant}"
-    out = Path(args.out or f"runs/train/{args.model}-{args.dataset}{suffix}.pt")
-    _check_output("--out", out)
+    out = Path(args.out or f"runs/train/{model_name}-{args.dataset}{suffix}.pt")
     denoiser, defence = _training_defence(args)
     x, y = _first(args.n_train, "--n-train", "training", *load_dataset(args.dataset, "train", data_dir=args.data_dir))
     x_test, y_test = _first(args.n_test, "--n-test", "test", *load_dataset(args.dataset, "test", data_dir=args.data_dir))
@@ -684,11 +723,11 @@ def cmd_train(args) -> int:
         from ddl import zoo
 
         try:
-            model = zoo.load(args.model, args.dataset, device=args.device)
+            model = zoo.load(model_name, args.dataset, device=args.device)
         except LookupError as e:
             raise UsageError(str(e)) from None
     else:
-        model = build_model(args.model, tuple(x.shape[1:]), n_classes=10)
+        model = build_model(model_name, tuple(x.shape[1:]), n_classes=10)
     t = time.perf_counter()
     history = fit(model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         device=args.device, x_val=x_test, y_val=y_test, val_name="test",  # monitored only: nothing is chosen on it
@@ -698,7 +737,7 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - t
     model.eval()
     acc = metrics.accuracy(predict(model, x_test, device=args.device), y_test)
-    meta = {"architecture": args.model, "dataset": args.dataset, "input_shape": list(x.shape[1:]),
+    meta = {"architecture": model_name, "dataset": args.dataset, "input_shape": list(x.shape[1:]),
             "n_classes": 10, "epochs": args.epochs, "seconds": seconds, "test_accuracy": acc,
             "ddl_version": __version__, "variant": variant}
     if adversarial is not None:  # how it was trained: method, eps, steps, step size, threat, defence
@@ -707,8 +746,6 @@ def cmd_train(args) -> int:
         meta["training_history"] = {k: v for k, v in history.to_dict().items() if k != "lr"}
     line = f"test accuracy {acc * 100:.2f} % on {len(x_test)} images"
     if denoiser is not None:
-        import torch
-
         with torch.no_grad():
             xd = torch.cat([denoiser(x_test[i:i + 1000].to(args.device)).cpu() for i in range(0, len(x_test), 1000)])
         meta["denoised_clean_accuracy"] = metrics.accuracy(predict(model, xd, device=args.device), y_test)
@@ -719,8 +756,7 @@ def cmd_train(args) -> int:
     meta.update({k: n for k, n in (("n_train", args.n_train), ("n_test", args.n_test)) if n is not None})
     save_checkpoint(out, model, meta)
     out.with_suffix(".resume.pt").unlink(missing_ok=True)
-    print(f"{line}; checkpoint {out}")
-    return 0
+    return f"{line}; checkpoint {out}"
 
 
 #: ``ddl.models.train.ADVERSARIAL_METHODS`` and ``TRAINING_THREATS``, spelled here so that building
