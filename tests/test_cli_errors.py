@@ -202,6 +202,15 @@ def test_out_with_several_models_is_refused_before_any_work(tmp_path, capsys):
                                         "written to runs/train/MODEL-mnist.pt")
 
 
+@pytest.mark.parametrize("value", ["-1", "100.5", "nan"])
+def test_tune_max_clean_drop_outside_0_100_points_is_one_line(capsys, value):
+    code, _, err = run(capsys, "tune", "--datasets", "mnist", "--max-clean-drop", value, "--dry-run")
+    assert code == 2
+    got = f"must be a finite number; got {value!r}" if value == "nan" else \
+        f"must be a number of percentage points in [0, 100]; got {value}"
+    assert_one_line_error(err, "tune", f"argument --max-clean-drop: {got} (see `ddl tune --help`)")
+
+
 def test_unknown_zoo_name_suggests_the_close_match(capsys):
     code, _, err = run(capsys, "evaluate", "--zoo", "resnett", "--dataset", "mnist")
     assert code == 2

@@ -96,6 +96,23 @@ def test_the_choice_is_the_most_robust_point_within_the_best_clean_interval():
         tune.choose_point([])
 
 
+def test_a_clean_drop_in_points_sets_the_floor_below_the_best_clean_accuracy():
+    # the CIFAR-10 front's shape: each clean point costs robustness (results/tuning)
+    rows = _rows((0.855, 0.002), (0.836, 0.022), (0.705, 0.116), (0.641, 0.178))
+    assert tune.choose_point(rows)["number"] == 1            # default: within 85.5 %'s interval (83.3 %)
+    assert tune.choose_point(rows, 2)["number"] == 1         # floor 83.5 %
+    assert tune.choose_point(rows, 1.8)["number"] == 0       # floor 83.7 %: only the best clean point
+    assert tune.choose_point(rows, 15)["number"] == 2        # floor 70.5 %, reached exactly
+    assert tune.choose_point(rows, 20)["number"] == 2        # floor 65.5 %
+    assert tune.choose_point(rows, 100)["number"] == 3       # the most robust point of the front
+    assert tune.clean_floor(rows, 15) == pytest.approx(0.705)
+    assert "at most 15 points below the best clean accuracy" in tune.selection_rule(15)
+    for bad in (-1, 101, True):
+        with pytest.raises(ValueError, match=r"^choose_point: max_clean_drop must be a number of points in "
+                                             r"\[0, 100\] or None; got "):
+            tune.choose_point(rows, bad)
+
+
 def test_settings_are_indistinguishable_when_both_intervals_overlap():
     a, b, c = _rows((0.98, 0.30), (0.975, 0.32), (0.98, 0.45), n=300)
     assert tune.indistinguishable(a, b) and tune.indistinguishable(b, a)

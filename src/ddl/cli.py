@@ -143,6 +143,13 @@ def _in_unit_interval(low_open: bool):
     return parse
 
 
+def _points(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a number of percentage points in [0, 100]; got {text}")
+    return value
+
+
 def _positive(text: str) -> float:
     value = _number(text)
     if value <= 0:
@@ -361,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="NSGA-II population: trials asked, and run in parallel, per generation")
     sp.add_argument("--no-warm-start", action="store_true",
                     help="do not make the shipped tuned defence the first trial of a new study")
+    sp.add_argument("--max-clean-drop", type=_points, default=None, metavar="POINTS",
+                    help="choose, among the front's settings whose clean accuracy is at most POINTS below "
+                         "the front's best, the most robust (100: the most robust of the front); default: "
+                         "clean accuracy within the 95 %% interval of the best. Re-chooses from the stored "
+                         "trials (with --summarise too) and checks the new choice with Square")
     sp.add_argument("--run-dir", default="runs/tune",
                     help=f"writes RUN_DIR/study.db (the resumable Optuna study), tune-DATASET.json, "
                          f"front-DATASET.png and {TUNED_FILE} there")
@@ -1077,7 +1089,8 @@ def cmd_tune(args) -> int:
           "budgets": {"pgd_steps": args.pgd_steps, "apgd_iter": args.apgd_iter,
                       "square_queries": args.square_queries},
           "population_size": args.population, "max_patches": args.max_patches, "device": args.device}
-    run_kw = {"seed": args.seed, "warm_start": not args.no_warm_start, "progress": not args.quiet}
+    run_kw = {"seed": args.seed, "warm_start": not args.no_warm_start, "progress": not args.quiet,
+              "max_clean_drop": args.max_clean_drop}
     if args.dry_run:
         for d in args.datasets:
             print("\n".join(tune.plan_tuning(d, eps=eps[d], **kw)))
@@ -1090,7 +1103,8 @@ def cmd_tune(args) -> int:
     command = shlex.join(["ddl", *sys.argv[1:]] if Path(sys.argv[0]).name in ("ddl", "__main__.py") else sys.argv)
     if args.summarise:
         for d in args.datasets:
-            s = tune.summarise_study(d, run_dir=run_dir, device=args.device, command=command)
+            s = tune.summarise_study(d, run_dir=run_dir, device=args.device, command=command,
+                                     max_clean_drop=args.max_clean_drop)
             print(f"{d}: {s['n_trials']} complete trials, {s['partial']['unfinished_trials']} unfinished; chosen "
                   f"{s['best']}; wrote {run_dir / f'tune-{d}.json'}")
         return 0

@@ -74,7 +74,7 @@ from ddl.errors import DDLError
 from ddl.experiments.config import PRESET_MAX_PATCHES
 
 __all__ = ["CHECK_ATTACKS", "DEFAULT_MODELS", "SELECTION_RULE", "SPACE", "STUDY_FILE", "TUNE_ATTACKS",
-           "TUNE_BUDGETS", "TUNE_EPS", "choose_point", "indistinguishable", "pareto_front", "plan_tuning",
+           "TUNE_BUDGETS", "TUNE_EPS", "choose_point", "clean_floor", "selection_rule", "indistinguishable", "pareto_front", "plan_tuning",
            "plot_front", "save_tuned", "score", "summarise_study", "tune_defence"]
 
 #: ε of the robust objective: MNIST 0.2 (where our FGSM accuracies match the paper's), CIFAR-10 4/255.
@@ -155,14 +155,39 @@ def indistinguishable(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a[k]["ci"][0] <= b[k]["ci"][1] and b[k]["ci"][0] <= a[k]["ci"][1] for k in _OBJECTIVES)
 
 
-def choose_point(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The row of :data:`SELECTION_RULE` among ``rows`` (the front: dicts with ``number``,
-    ``clean`` and ``robust`` :func:`score` dicts)."""
+def selection_rule(max_clean_drop: float | None = None) -> str:
+    """The choice rule in words: :data:`SELECTION_RULE`, or with ``max_clean_drop`` its floor
+    set that many points below the best clean accuracy instead."""
+    if max_clean_drop is None:
+        return SELECTION_RULE
+    return (f"among the Pareto-optimal settings whose clean accuracy is at most {max_clean_drop:g} points "
+            "below the best clean accuracy on the front, the one with the highest worst-case accuracy "
+            "(ties: higher clean accuracy, then the earlier trial)")
+
+
+def clean_floor(rows: list[dict[str, Any]], max_clean_drop: float | None = None) -> float:
+    """The lowest clean accuracy :func:`choose_point` accepts among ``rows``."""
+    best = max(r["clean"]["accuracy"] for r in rows)
+    if max_clean_drop is None:
+        return max(rows, key=lambda r: r["clean"]["accuracy"])["clean"]["ci"][0]
+    return best - max_clean_drop / 100
+
+
+def choose_point(rows: list[dict[str, Any]], max_clean_drop: float | None = None) -> dict[str, Any]:
+    """The row of the choice rule (:func:`selection_rule`) among ``rows`` (the front: dicts with
+    ``number``, ``clean`` and ``robust`` :func:`score` dicts).
+
+    ``max_clean_drop`` (points, >= 0): accept clean accuracies down to the best one minus this
+    many points instead of down to the lower end of its interval. Where the front is a steep
+    trade (CIFAR-10: every clean point costs robustness) the default lands on a nearly transparent
+    dictionary; ``100`` picks the most robust point of the front."""
     if not rows:
         raise ValueError("choose_point: rows must hold at least one point of the front; got none.")
-    best_clean = max(rows, key=lambda r: r["clean"]["accuracy"])
-    floor = best_clean["clean"]["ci"][0]
-    eligible = [r for r in rows if r["clean"]["accuracy"] >= floor]
+    if max_clean_drop is not None and (isinstance(max_clean_drop, bool) or not 0 <= max_clean_drop <= 100):
+        raise ValueError(f"choose_point: max_clean_drop must be a number of points in [0, 100] or None; "
+                         f"got {max_clean_drop!r}.")
+    floor = clean_floor(rows, max_clean_drop)
+    eligible = [r for r in rows if r["clean"]["accuracy"] >= floor - 1e-12]
     return max(eligible, key=lambda r: (r["robust"]["accuracy"], r["clean"]["accuracy"], -r["number"]))
 
 
@@ -403,8 +428,8 @@ def tune_defence(dataset: str, *, run_dir: str | Path, data_dir=None, model: str
                  n_trials: int = 36, eps: float | None = None, n_val: int = 1000, n_robust: int = 500,
                  attacks=TUNE_ATTACKS, budgets: dict[str, int] | None = None, population_size: int = 12,
                  space: dict[str, tuple] | None = None, max_patches: int = PRESET_MAX_PATCHES, seed: int = 0,
-                 engine=None, warm_start: bool = True, check: bool = True, device: str = "cpu",
-                 command: str | None = None, progress: bool = True) -> dict[str, Any]:
+                 engine=None, warm_start: bool = True, check: bool = True, max_clean_drop: float | None = None,
+                 device: str = "cpu", command: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the two-objective study of ``dataset``; write and return its summary.
 
     Parameters
@@ -444,6 +469,10 @@ def tune_defence(dataset: str, *, run_dir: str | Path, data_dir=None, model: str
         search starts from the incumbent and its front can only be as good or better.
     check : bool, default True
         Evaluate the chosen point and the shipped defence again with :data:`CHECK_ATTACKS` added.
+    max_clean_drop : float in [0, 100] or None
+        The choice rule (:func:`choose_point`): ``None`` keeps clean accuracy within the interval
+        of the front's best; a number of points accepts that much less. Not part of the study's
+        settings: another value re-chooses from the same trials (and checks the new choice).
     command : str or None
         The command line, recorded in the summary.
 
@@ -476,12 +505,13 @@ def tune_defence(dataset: str, *, run_dir: str | Path, data_dir=None, model: str
                             n_trials=n_trials, eps=float(eps), n_val=n_val, n_robust=n_robust,
                             attacks=attacks, budgets=budgets, population_size=population_size, space=space,
                             max_patches=max_patches, seed=seed, engine=engine, warm_start=warm_start,
-                            check=check, device=device, command=command, progress=progress)
+                            check=check, max_clean_drop=max_clean_drop, device=device, command=command,
+                            progress=progress)
 
 
 def _tune_locked(optuna, dataset, *, run_dir, data_dir, model, n_trials, eps, n_val, n_robust, attacks,
-                 budgets, population_size, space, max_patches, seed, engine, warm_start, check, device, command,
-                 progress) -> dict[str, Any]:
+                 budgets, population_size, space, max_patches, seed, engine, warm_start, check, max_clean_drop,
+                 device, command, progress) -> dict[str, Any]:
     x, y = _training_split(dataset, data_dir, n_val)
     _check_geometry(space, tuple(x.shape[1:]))
     clf, classifier = _classifier(model, dataset, device)
@@ -501,13 +531,13 @@ def _tune_locked(optuna, dataset, *, run_dir, data_dir, model, n_trials, eps, n_
         log = _logger(dataset, n_trials, progress)
         _run_generations(optuna, study, engine, shared, n_trials=n_trials, population_size=population_size,
                          seed=seed, space=space, image_hw=tuple(x.shape[2:]), log=log)
-        extra = _reference_and_check(study, engine, shared, dataset, attacks, check, progress)
+        extra = _reference_and_check(study, engine, shared, dataset, attacks, check, progress, max_clean_drop)
     finally:
         optuna.logging.set_verbosity(verbosity)
     wall = time.perf_counter() - t0
     study.set_user_attr("wall_seconds", study.user_attrs.get("wall_seconds", 0.0) + wall)
     summary = _summarise(study, settings, classifier, extra, engine=engine, device=device, command=command,
-                         wall_seconds=wall)
+                         wall_seconds=wall, max_clean_drop=max_clean_drop)
     atomic_write_json(run_dir / f"tune-{dataset}.json", summary)
     from ddl.plots import save_figure
 
@@ -530,14 +560,16 @@ def _logger(dataset: str, n_trials: int, progress: bool):
     return log
 
 
-def _reference_and_check(study, engine, shared, dataset, attacks, check, progress) -> dict[str, Any]:
+def _reference_and_check(study, engine, shared, dataset, attacks, check, progress,
+                         max_clean_drop=None) -> dict[str, Any]:
     """The shipped defence scored as the trials were, and (``check``) the chosen point and the
     shipped defence with :data:`CHECK_ATTACKS` added; each computed once, kept in the study."""
     reference = _shipped_params(dataset)
     checked = tuple(attacks) + tuple(a for a in CHECK_ATTACKS if a not in attacks)
     units = [("reference", reference, tuple(attacks))]
     if check:
-        units += [("check:chosen", _chosen_params(study), checked), ("check:reference", reference, checked)]
+        units += [("check:chosen", _chosen_params(study, max_clean_drop), checked),
+                  ("check:reference", reference, checked)]
     attrs = study.user_attrs
     if reference is not None and attrs.get("reference", {}).get("params") != reference:
         scored = _reference_from_trials(study, reference, attacks)
@@ -607,16 +639,17 @@ def _front_rows(rows) -> list[dict[str, Any]]:
     return [distinct[i] for i in pareto_front([(r["clean"]["accuracy"], r["robust"]["accuracy"]) for r in distinct])]
 
 
-def _chosen_params(study) -> dict[str, Any]:
-    return choose_point(_front_rows(_rows(study)))["params"]
+def _chosen_params(study, max_clean_drop=None) -> dict[str, Any]:
+    return choose_point(_front_rows(_rows(study)), max_clean_drop)["params"]
 
 
-def _summarise(study, settings, classifier, extra, *, engine, device, command, wall_seconds) -> dict[str, Any]:
+def _summarise(study, settings, classifier, extra, *, engine, device, command, wall_seconds,
+               max_clean_drop=None) -> dict[str, Any]:
     from ddl.provenance import machine_record
 
     rows, attrs = _rows(study), study.user_attrs
     front = sorted(_front_rows(rows), key=lambda r: r["clean"]["accuracy"])
-    chosen = choose_point(front)
+    chosen = choose_point(front, max_clean_drop)
     seconds = sorted(r["seconds"] for r in rows if r["duplicate_of"] is None)
     out = {
         "dataset": settings["dataset"], "model": classifier["name"], "classifier": classifier,
@@ -633,7 +666,8 @@ def _summarise(study, settings, classifier, extra, *, engine, device, command, w
         "study": {"storage": STUDY_FILE, "name": study.study_name}, "search_space": settings["space"],
         "max_patches": settings["max_patches"], "n_trials": len(rows),
         "n_distinct_settings": len(seconds), "front": [r["number"] for r in front],
-        "selection_rule": SELECTION_RULE, "chosen": chosen,
+        "selection_rule": selection_rule(max_clean_drop), "max_clean_drop": max_clean_drop,
+        "clean_floor": clean_floor(front, max_clean_drop), "chosen": chosen,
         "best": {**chosen["params"], "max_patches": settings["max_patches"], "random_state": settings["seed"]},
         "indistinguishable_from_chosen": [r["number"] for r in rows if r["duplicate_of"] is None
                                           and r["number"] != chosen["number"] and indistinguishable(r, chosen)],
@@ -716,7 +750,7 @@ def _verdict(tests: dict[str, dict[str, Any]]) -> str:
 
 
 def summarise_study(dataset: str, *, run_dir: str | Path, device: str = "cpu",
-                    command: str | None = None) -> dict[str, Any]:
+                    command: str | None = None, max_clean_drop: float | None = None) -> dict[str, Any]:
     """Write the summary and the figure of what the study in ``run_dir`` holds, evaluating
     nothing (``ddl tune --summarise``): its complete trials, the front, the choice and the shipped
     defence when one of the trials scored it; the Square checks only if a finished run made them.
@@ -748,8 +782,10 @@ def summarise_study(dataset: str, *, run_dir: str | Path, device: str = "cpu",
         shipped = _shipped_params(dataset)
         if extra["reference"] is None and shipped is not None:
             extra["reference"] = _reference_from_trials(study, shipped, settings["attacks"])
+        if extra.get("check:chosen") and extra["check:chosen"]["params"] != _chosen_params(study, max_clean_drop):
+            extra["check:chosen"] = None          # made for another choice: `ddl tune` runs this one's
         summary = _summarise(study, settings, _classifier_record(entry, dataset), extra, engine=None, device=device,
-                             command=command, wall_seconds=0.0)
+                             command=command, wall_seconds=0.0, max_clean_drop=max_clean_drop)
         summary["partial"] = {"complete_trials": summary["n_trials"],
                               "unfinished_trials": len(study.get_trials(states=(TrialState.RUNNING,))),
                               "note": "summary of the stored trials; `ddl tune` with the study's settings "
@@ -774,7 +810,7 @@ def plot_front(summary: dict[str, Any]):
     front = [r for r in trials if r["number"] in set(summary["front"])]
     front.sort(key=lambda r: r["clean"]["accuracy"])
     _points(ax, front, "-o", "tab:blue", "Pareto front (95 % intervals)")
-    floor = max(front, key=lambda r: r["clean"]["accuracy"])["clean"]["ci"][0]     # as choose_point
+    floor = summary.get("clean_floor", max(front, key=lambda r: r["clean"]["accuracy"])["clean"]["ci"][0])
     ax.axvline(100 * floor, ls="--", lw=0.8, color="tab:red", label="choice: clean accuracy at least this")
     ref = summary.get("reference")
     if ref:
