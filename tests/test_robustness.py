@@ -348,7 +348,11 @@ def test_zero_gradient_masked_gradient_and_weak_attack_flags_fire():
     masked = nn.Sequential(_Quantise(), model).eval()
     res = evaluate_robustness(masked, x, y, eps=[0.3], attacks=["pgd:bpda"], unbounded=False,
                               **_FAST)
-    assert "weak_attack" in {f["code"] for f in res.flags}
+    assert "weak_attack" in {f["code"] for f in res.flags} and res.params["weak_attack_checked"]
+    # the same outcome from an adversarially trained bare model is what training aimed at: no flag
+    robust = evaluate_robustness(masked, x, y, eps=[0.3], attacks=["pgd:bpda"], unbounded=False,
+                                 robust_bare_model=True, **_FAST)
+    assert robust.bare_pgd == res.bare_pgd and robust.flags == [] and not robust.params["weak_attack_checked"]
 
 
 def test_unbounded_flag_fires_when_nothing_can_move_the_prediction():

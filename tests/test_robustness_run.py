@@ -186,3 +186,26 @@ def test_a_folder_that_cannot_be_written_is_refused_before_the_model_is_loaded(t
     assert str(info.value) == (f"ddl robustness: --out {out}: cannot write {out}: read-only file system; nothing "
                                f"can be computed in a folder that cannot be written")
     assert list(out.iterdir()) == []
+
+
+def test_a_checkpoint_that_records_adversarial_training_is_not_flagged_for_resisting_pgd(tiny, tmp_path):
+    """weak_attack expects PGD to break a standard bare model at MNIST's 0.3; for a checkpoint
+    whose record says it was adversarially trained (as `ddl train --adversarial` writes) the
+    flag is not computed, and the record and the table say so."""
+    import json
+
+    from ddl.experiments.robustness_run import format_table, run_robustness
+    from ddl.models import build_model
+    from ddl.models.checkpoint import save_checkpoint
+
+    common = {**tiny, "eps": [0.3], "budgets": {"pgd_steps": 1}}
+    plain = run_robustness(**common)
+    assert plain["params"]["weak_attack_checked"] is True
+    save_checkpoint(tmp_path / "adv.pt", build_model("mlp", (1, 28, 28)).eval(),
+                    {"architecture": "mlp", "input_shape": [1, 28, 28], "n_classes": 10, "dataset": "mnist",
+                     "adversarial": {"method": "pgd", "eps": 0.3}})
+    adv = run_robustness(**{**common, "checkpoint": str(tmp_path / "adv.pt"), "out": tmp_path / "rob-adv"})
+    assert adv["params"]["weak_attack_checked"] is False and adv["model_info"]["adversarial"]["method"] == "pgd"
+    assert "weak_attack" not in {f["code"] for f in adv["flags"]}
+    assert "weak_attack not checked: the bare model is adversarially trained" in format_table(adv)
+    assert json.loads((tmp_path / "rob-adv" / "robustness.json").read_text())["params"]["weak_attack_checked"] is False

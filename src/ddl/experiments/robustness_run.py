@@ -251,9 +251,11 @@ def _evaluate(*, dataset, model_name, entry, checkpoint, variant, defence, eps, 
     else:
         from ddl.models.checkpoint import load_checkpoint
 
-        model, _meta = load_checkpoint(checkpoint, where="ddl robustness", what="--checkpoint")
+        model, meta = load_checkpoint(checkpoint, where="ddl robustness", what="--checkpoint")
         model_file = Path(checkpoint)
         model_desc = {"source": "checkpoint", "path": str(checkpoint)}
+        if meta.get("adversarial"):
+            model_desc["adversarial"] = meta["adversarial"]
     model.eval()
     model_sha = (_sha(Path(model_file).read_bytes()) if model_file is not None and Path(model_file).is_file()
                  else _sha(b"".join(_tensor_sha(t).encode() for t in model.state_dict().values())))
@@ -267,8 +269,12 @@ def _evaluate(*, dataset, model_name, entry, checkpoint, variant, defence, eps, 
     key = cache_key({"model": model_sha, "defence": den_desc, "n": n_images, "dataset": dataset},
                     defence=den, attacks=attacks, budgets=budgets, seed=seed)
     t0 = time.perf_counter()
+    # adversarially trained (zoo variants adversarial*, or a checkpoint that records it): PGD on the
+    # bare model is not expected to break it, so the weak_attack flag is not computed
+    robust_bare = variant.startswith("adversarial") or "adversarial" in model_desc
     res = evaluate_robustness(model, x, y, defence=den, eps=list(eps), attacks=attacks, seed=seed,
-                              cache_dir=cache, cache_key=key, progress=progress, engine=engine, **budgets)
+                              cache_dir=cache, cache_key=key, progress=progress, engine=engine,
+                              robust_bare_model=robust_bare, **budgets)
     record = {
         "dataset": dataset,
         "model": model_name or str(checkpoint),
@@ -345,6 +351,9 @@ def format_table(record: dict[str, Any]) -> str:
         lines += [f"  [{f['code']}] {f['message']}" for f in record["flags"]]
     else:
         lines.append("flags: none")
+    if record.get("params", {}).get("weak_attack_checked") is False:
+        lines.append("  (weak_attack not checked: the bare model is adversarially trained, PGD is not "
+                     "expected to break it)")
     if record.get("machine"):
         lines.append("produced by: " + "; ".join(machine_lines(record)))
     return "\n".join(lines)

@@ -246,7 +246,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
                         apgd_iter: int = 100, square_queries: int = 1000, n_target_classes: int = 3,
                         unbounded: bool = True, cascade: bool = False, batch_size: int = 200,
                         chunk_size: int = 100, cache_dir=None, cache_key: str | None = None,
-                        progress: bool | None = None, engine=None) -> RobustnessResult:
+                        progress: bool | None = None, engine=None,
+                        robust_bare_model: bool = False) -> RobustnessResult:
     """Attack ``model(defence(x))`` with every attack at every ε; worst case per image; flags.
 
     Parameters
@@ -267,6 +268,10 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
     apgd_iter, square_queries, n_target_classes : AutoAttack budgets (its standard: 100, 5000, 9)
     unbounded : bool, default True
         Also run PGD at ε = 1 through the strongest gradient threat (a sanity flag).
+    robust_bare_model : bool, default False
+        The bare model is adversarially trained: the ``weak_attack`` flag, which expects PGD to
+        break a *standard* model at the standard ε, is not computed (it would fire by design)
+        and ``params["weak_attack_checked"]`` says so. The other flags are unchanged.
     cascade : bool, default False
         AutoAttack's scheme: each attack runs only on the images that every earlier attack (in
         the order of ``attacks``) left standing at that ε. The worst case per image is the same
@@ -355,7 +360,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         flags=[], seconds=seconds, unbounded_accuracy=None, bare_survival=bare,
         params={**params, "unbounded": unbounded, "attacks": names, "n_classes": n_classes,
                 "chunk_size": chunk_size,
-                "misclassified_clean_count_as_broken": True})
+                "misclassified_clean_count_as_broken": True,
+                "weak_attack_checked": not robust_bare_model})
 
     threat = _unbounded_threat(result, specs) if unbounded and defence is not None else None
     if threat is not None:
@@ -366,7 +372,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         result.seconds[name] = driver.seconds.get(name, 0.0)
     result.flags = compute_flags(result, model=model, defence=defence, x=x, y=y,
                                  n_classes=n_classes, n_channels=x.shape[1], beta=beta,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, robust_bare_model=robust_bare_model)
     return result
 
 

@@ -9,7 +9,8 @@ hand: each is computed from the result and, for zero gradients, from one more ba
     PGD on the *bare* model at the largest ε leaves more than 1 % of images correct, at an ε
     where standard models are known to fall to ~0 % (≥ 0.3 for 1-channel images, MNIST's
     standard; ≥ 8/255 for 3-channel, CIFAR-10's). The attack is probably too weak (too few
-    steps, a bug); every defended number is then an overestimate. Not checked below those ε.
+    steps, a bug); every defended number is then an overestimate. Not checked below those ε,
+    nor for an adversarially trained bare model (``robust_bare_model``), which PGD should not break.
 ``masked_gradients``
     A black-box attack (Square) breaks more than 1 % of images that every gradient attack left
     standing, at some ε: the gradients through the defence point the wrong way (Athalye et al.
@@ -80,15 +81,16 @@ TRUST = {
 
 def compute_flags(result, *, model: nn.Module, defence: nn.Module | None, x: Tensor, y: Tensor,
                   n_classes: int, n_channels: int, beta: float = 10.0,
-                  batch_size: int = 200) -> list[dict[str, str]]:
-    """The flags of a :class:`~ddl.robustness.evaluate.RobustnessResult` (see module docstring)."""
+                  batch_size: int = 200, robust_bare_model: bool = False) -> list[dict[str, str]]:
+    """The flags of a :class:`~ddl.robustness.evaluate.RobustnessResult` (see module docstring);
+    ``robust_bare_model``: the bare model is adversarially trained, ``weak_attack`` is not computed."""
     flags: list[dict[str, str]] = []
     keys = [eps_key(e) for e in result.eps]
     e_max = result.eps[-1]
 
     # weak attack: the bare model must fall at the standard ε of its kind of data
     standard = 0.3 if n_channels == 1 else 8 / 255
-    if e_max >= standard - 1e-12:
+    if e_max >= standard - 1e-12 and not robust_bare_model:
         acc = result.bare_pgd[keys[-1]]
         if acc > _TOL:
             flags.append({"code": "weak_attack", "message": (
