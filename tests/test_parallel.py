@@ -42,6 +42,13 @@ def _slow_first_attempt(item: int, *, marker: str) -> int:
     return item + 100
 
 
+def _fails(item: int, *, kind: str) -> int:
+    """Raises a user error (a DDLError, one line for the CLI) or a bug (a plain exception)."""
+    if kind == "user":
+        raise EngineError(f"unit {item}: a user error")
+    raise ZeroDivisionError(f"unit {item}: a bug")
+
+
 @pytest.fixture(scope="module")
 def ray_engine():
     import ray.cloudpickle      # a CI requirement: no skip, a missing ray fails here
@@ -81,6 +88,15 @@ def test_ray_engine_returns_every_result_by_index(ray_engine):
     got = dict(ray_engine.map(_offset_square, list(range(7)), shared={"offset": 5}))
     assert got == {i: i * i + 5 for i in range(7)}
     assert ray_engine.describe() == "ray, 2 local workers"
+
+
+def test_a_user_error_in_a_ray_task_comes_back_as_itself_and_a_bug_with_its_traceback(ray_engine):
+    with pytest.raises(EngineError) as user:
+        list(ray_engine.map(_fails, [3], shared={"kind": "user"}))
+    assert str(user.value) == "unit 3: a user error"          # the CLI prints it as one line
+    with pytest.raises(ZeroDivisionError) as bug:
+        list(ray_engine.map(_fails, [4], shared={"kind": "bug"}))
+    assert "unit 4: a bug" in str(bug.value) and "in _fails" in str(bug.value)    # the worker's traceback
 
 
 def test_a_killed_worker_loses_no_unit_and_the_map_completes(ray_engine, tmp_path):

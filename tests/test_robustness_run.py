@@ -189,23 +189,42 @@ def test_a_folder_that_cannot_be_written_is_refused_before_the_model_is_loaded(t
 
 
 def test_a_checkpoint_that_records_adversarial_training_is_not_flagged_for_resisting_pgd(tiny, tmp_path):
-    """weak_attack expects PGD to break a standard bare model at MNIST's 0.3; for a checkpoint
-    whose record says it was adversarially trained (as `ddl train --adversarial` writes) the
-    flag is not computed, and the record and the table say so."""
+    """weak_attack expects PGD to break a standard bare model at MNIST's 0.3. A model PGD cannot
+    move (constant logits) fires it; the same model in a checkpoint whose record says it was
+    adversarially trained on raw images (as `ddl train --adversarial` writes) does not, and the
+    record and the table say so; trained through a defence (adversarial-ddl) it still fires."""
     import json
 
+    import torch
+    from torch import nn
+
+    from ddl.data.synthetic import make_blobs_images
     from ddl.experiments.robustness_run import format_table, run_robustness
     from ddl.models import build_model
     from ddl.models.checkpoint import save_checkpoint
 
-    common = {**tiny, "eps": [0.3], "budgets": {"pgd_steps": 1}}
-    plain = run_robustness(**common)
-    assert plain["params"]["weak_attack_checked"] is True
-    save_checkpoint(tmp_path / "adv.pt", build_model("mlp", (1, 28, 28)).eval(),
-                    {"architecture": "mlp", "input_shape": [1, 28, 28], "n_classes": 10, "dataset": "mnist",
-                     "adversarial": {"method": "pgd", "eps": 0.3}})
-    adv = run_robustness(**{**common, "checkpoint": str(tmp_path / "adv.pt"), "out": tmp_path / "rob-adv"})
-    assert adv["params"]["weak_attack_checked"] is False and adv["model_info"]["adversarial"]["method"] == "pgd"
-    assert "weak_attack" not in {f["code"] for f in adv["flags"]}
-    assert "weak_attack not checked: the bare model is adversarially trained" in format_table(adv)
-    assert json.loads((tmp_path / "rob-adv" / "robustness.json").read_text())["params"]["weak_attack_checked"] is False
+    _, y = make_blobs_images(8, shape=(1, 28, 28), seed=0)         # the fixture's images
+    label = int(torch.mode(y[:4]).values)
+    net = build_model("mlp", (1, 28, 28)).eval()
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():                                          # constant logits: PGD cannot move them
+        last.weight.zero_()
+        last.bias.copy_(10 * nn.functional.one_hot(torch.tensor(label), 10).float())
+    base = {"architecture": "mlp", "input_shape": [1, 28, 28], "n_classes": 10, "dataset": "mnist"}
+    runs = {}
+    for name, extra in (("plain", {}), ("adversarial", {"adversarial": {"method": "pgd", "eps": 0.3,
+                                                                         "defence_sha256": None}}),
+                        ("adversarial-ddl", {"adversarial": {"method": "pgd", "eps": 0.3, "defence_sha256": "ab"}})):
+        save_checkpoint(tmp_path / f"{name}.pt", net, {**base, **extra})
+        runs[name] = run_robustness(**{**tiny, "eps": [0.3], "checkpoint": str(tmp_path / f"{name}.pt"),
+                                       "out": tmp_path / f"rob-{name}"})
+    codes = {n: {f["code"] for f in r["flags"]} for n, r in runs.items()}
+    assert runs["plain"]["bare_pgd"]["0.3"] == runs["adversarial"]["bare_pgd"]["0.3"] >= 0.25
+    assert "weak_attack" in codes["plain"] and "weak_attack" in codes["adversarial-ddl"]
+    assert "weak_attack" not in codes["adversarial"]
+    assert [runs[n]["params"]["weak_attack_checked"] for n in runs] == [True, False, True]
+    assert runs["adversarial"]["model_info"]["adversarial"]["method"] == "pgd"
+    assert "weak_attack not checked: the bare model is adversarially trained" in format_table(runs["adversarial"])
+    assert "weak_attack not checked" not in format_table(runs["plain"])
+    assert json.loads((tmp_path / "rob-adversarial" / "robustness.json").read_text())["params"][
+        "weak_attack_checked"] is False

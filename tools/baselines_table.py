@@ -62,12 +62,15 @@ def table(records: list[dict]) -> list[str]:
     r0 = records[0]
     ds, keys = r0["dataset"], [repr(float(e)) for e in r0["eps"]]
     labels = [_eps(e, ds) for e in r0["eps"]]
+    cascade = r0["params"]["cascade"]
     head = ["defence", "clean (bare → defended)"]
-    for lab in labels:
-        head += [f"oblivious PGD ε={lab}", f"BPDA PGD ε={lab}", f"exact PGD ε={lab}", f"Square ε={lab}",
-                 f"**worst ε={lab}**"]
+    for lab in labels:       # under cascade each column counts the images every attack so far left
+        head += ([f"oblivious PGD ε={lab}", f"+ BPDA ε={lab}", f"+ exact ε={lab}", f"+ Square ε={lab}"] if cascade
+                 else [f"oblivious PGD ε={lab}", f"BPDA PGD ε={lab}", f"exact PGD ε={lab}", f"Square ε={lab}"])
+        head.append(f"**worst ε={lab}** [95 % interval]")
     head.append("seconds")
-    lines = [f"Adaptive and black-box attacks, first {r0['n_images']} test images. "
+    lines = [f"Adaptive and black-box attacks, first {r0['n_images']} test images"
+             + (" (cascade: each attack column is cumulative)" if cascade else "") + ". "
              f"Bare model under PGD (no defence): " + ", ".join(
                  f"ε={lab}: {_pct(r0['bare_pgd'][k])}" for lab, k in zip(labels, keys)) + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -78,7 +81,8 @@ def table(records: list[dict]) -> list[str]:
         for k in keys:
             row += [_pct(a.get("pgd:oblivious", {}).get(k)), _pct(a.get("pgd:bpda", {}).get(k)),
                     _pct(a.get("pgd:exact", {}).get(k)), _pct(a.get("square", {}).get(k)),
-                    f"**{_pct(r['worst_case'][k])}**"]
+                    f"**{_pct1(r['worst_case'][k])}** [{_pct1(r['accuracy_ci']['worst_case'][k][0])}, "
+                    f"{_pct1(r['accuracy_ci']['worst_case'][k][1])}]"]
         row.append(f"{sum(r['seconds'].values()):.0f}")
         lines.append("| " + " | ".join(row) + " |")
     flags = [(r["defence"]["name"], f) for r in records for f in r["flags"]]
@@ -96,37 +100,54 @@ def main(argv=None) -> int:
         if path == fgsm_path:
             continue
         r = json.loads(path.read_text())
-        if "cascade" not in r["params"] or r["params"]["cascade"]:
-            raise SystemExit(f"{path}: written by a ddl older than per-image PGD starts (no "
-                             f"params.cascade) or with --cascade; re-run tools/baselines.sh so that "
-                             f"every row comes from the same attacks")
+        if "cascade" not in r["params"] or "accuracy_ci" not in r:
+            raise SystemExit(f"{path}: written by a ddl older than per-image PGD starts and intervals (no "
+                             f"params.cascade or accuracy_ci); re-run tools/baselines.sh")
         by_ds.setdefault((r["dataset"], r["model"]), []).append(r)
+    for (ds, _m), recs in by_ds.items():   # every row of a table from the same attacks and images
+        shapes = {(r["n_images"], r["params"]["cascade"], tuple(r["eps"])) for r in recs}
+        if len(shapes) > 1:
+            raise SystemExit(f"{folder}: the {ds} records differ in images, cascade or eps ({sorted(shapes)}); "
+                             f"re-run tools/baselines.sh so that every row comes from the same attacks")
+    n = next(iter(by_ds.values()))[0]["n_images"]
+    exact = sorted({f"{r['dataset']} {r['defence']['name']}" for recs in by_ds.values() for r in recs
+                    if "pgd:exact" in r["attacks"] and r["defence"]})
+    cascade = next(iter(by_ds.values()))[0]["params"]["cascade"]
     out = [
         "# Baseline purifiers beside the dictionary defence",
         "",
         "Written by `tools/baselines.sh` (runs `ddl robustness`) and `tools/baselines_table.py`. Same",
-        "classifier (zoo), same images (the first 50 of the test set), same attacks for every defence:",
+        f"classifier (zoo), same images (the first {n} of the test set), same attacks for every defence:",
         "PGD on the bare model then defended (*oblivious*, the paper's protocol), PGD through the",
         "defence with the identity as its backward (*BPDA*), and the score-based Square attack on the",
         "defended model; 20 PGD steps, 1 restart, 200 Square queries, seed 0, one thread. *Worst* counts",
-        "an image as robust only if it is classified correctly clean and under every attack. With",
-        "50 images one image is 2 points. Purifier parameters are the usual literature values, not",
-        "tuned (bit depth 1 on MNIST and 5 on CIFAR-10 as Xu et al. 2018).",
+        "an image as robust only if it is classified correctly clean and under every attack; it is",
+        f"given with its 95 % Wilson interval over the {n} images (one image is {100 / n:g} points).",
+        "Purifier parameters are the usual literature values, not tuned (bit depth 1 on MNIST and 5",
+        "on CIFAR-10 as Xu et al. 2018).",
         "",
         "The first table of each data set is the paper's own protocol, FGSM on the bare classifier",
         "and then the defence, on more images (`tools/baselines_fgsm.py`, `fgsm.json`): what the",
         "paper would have reported for each purifier. The second holds the attacks that know the",
         "defence; judge each defence by its *worst* column there.",
         "",
-        "*Exact PGD* (autograd through the purifier) is run for the two purifiers written in torch,",
-        "median and Gaussian blur; the others have no torch gradient (—). Not run here: the",
+        ("*Exact PGD* (autograd through the purifier) is run for " + ", ".join(exact) + "; the others "
+         "have no torch gradient or were not run with it (—)." if exact else
+         "*Exact PGD* (autograd through the purifier, possible for median and Gaussian blur, written "
+         "in torch) was not run for this table (—)."),
+        "Not run here: the",
         "dictionary's soft surrogate (`pgd:soft`, its strongest attack, which takes the tuned MNIST",
         "defence to 0 % at ε = 0.3 in `results/robustness/`), more steps, restarts, APGD: the",
         "*worst* column is an upper bound on robustness. *Seconds*: attack compute, one thread, on",
-        "a shared 2-core machine. Every attack runs on all 50 images (no cascade), PGD random",
-        "starts drawn per image (ddl 79ec390 and later). The `zero_gradients` flag of the median",
-        "is what its exact gradient is: each window passes the gradient to the one pixel it",
-        "selected, so some input values get none; exact PGD is still its strongest attack here.",
+        "a shared 2-core machine. " + (
+            "Cascade (AutoAttack's scheme): each attack runs only on the images the attacks before it "
+            "left standing, so each attack column is the accuracy after that attack and those before "
+            "it, the last one is the worst case, and the worst case per image is the one a run without "
+            "cascade gives (ddl's randomness is per image)." if cascade else
+            f"Every attack runs on all {n} images (no cascade).") + " PGD random",
+        "starts drawn per image (ddl 79ec390 and later)." + (
+            " The `zero_gradients` flag of the median is what its exact gradient is: each window passes "
+            "the gradient to the one pixel it selected, so some input values get none." if exact else ""),
         "",
     ]
     for (ds, _m), recs in sorted(by_ds.items(), key=lambda kv: kv[0][0] != "mnist"):

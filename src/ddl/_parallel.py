@@ -7,7 +7,9 @@ object store. What this module adds is the contract every caller relies on:
 
 - **A unit is a pure function of its inputs** (``fn(item, **shared)``, ``fn`` a module-level
   function, so it pickles by name). Results come back to the driver, which writes them through
-  the caller's verified, keyed cache: workers write nothing, so a serial and a parallel run give
+  the caller's verified, keyed cache (``ddl robustness``, ``ddl tune``; ``ddl reproduce``'s
+  cells and ``ddl train``'s checkpoints are the exceptions: their workers write them, so on a
+  cluster those folders must be on a file system every node shares), so a serial and a parallel run give
   the same files, a unit whose worker was killed is retried (up to ``max_retries`` times, Ray's
   own mechanism) and an interrupted run resumes from what the driver had written.
 - **Threads per task are fixed**: each task runs with ``threads`` torch intra-op threads (default
@@ -150,7 +152,8 @@ class Engine:
 
         ``shared`` holds the large inputs every unit reads (images, model, defence): on Ray they
         are put into the object store once, not once per task. A unit that raises stops the map
-        with its exception (on Ray: re-raised here, with the worker's traceback).
+        with its exception (on Ray: re-raised here, with the worker's traceback; a
+        :class:`~ddl.errors.DDLError`, a user error, as itself, so the CLI prints its one line).
         """
         items = list(items)
         shared = dict(shared or {})
@@ -171,6 +174,8 @@ class Engine:
                     try:
                         yield i, ray.get(ref)
                     except ray.exceptions.RayTaskError as exc:
+                        if isinstance(exc.cause, DDLError):    # a user error: its one line, as serially
+                            raise exc.cause from None
                         raise exc.as_instanceof_cause() from None
         finally:
             for ref in pending:

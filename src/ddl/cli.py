@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True, nargs="+", type=_name("model", MODEL_NAMES),
                     metavar="{" + ",".join(MODEL_NAMES) + "}",
                     help="architecture (DESIGN.md §4); several: one training each, the same options and "
-                         "seed (with --workers or --ray-address, each a Ray task of one thread)")
+                         "seed, so each checkpoint is the one --model alone gives at the same threads "
+                         "(with --workers or --ray-address, each a Ray task of one thread)")
     sp.add_argument("--epochs", type=_int_from(1), default=1, help="training epochs")
     sp.add_argument("--batch-size", type=_int_from(1), default=32, help="images per step")
     sp.add_argument("--lr", type=_positive, default=1e-3, help="Adam learning rate")
@@ -372,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="choose, among the front's settings whose clean accuracy is at most POINTS below "
                          "the front's best, the most robust (100: the most robust of the front); default: "
                          "clean accuracy within the 95 %% interval of the best. Re-chooses from the stored "
-                         "trials (with --summarise too) and checks the new choice with Square")
+                         "trials; a run checks the new choice with Square, --summarise (which evaluates "
+                         "nothing) leaves it unchecked")
     sp.add_argument("--run-dir", default="runs/tune",
                     help=f"writes RUN_DIR/study.db (the resumable Optuna study), tune-DATASET.json, "
                          f"front-DATASET.png and {TUNED_FILE} there")
@@ -685,7 +687,7 @@ def cmd_train(args) -> int:
     outs = {m: Path(args.out or f"runs/train/{m}-{args.dataset}{suffix}.pt") for m in models}
     for out in outs.values():
         _check_output("--out", out)
-    _training_defence(args)                         # a missing or unreadable defence: before any work
+    _check_training_inputs(args)     # sizes and the defence against the data set: before any work
     if args.init_zoo:
         from ddl import zoo
 
@@ -694,19 +696,39 @@ def cmd_train(args) -> int:
                 zoo.load(m, args.dataset)           # its SHA-256 checked here too
             except LookupError as e:
                 raise UsageError(str(e)) from None
+    # paths as the driver sees them: a Ray worker on another node does not run in this folder
+    if args.data_dir is not None:
+        args = argparse.Namespace(**{**vars(args), "data_dir": str(Path(args.data_dir).resolve())})
+    items = [(m, str(outs[m].resolve()), str(outs[m])) for m in models]   # (model, path, as given)
     with _engine(args) as engine:
         # one training per model; with --workers each is a Ray task of one thread, its checkpoint
         # (and, per epoch, its resume file) written where --out says
-        for i, line in engine.map(_train_one, models, shared={"args": args, "in_worker": engine.parallel}):
+        for i, line in engine.map(_train_one, items, shared={"args": args, "in_worker": engine.parallel,
+                                                            "label": len(models) > 1}):
             print(line if len(models) == 1 else f"{models[i]}: {line}", flush=True)
     return 0
 
 
-def _train_one(model_name: str, *, args, in_worker: bool = False) -> str:
-    """Train ``model_name`` as ``ddl train`` says and save its checkpoint; returns the line to
-    print. A unit of :class:`ddl._parallel.Engine` (module level, so Ray pickles it by name)."""
-    import argparse
+def _check_training_inputs(args) -> None:
+    """``ddl train``'s errors that need the data: --n-train/--n-test against the splits, and a
+    --defence fitted on another data set (a one-line error here, not from inside a Ray task)."""
+    from ddl.data import load_dataset
 
+    denoiser, _ = _training_defence(args)
+    x, _ = _first(args.n_train, "--n-train", "training", *load_dataset(args.dataset, "train", data_dir=args.data_dir))
+    _first(args.n_test, "--n-test", "test", *load_dataset(args.dataset, "test", data_dir=args.data_dir))
+    if denoiser is not None:
+        ph, pw = check_int_pair("ddl train", "--defence patch_size", denoiser.patch_size)  # checked on load
+        if denoiser.dictionary_.shape[1] != x.shape[1] * ph * pw:
+            raise UsageError(f"--defence {args.defence}: its dictionary has atoms of {denoiser.dictionary_.shape[1]} "
+                             f"values, not {x.shape[1]} channels x {ph}x{pw} patches; it was fitted on another "
+                             f"data set than --dataset {args.dataset}")
+
+
+def _train_one(item: tuple[str, str, str], *, args, in_worker: bool = False, label: bool = False) -> str:
+    """Train ``item = (model name, absolute checkpoint path, the path as printed)`` as ``ddl train`` says and save the
+    checkpoint; returns the line to print. A unit of :class:`ddl._parallel.Engine` (module level,
+    so Ray pickles it by name); the inputs were checked by the driver (:func:`_check_training_inputs`)."""
     from ddl import __version__, metrics
     from ddl.data import load_dataset
     from ddl.models import build_model
@@ -718,19 +740,13 @@ def _train_one(model_name: str, *, args, in_worker: bool = False) -> str:
     if in_worker:   # a fresh Ray worker: kernel choice as the driver; threads as the Engine set them
         _setup(argparse.Namespace(**{**vars(args), "threads": None}))
     torch.manual_seed(args.seed)    # the initial weights: the same whatever ran before in this process
+    model_name, out = item[0], Path(item[1])
     adversarial = _adversarial_training(args)
     variant = _training_variant(args)
-    suffix = "" if variant == "standard" else f"-{variant}"
-    out = Path(args.out or f"runs/train/{model_name}-{args.dataset}{suffix}.pt")
     denoiser, defence = _training_defence(args)
     x, y = _first(args.n_train, "--n-train", "training", *load_dataset(args.dataset, "train", data_dir=args.data_dir))
     x_test, y_test = _first(args.n_test, "--n-test", "test", *load_dataset(args.dataset, "test", data_dir=args.data_dir))
-    if denoiser is not None:
-        ph, pw = check_int_pair("ddl train", "--defence patch_size", denoiser.patch_size)  # checked on load
-        if denoiser.dictionary_.shape[1] != x.shape[1] * ph * pw:
-            raise UsageError(f"--defence {args.defence}: its dictionary has atoms of {denoiser.dictionary_.shape[1]} "
-                             f"values, not {x.shape[1]} channels x {ph}x{pw} patches; it was fitted on another "
-                             f"data set than --dataset {args.dataset}")
+    log = None if args.quiet else (lambda line: _log(f"{model_name}: {line}")) if label else _log
     if args.init_zoo:
         from ddl import zoo
 
@@ -744,8 +760,8 @@ def _train_one(model_name: str, *, args, in_worker: bool = False) -> str:
     history = fit(model, x, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         device=args.device, x_val=x_test, y_val=y_test, val_name="test",  # monitored only: nothing is chosen on it
         checkpoint_path=out.with_suffix(".resume.pt"),
-        transform=denoiser, adversarial=adversarial, progress=not args.quiet and sys.stderr.isatty(),
-        log=None if args.quiet else _log)
+        transform=denoiser, adversarial=adversarial, progress=not args.quiet and sys.stderr.isatty() and not in_worker,
+        log=log)
     seconds = time.perf_counter() - t
     model.eval()
     acc = metrics.accuracy(predict(model, x_test, device=args.device), y_test)
@@ -768,7 +784,7 @@ def _train_one(model_name: str, *, args, in_worker: bool = False) -> str:
     meta.update({k: n for k, n in (("n_train", args.n_train), ("n_test", args.n_test)) if n is not None})
     save_checkpoint(out, model, meta)
     out.with_suffix(".resume.pt").unlink(missing_ok=True)
-    return f"{line}; checkpoint {out}"
+    return f"{line}; checkpoint {item[2]}"
 
 
 #: ``ddl.models.train.ADVERSARIAL_METHODS`` and ``TRAINING_THREATS``, spelled here so that building

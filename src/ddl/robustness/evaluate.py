@@ -269,7 +269,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
     unbounded : bool, default True
         Also run PGD at ε = 1 through the strongest gradient threat (a sanity flag).
     robust_bare_model : bool, default False
-        The bare model is adversarially trained: the ``weak_attack`` flag, which expects PGD to
+        The bare model is adversarially trained on raw images: the ``weak_attack`` flag, which expects PGD to
         break a *standard* model at the standard ε, is not computed (it would fire by design)
         and ``params["weak_attack_checked"]`` says so. The other flags are unchanged.
     cascade : bool, default False
