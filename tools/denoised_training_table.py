@@ -7,7 +7,8 @@ Usage: .venv/bin/python tools/denoised_training_table.py [results/denoised-train
 
 Reads: <folder>/results.json (``ddl reproduce --preset denoised-training``), results/tuned/results.json
 (the standard models, the paper's protocol, the tuned defence), results/robustness/*.json (the
-standard models' adaptive suite: same 50 images, attacks and budgets), the zoo index (training
+standard models' adaptive suite, 1,000 images), <folder>/robustness/*.json (the denoised variants'
+1,000-image records, tools/robustness_zoo.sh with VARIANT=denoised; else results.json's 50 images), the zoo index (training
 times, the standard models' clean accuracy) and the paper's tables.
 """
 
@@ -95,15 +96,32 @@ def main(argv=None) -> int:
                 met_all.append(ok)
                 out.append(f"| {TITLES[ds]} | {m} | {what} | ≥ {target} | {got:.2f} | {'yes' if ok else '**no**'} |")
     out += ["", f"{sum(met_all)} of {len(met_all)} targets met.", ""]
-    # adaptive
+    # adaptive: the 1,000-image records of results/denoised-training/robustness/ where they exist
+    # (tools/robustness_zoo.sh with VARIANT=denoised), else the run's own 50-image evaluation
     rob = {(r["dataset"], r["model"]): r for r in new.get("robustness", [])}
+    for path in sorted((folder / "robustness").glob("*.json")):
+        r = json.loads(path.read_text())
+        rob[(r["dataset"], r["model"])] = r
     if rob:
+        from ddl._stats import mcnemar, wilson_interval
+
         out += ["## Adaptive attacks: worst case, standard vs denoised variant", "",
-                "The suite of `results/robustness/` (first 50 test images; PGD 20 steps oblivious, BPDA and "
-                "soft-surrogate; APGD-CE 20 iterations through the soft surrogate; Square 200 queries). "
-                "*worst*: an image counts only if every attack failed on it. Accuracy %.", "",
-                "| data set | model | ε | standard: defended clean / oblivious / **worst** | "
-                "denoised variant: defended clean / oblivious / **worst** |", "|---|---|---|---|---|"]
+                "The suite of `results/robustness/` (the first N test images; PGD 20 steps oblivious, BPDA "
+                "and soft-surrogate; APGD-CE 20 iterations through the soft surrogate; Square 200 queries; "
+                "cascade). *worst*: an image counts only if every attack failed on it, with its 95 % Wilson "
+                "interval. Both models on the same first N images (the standard model's 1,000-image record "
+                "cut to N where the variant's has fewer: every image's outcome depends only on its own "
+                "randomness); *variant − standard*: paired difference of the worst case in points, 95 % "
+                "Newcombe interval, exact McNemar p. Accuracy %.", "",
+                "| data set | model | ε | N | standard: defended clean / oblivious / **worst** | "
+                "denoised variant: defended clean / oblivious / **worst** | variant − standard (worst) |",
+                "|---|---|---|---|---|---|---|"]
+
+        def worst(rec, k, n):
+            w = [bool(v) for v in rec["worst_survival"][k][:n]]
+            lo, hi = wilson_interval(sum(w), n)
+            return w, f"**{100 * sum(w) / n:.1f}** [{100 * lo:.1f}, {100 * hi:.1f}]"
+
         for ds in ("mnist", "cifar10"):
             for m in MODELS:
                 r = rob.get((ds, m))
@@ -114,12 +132,20 @@ def main(argv=None) -> int:
                 for k in r["worst_case"]:
                     eps = float(k)
                     lab = f"{round(eps * 255)}/255" if ds == "cifar10" else f"{eps:g}"
-                    left = (f"{_pct(s['clean_accuracy']['defended'], 0)} / "
-                            f"{_pct(s['attacks']['pgd:oblivious'].get(k), 0)} / **{_pct(s['worst_case'].get(k), 0)}**"
-                            if s else "–")
-                    right = (f"{_pct(r['clean_accuracy']['defended'], 0)} / {_pct(r['attacks']['pgd:oblivious'].get(k), 0)}"
-                             f" / **{_pct(r['worst_case'][k], 0)}**")
-                    out.append(f"| {TITLES[ds]} | {m} | {lab} | {left} | {right} |")
+                    n = r["n_images"] if s is None else min(r["n_images"], s["n_images"])
+                    wv, right_w = worst(r, k, n)
+                    right = (f"{_pct(r['clean_accuracy']['defended'], 1)} / "
+                             f"{_pct(r['attacks']['pgd:oblivious'].get(k), 1)} / {right_w}")
+                    left, diff = "–", "–"
+                    if s is not None and k in s["worst_survival"]:
+                        ws, left_w = worst(s, k, n)
+                        clean_s = sum(bool(v) for v in s["clean_correct"]["defended"][:n]) / n
+                        obl_s = sum(bool(v) for v in s["survival"]["pgd:oblivious"][k][:n]) / n
+                        left = f"{_pct(clean_s, 1)} / {_pct(obl_s, 1)} / {left_w}"
+                        t = mcnemar(wv, ws)
+                        diff = (f"{100 * t['difference']:+.1f} [{100 * t['difference_ci'][0]:+.1f}, "
+                                f"{100 * t['difference_ci'][1]:+.1f}], p = {t['p_value']:.2g}")
+                    out.append(f"| {TITLES[ds]} | {m} | {lab} | {n} | {left} | {right} | {diff} |")
         out.append("")
     # training
     out += ["## Training (fine-tuning) of the denoised variants", "",
