@@ -228,3 +228,20 @@ def test_a_checkpoint_that_records_adversarial_training_is_not_flagged_for_resis
     assert "weak_attack not checked" not in format_table(runs["plain"])
     assert json.loads((tmp_path / "rob-adversarial" / "robustness.json").read_text())["params"][
         "weak_attack_checked"] is False
+
+
+def test_cli_n_target_classes_reaches_the_targeted_attacks_and_only_then_the_cache_key(tiny, tmp_path):
+    """--n-target-classes 9 is AutoAttack's standard for APGD-T and FAB-T; without it the budgets
+    (and so the cache names of every earlier run) are what they were."""
+    import json
+
+    from ddl.cli import main
+
+    base = ["robustness", "--dataset", "mnist", "--checkpoint", tiny["checkpoint"], "--eps", "0.3", "--n-images", "4",
+            "--attacks", "apgd-t:exact", "--apgd-iter", "1", "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "default")]) == 0
+    assert main(base + ["--n-target-classes", "2", "--out", str(tmp_path / "two")]) == 0
+    default, two = (json.loads((tmp_path / d / "robustness.json").read_text()) for d in ("default", "two"))
+    assert default["params"]["n_target_classes"] == 3 and two["params"]["n_target_classes"] == 2
+    names = lambda d: {p.name.split("-")[0] for p in (tmp_path / d / "cache").glob("*apgd-t*.json")}  # noqa: E731
+    assert names("default") and names("default").isdisjoint(names("two"))

@@ -109,6 +109,15 @@ def _attack_name(text: str) -> str:
     return text
 
 
+def _int_range(low: int, high: int):
+    def parse(text: str) -> int:
+        value = _int_from(low)(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be an int in [{low}, {high}]; got {value}")
+        return value
+    return parse
+
+
 def _int_from(low: int):
     def parse(text: str) -> int:
         try:
@@ -415,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--apgd-iter", type=_int_from(1), default=100, help="APGD/FAB iterations (AutoAttack: 100)")
     sp.add_argument("--square-queries", type=_int_from(1), default=1000,
                     help="Square attack queries (AutoAttack's standard: 5000)")
+    sp.add_argument("--n-target-classes", type=_int_range(1, 9), default=None,
+                    help="target classes of APGD-T and FAB-T, the most likely wrong ones first "
+                         "(AutoAttack's standard: 9; default: 3)")
     sp.add_argument("--cascade", action="store_true",
                     help="AutoAttack's scheme: each attack runs only on the images the earlier ones "
                          "left standing (same worst case, much cheaper; per-attack columns become "
@@ -1208,6 +1220,8 @@ def cmd_robustness(args) -> int:
     budgets = {"pgd_steps": args.pgd_steps, "pgd_restarts": args.pgd_restarts,
                "apgd_iter": args.apgd_iter, "square_queries": args.square_queries,
                "cascade": args.cascade}
+    if args.n_target_classes is not None:   # only when given: the cache keys of earlier runs stay valid
+        budgets["n_target_classes"] = args.n_target_classes
     variant = _zoo_variant(args)
     models = [None] if args.zoo is None else _zoo_models(args.zoo, args.dataset, variant)
     defences = list(dict.fromkeys(args.defence))
