@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from ddl._stats import wilson_interval  # noqa: E402
 ORDER = ["none", "tuned", "bits", "median", "gauss", "jpeg", "tv", "wavelet"]
 
 
@@ -59,6 +62,24 @@ def fgsm_table(fgsm: dict, ds: str) -> list[str]:
 
 
 def table(records: list[dict]) -> list[str]:
+    """One table per (images, cascade) group of ``records`` (a data set re-run on more images
+    while the rest are the older, smaller run shows both, each labelled), largest first."""
+    groups: dict[tuple[int, bool], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["n_images"], r["params"]["cascade"]), []).append(r)
+    out: list[str] = []
+    for key in sorted(groups, reverse=True):
+        out += _table(groups[key]) + [""]
+    return out[:-1]
+
+
+def _worst_ci(r: dict, k: str) -> tuple[float, float]:
+    if "accuracy_ci" in r:
+        return tuple(r["accuracy_ci"]["worst_case"][k])
+    return wilson_interval(round(r["worst_case"][k] * r["n_images"]), r["n_images"])
+
+
+def _table(records: list[dict]) -> list[str]:
     r0 = records[0]
     ds, keys = r0["dataset"], [repr(float(e)) for e in r0["eps"]]
     labels = [_eps(e, ds) for e in r0["eps"]]
@@ -81,8 +102,7 @@ def table(records: list[dict]) -> list[str]:
         for k in keys:
             row += [_pct(a.get("pgd:oblivious", {}).get(k)), _pct(a.get("pgd:bpda", {}).get(k)),
                     _pct(a.get("pgd:exact", {}).get(k)), _pct(a.get("square", {}).get(k)),
-                    f"**{_pct1(r['worst_case'][k])}** [{_pct1(r['accuracy_ci']['worst_case'][k][0])}, "
-                    f"{_pct1(r['accuracy_ci']['worst_case'][k][1])}]"]
+                    f"**{_pct1(r['worst_case'][k])}** [{_pct1(_worst_ci(r, k)[0])}, {_pct1(_worst_ci(r, k)[1])}]"]
         row.append(f"{sum(r['seconds'].values()):.0f}")
         lines.append("| " + " | ".join(row) + " |")
     flags = [(r["defence"]["name"], f) for r in records for f in r["flags"]]
@@ -100,29 +120,27 @@ def main(argv=None) -> int:
         if path == fgsm_path:
             continue
         r = json.loads(path.read_text())
-        if "cascade" not in r["params"] or "accuracy_ci" not in r:
-            raise SystemExit(f"{path}: written by a ddl older than per-image PGD starts and intervals (no "
-                             f"params.cascade or accuracy_ci); re-run tools/baselines.sh")
+        if "cascade" not in r["params"]:
+            raise SystemExit(f"{path}: written by a ddl older than per-image PGD starts (no params.cascade); "
+                             f"re-run tools/baselines.sh")
         by_ds.setdefault((r["dataset"], r["model"]), []).append(r)
-    for (ds, _m), recs in by_ds.items():   # every row of a table from the same attacks and images
-        shapes = {(r["n_images"], r["params"]["cascade"], tuple(r["eps"])) for r in recs}
-        if len(shapes) > 1:
-            raise SystemExit(f"{folder}: the {ds} records differ in images, cascade or eps ({sorted(shapes)}); "
-                             f"re-run tools/baselines.sh so that every row comes from the same attacks")
-    n = next(iter(by_ds.values()))[0]["n_images"]
+    n = max(r["n_images"] for recs in by_ds.values() for r in recs)
     exact = sorted({f"{r['dataset']} {r['defence']['name']}" for recs in by_ds.values() for r in recs
                     if "pgd:exact" in r["attacks"] and r["defence"]})
-    cascade = next(iter(by_ds.values()))[0]["params"]["cascade"]
+    cascade = any(r["params"]["cascade"] for recs in by_ds.values() for r in recs)
+    older = sorted({r["n_images"] for recs in by_ds.values() for r in recs} - {n})
     out = [
         "# Baseline purifiers beside the dictionary defence",
         "",
         "Written by `tools/baselines.sh` (runs `ddl robustness`) and `tools/baselines_table.py`. Same",
-        f"classifier (zoo), same images (the first {n} of the test set), same attacks for every defence:",
+        f"classifier (zoo), same images (the first {n} of the test set"
+        + (f"; rows not yet re-run come from the older run on the first {', '.join(map(str, older))}, in "
+           f"their own table" if older else "") + "), same attacks for every defence:",
         "PGD on the bare model then defended (*oblivious*, the paper's protocol), PGD through the",
         "defence with the identity as its backward (*BPDA*), and the score-based Square attack on the",
         "defended model; 20 PGD steps, 1 restart, 200 Square queries, seed 0, one thread. *Worst* counts",
         "an image as robust only if it is classified correctly clean and under every attack; it is",
-        f"given with its 95 % Wilson interval over the {n} images (one image is {100 / n:g} points).",
+        f"given with its 95 % Wilson interval over the images (one image of {n} is {100 / n:g} points).",
         "Purifier parameters are the usual literature values, not tuned (bit depth 1 on MNIST and 5",
         "on CIFAR-10 as Xu et al. 2018).",
         "",
@@ -144,7 +162,8 @@ def main(argv=None) -> int:
             "left standing, so each attack column is the accuracy after that attack and those before "
             "it, the last one is the worst case, and the worst case per image is the one a run without "
             "cascade gives (ddl's randomness is per image)." if cascade else
-            f"Every attack runs on all {n} images (no cascade).") + " PGD random",
+            f"Every attack runs on all {n} images (no cascade).") + (
+            " The older rows ran every attack on every image (no cascade)." if older and cascade else "") + " PGD random",
         "starts drawn per image (ddl 79ec390 and later)." + (
             " The `zero_gradients` flag of the median is what its exact gradient is: each window passes "
             "the gradient to the one pixel it selected, so some input values get none." if exact else ""),
