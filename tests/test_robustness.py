@@ -353,6 +353,13 @@ def test_zero_gradient_masked_gradient_and_weak_attack_flags_fire():
     robust = evaluate_robustness(masked, x, y, eps=[0.3], attacks=["pgd:bpda"], unbounded=False,
                                  robust_bare_model=True, **_FAST)
     assert robust.bare_pgd == res.bare_pgd and robust.flags == [] and not robust.params["weak_attack_checked"]
+    # ... but then the ε = 1 check runs without a defence, and catches the attack that cannot move
+    checked = evaluate_robustness(masked, x, y, eps=[0.3], attacks=["pgd:bpda"], robust_bare_model=True, **_FAST)
+    assert checked.unbounded_accuracy is not None and checked.unbounded_accuracy > 0.25   # ε = 1 should reach 0
+    assert [f["code"] for f in checked.flags] == ["unbounded_above_chance"]
+    plain = evaluate_robustness(model, x, y, eps=[0.3], attacks=["pgd:bpda"], robust_bare_model=True, **_FAST)
+    assert plain.unbounded_accuracy == 0.0 and plain.flags == []   # an attack that works: no flag
+    assert evaluate_robustness(model, x, y, eps=[0.3], attacks=["pgd:bpda"], **_FAST).unbounded_accuracy is None
 
 
 def test_unbounded_flag_fires_when_nothing_can_move_the_prediction():

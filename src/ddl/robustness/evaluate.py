@@ -271,7 +271,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
     robust_bare_model : bool, default False
         The bare model is adversarially trained on raw images: the ``weak_attack`` flag, which expects PGD to
         break a *standard* model at the standard ε, is not computed (it would fire by design)
-        and ``params["weak_attack_checked"]`` says so. The other flags are unchanged.
+        and ``params["weak_attack_checked"]`` says so; the ε = 1 check (``unbounded``) then runs
+        even without a defence, so the attack is still checked. The other flags are unchanged.
     cascade : bool, default False
         AutoAttack's scheme: each attack runs only on the images that every earlier attack (in
         the order of ``attacks``) left standing at that ε. The worst case per image is the same
@@ -363,7 +364,9 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
                 "misclassified_clean_count_as_broken": True,
                 "weak_attack_checked": not robust_bare_model})
 
-    threat = _unbounded_threat(result, specs) if unbounded and defence is not None else None
+    # ε = 1 checks the attack where the defence could hide a failure, and on an adversarially
+    # trained bare model, where weak_attack is not computed and nothing else would check it
+    threat = _unbounded_threat(result, specs) if unbounded and (defence is not None or robust_bare_model) else None
     if threat is not None:
         name = f"unbounded-pgd:{threat}"
         driver.run([1.0], [(name, "pgd", threat)], False, shared)
