@@ -4,13 +4,16 @@ Reads the ``ddl robustness`` records of the arms on the same test images (each a
 ``robustness.json``), and writes ``results/robust-training/README.md`` (table with 95 % Wilson
 intervals, paired McNemar tests of adversarial-ddl − adversarial and of the test-time-only arm,
 training curves and seconds per epoch from zoo_logs/), ``summary.json`` and ``accuracy_vs_eps.png``
-(worst-case accuracy vs ε with intervals; the standard and denoised zoo models from
-results/robustness/ where their records cover the same images).
+(worst-case accuracy vs ε with intervals, one line per arm: the standard and denoised zoo models
+behind the defence are arms too, given their records on the same images).
 
     .venv/bin/python tools/robust_training_table.py --dataset mnist --model convnet \\
         --arm adversarial=results/robust-training/mnist-convnet-adversarial.json \\
         --arm "adversarial + dictionary at test=results/robust-training/mnist-convnet-adversarial-tuned.json" \\
-        --arm adversarial-ddl=results/robust-training/mnist-convnet-adversarial-ddl.json
+        --arm adversarial-ddl=results/robust-training/mnist-convnet-adversarial-ddl.json \\
+        --arm "standard + dictionary=results/robustness/mnist-convnet.json" \\
+        --arm "denoised + dictionary=results/denoised-training/robustness/mnist-convnet.json" \\
+        --reading results/robust-training/reading.md
 """
 
 from __future__ import annotations
