@@ -692,7 +692,8 @@ def cmd_train(args) -> int:
     _setup(args)
     models = list(dict.fromkeys(args.model))
     _adversarial_training(args)                     # option errors before any work
-    suffix = "" if _training_variant(args) == "standard" else f"-{_training_variant(args)}"
+    variant = _training_variant(args)
+    suffix = "" if variant == "standard" else f"-{variant}"
     if args.out and len(models) > 1:
         raise UsageError(f"--out names one checkpoint; with several --model ({' '.join(models)}) each is "
                          f"written to runs/train/MODEL-{args.dataset}{suffix}.pt")
