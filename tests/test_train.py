@@ -401,3 +401,37 @@ def test_ddl_train_logs_the_test_set_as_test(capsys, tmp_path, monkeypatch):
     epoch, last = capsys.readouterr().out.splitlines()
     assert " test_loss " in epoch and " test_acc " in epoch and "val" not in epoch
     assert last == f"test accuracy {last.split()[2]} % on 12 images; checkpoint {tmp_path / 'm.pt'}"
+
+
+def test_ddl_train_init_zoo_starts_from_the_zoo_model_it_checked_and_loads_it_once(capsys, tmp_path, monkeypatch):
+    """``--init-zoo`` trains the zoo checkpoint the driver loaded (and SHA-checked) on the data
+    the driver read: one zoo load and one read of each split per command. With a learning rate of
+    1e-9 one epoch cannot move the weights enough to change a prediction, so the printed accuracy
+    is the zoo model's own on those images (computed here with ``predict``); a fresh model would
+    be near chance."""
+    import ddl.data
+    from ddl import zoo
+    from ddl.cli import main
+    from ddl.data import load_sample
+
+    reads, loads = [], []
+    real_load = zoo.load
+
+    def fake_data(name, split, *, data_dir=None):
+        reads.append(split)
+        x, y = load_sample(split)
+        return x[:64], y[:64]
+
+    def counted_load(*a, **k):
+        loads.append(a[:2])
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(ddl.data, "load_dataset", fake_data)
+    monkeypatch.setattr(zoo, "load", counted_load)
+    assert main(["train", "--dataset", "mnist", "--model", "mlp", "--init-zoo", "--epochs", "1", "--lr", "1e-9",
+                 "--quiet", "--out", str(tmp_path / "m.pt")]) == 0
+    x_test, y_test = load_sample("test")
+    expected = (predict(real_load("mlp", "mnist"), x_test[:64]).argmax(1) == y_test[:64]).float().mean().item()
+    assert expected > 0.9
+    assert capsys.readouterr().out == f"test accuracy {expected * 100:.2f} % on 64 images; checkpoint {tmp_path / 'm.pt'}\n"
+    assert loads == [("mlp", "mnist")] and sorted(reads) == ["test", "train"]

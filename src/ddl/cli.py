@@ -700,13 +700,13 @@ def cmd_train(args) -> int:
     outs = {m: Path(args.out or f"runs/train/{m}-{args.dataset}{suffix}.pt") for m in models}
     for out in outs.values():
         _check_output("--out", out)
-    _check_training_inputs(args)     # sizes and the defence against the data set: before any work
+    inputs = _training_inputs(args)   # sizes and the defence against the data set: before any work
     if args.init_zoo:
         from ddl import zoo
 
         for m in models:
             try:
-                zoo.load(m, args.dataset)           # its SHA-256 checked here too
+                inputs["zoo"][m] = zoo.load(m, args.dataset, device=args.device)  # SHA-256 checked here too
             except LookupError as e:
                 raise UsageError(str(e)) from None
     # paths as the driver sees them: a Ray worker on another node does not run in this folder
@@ -715,35 +715,42 @@ def cmd_train(args) -> int:
     items = [(m, str(outs[m].resolve()), str(outs[m])) for m in models]   # (model, path, as given)
     with _engine(args) as engine:
         # one training per model; with --workers each is a Ray task of one thread, its checkpoint
-        # (and, per epoch, its resume file) written where --out says
-        for i, line in engine.map(_train_one, items, shared={"args": args, "in_worker": engine.parallel,
-                                                            "label": len(models) > 1}):
+        # (and, per epoch, its resume file) written where --out says. Serially the inputs the
+        # driver checked are the ones trained on; a Ray worker reads its own (cheaper than shipping
+        # the data sets, and a worker on another node has its own copy).
+        shared = {"args": args, "in_worker": engine.parallel, "label": len(models) > 1,
+                  "inputs": None if engine.parallel else inputs}
+        for i, line in engine.map(_train_one, items, shared=shared):
             print(line if len(models) == 1 else f"{models[i]}: {line}", flush=True)
     return 0
 
 
-def _check_training_inputs(args) -> None:
-    """``ddl train``'s errors that need the data: --n-train/--n-test against the splits, and a
-    --defence fitted on another data set (a one-line error here, not from inside a Ray task)."""
+def _training_inputs(args) -> dict:
+    """What ``ddl train`` trains on, checked: the defence and its record, the first --n-train
+    training and --n-test test images (more than a split holds is an error), and a --defence
+    fitted on another data set is an error (one line here, in the driver, not from inside a Ray
+    task). ``zoo`` is for the caller's --init-zoo models."""
     from ddl.data import load_dataset
 
-    denoiser, _ = _training_defence(args)
-    x, _ = _first(args.n_train, "--n-train", "training", *load_dataset(args.dataset, "train", data_dir=args.data_dir))
-    _first(args.n_test, "--n-test", "test", *load_dataset(args.dataset, "test", data_dir=args.data_dir))
+    denoiser, defence = _training_defence(args)
+    x, y = _first(args.n_train, "--n-train", "training", *load_dataset(args.dataset, "train", data_dir=args.data_dir))
+    x_test, y_test = _first(args.n_test, "--n-test", "test", *load_dataset(args.dataset, "test", data_dir=args.data_dir))
     if denoiser is not None:
         ph, pw = check_int_pair("ddl train", "--defence patch_size", denoiser.patch_size)  # checked on load
         if denoiser.dictionary_.shape[1] != x.shape[1] * ph * pw:
             raise UsageError(f"--defence {args.defence}: its dictionary has atoms of {denoiser.dictionary_.shape[1]} "
                              f"values, not {x.shape[1]} channels x {ph}x{pw} patches; it was fitted on another "
                              f"data set than --dataset {args.dataset}")
+    return {"denoiser": denoiser, "defence": defence, "x": x, "y": y, "x_test": x_test, "y_test": y_test, "zoo": {}}
 
 
-def _train_one(item: tuple[str, str, str], *, args, in_worker: bool = False, label: bool = False) -> str:
+def _train_one(item: tuple[str, str, str], *, args, in_worker: bool = False, label: bool = False,
+               inputs: dict | None = None) -> str:
     """Train ``item = (model name, absolute checkpoint path, the path as printed)`` as ``ddl train`` says and save the
     checkpoint; returns the line to print. A unit of :class:`ddl._parallel.Engine` (module level,
-    so Ray pickles it by name); the inputs were checked by the driver (:func:`_check_training_inputs`)."""
+    so Ray pickles it by name); ``inputs`` are :func:`_training_inputs`' as the driver checked them
+    (read again here when None: a Ray worker)."""
     from ddl import __version__, metrics
-    from ddl.data import load_dataset
     from ddl.models import build_model
     from ddl.models.checkpoint import save_checkpoint
     from ddl.models.train import fit, predict
@@ -756,17 +763,20 @@ def _train_one(item: tuple[str, str, str], *, args, in_worker: bool = False, lab
     model_name, out = item[0], Path(item[1])
     adversarial = _adversarial_training(args)
     variant = _training_variant(args)
-    denoiser, defence = _training_defence(args)
-    x, y = _first(args.n_train, "--n-train", "training", *load_dataset(args.dataset, "train", data_dir=args.data_dir))
-    x_test, y_test = _first(args.n_test, "--n-test", "test", *load_dataset(args.dataset, "test", data_dir=args.data_dir))
+    if inputs is None:
+        inputs = _training_inputs(args)
+    denoiser, defence = inputs["denoiser"], inputs["defence"]
+    x, y, x_test, y_test = inputs["x"], inputs["y"], inputs["x_test"], inputs["y_test"]
     log = None if args.quiet else (lambda line: _log(f"{model_name}: {line}")) if label else _log
     if args.init_zoo:
         from ddl import zoo
 
-        try:
-            model = zoo.load(model_name, args.dataset, device=args.device)
-        except LookupError as e:
-            raise UsageError(str(e)) from None
+        model = inputs["zoo"].get(model_name)
+        if model is None:
+            try:
+                model = zoo.load(model_name, args.dataset, device=args.device)
+            except LookupError as e:
+                raise UsageError(str(e)) from None
     else:
         model = build_model(model_name, tuple(x.shape[1:]), n_classes=10)
     t = time.perf_counter()
