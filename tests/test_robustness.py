@@ -786,3 +786,54 @@ def test_every_flag_says_whether_the_worst_case_can_be_trusted():
     codes = set(__import__("re").findall(r'"code": "([a-z_]+)"', source))
     assert codes == set(flags_module.TRUST)                  # one trust sentence per flag code
     assert all(t.startswith("Can the worst case be trusted? ") for t in flags_module.TRUST.values())
+
+
+class _RowExact(nn.Module):
+    """16 → 32 (tanh) → 5 with every product summed along a contiguous last axis: a row's logits
+    are the same bits whatever the batch (checked in the test), so a batched attack can be
+    compared with ``pyautoattack`` run on each image alone bit for bit."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w1, self.b1 = torch.randn(32, 16, generator=g), torch.randn(32, generator=g)
+        self.w2, self.b2 = torch.randn(5, 32, generator=g), torch.randn(5, generator=g)
+
+    def forward(self, x):
+        h = torch.tanh((x.flatten(1)[:, None, :] * self.w1).sum(-1) + self.b1)
+        return (h[:, None, :] * self.w2).sum(-1) + self.b2
+
+
+@pytest.mark.parametrize("attack, eps, budget", [
+    ("apgd-ce", 0.05, dict(n_iter=5)),
+    ("apgd-ce", 0.05, dict(n_iter=3, n_restarts=2)),
+    ("apgd-t", 0.05, dict(n_iter=3, n_target_classes=4)),
+    ("square", 0.1, dict(n_queries=40)),
+    ("fab-t", 0.1, dict(n_iter=5, n_target_classes=3)),
+    ("fab-t", 0.1, dict(n_iter=3, n_target_classes=2, n_restarts=2)),
+])
+def test_batched_autoattack_equals_pyautoattack_run_on_each_image_alone(attack, eps, budget):
+    """The reference is ``pyautoattack`` itself, called as its documentation says, on one image
+    at a time with that image's seed: the batched attack gives every image the same bits."""
+    from ddl.robustness.attacks import _image_seed, _make_attack
+
+    model = _RowExact().eval()
+    x = torch.rand(30, 1, 4, 4, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        logits = model(x)
+        assert all(torch.equal(model(x[i:i + 1])[0], logits[i]) for i in range(len(x)))   # rows are exact
+    y = logits.argmax(1)
+    y[:3] = (y[:3] + 1) % 5                                  # three images misclassified before any attack
+    ids = torch.arange(100, 130)
+    batched = autoattack(model, x, y, attack=attack, eps=eps, seed=7, image_ids=ids, batch_size=16, **budget)
+    n_targets = min(budget.get("n_target_classes", 9), 4)
+    alone = []
+    with torch.random.fork_rng():
+        for i in range(len(x)):
+            atk = _make_attack(model, attack, eps, _image_seed(7, 100 + i), x.device, budget.get("n_iter", 100),
+                               budget.get("n_restarts", 1), budget.get("n_queries", 1000), n_targets)
+            alone.append(project_linf(atk.perturb(x[i:i + 1], y[i:i + 1]), x[i:i + 1], eps))
+    assert torch.equal(batched, torch.cat(alone))
+    with torch.no_grad():
+        broken = model(batched).argmax(1) != y
+    assert 3 < int(broken.sum()) < 30                       # a mix: which images break depends on the draws

@@ -11,17 +11,30 @@ called one attack at a time so each one's per-image result is kept; they seed th
 torch generator, so they run inside ``torch.random.fork_rng`` and leave it as they found it.
 
 Every random choice is per image: PGD draws image ``i``'s start from a generator seeded by
-``(seed, restart, image_ids[i])``, and AutoAttack's attacks are run **one image at a time** with
-a seed derived from ``(seed, image_ids[i])`` (in a batch, ``pyautoattack``'s random starts, and
-Square's squares, shared by the batch, depend on the other images). So an image's result never
-depends on what it is attacked with, which makes a cascade give the same worst case per image as
-attacking everything, and lets an evaluation be cached and resumed per chunk of images. The
-price is AutoAttack's lost batching, measured on one thread (seconds per 100 images, APGD-CE 100
-iterations / Square 1000 queries, batched → per image): a ConvNet behind a dictionary denoiser
-(MNIST-sized, BPDA) on images it keeps 2.8 → 11.1 s (APGD-CE) and 20.6 → 87.6 s (Square), about
-4×; where images break early, 3.9 → 11.4 s and 0.30 → 1.19 s; on a linear model whose forward pass
-costs nothing, Python overhead dominates: 0.08 → 2.7 s and 0.23 → 15.2 s. ``pgd_linf`` keeps its
-batches (its randomness is per image without that).
+``(seed, restart, image_ids[i])``, and AutoAttack's attacks draw image ``i``'s randomness from a
+generator seeded by ``(seed, image_ids[i])`` alone. ``pyautoattack`` itself seeds the global
+generator once per call and draws every image's random start, and Square's squares (one square
+shared by the whole batch), from it, so in its own batches an image's randomness depends on its
+batch mates (measured: Square's outcome changed on 12–14 of 53 images when the batch changed).
+So an image's result never depends on what it is attacked with, which makes a cascade give the
+same worst case per image as attacking everything, and lets an evaluation be cached and resumed
+per chunk of images.
+
+How: APGD-CE and APGD-T run batched through ``pyautoattack``'s own ``attack_single_run``, with
+each image's random start drawn from its generator exactly as ``perturb`` draws it for one image
+and handed in as ``x_init`` (the restarts and target classes are looped here as ``perturb``
+loops them). Square (L∞) is its loop, ``attack_single_run``'s, written here batched: every
+image draws its own square and colours from its generator in ``pyautoattack``'s order, so a
+batch gives each image the trajectory the image gets alone (tested bit for bit against
+``pyautoattack`` run on each image alone, on a model whose rows are computed independently; on a
+real model only the forward pass's float rounding can differ between batch sizes, as for PGD).
+FAB-T with one restart draws no random number and runs batched through ``perturb``; with more
+restarts (random starts) it runs one image at a time, each image seeded alone. Batching
+is what this buys, measured on one thread (seconds per 100 images, APGD-CE 100 iterations /
+Square 1000 queries, batched in ``pyautoattack`` → one image at a time): a ConvNet behind a
+dictionary denoiser (MNIST-sized, BPDA) on images it keeps 2.8 → 11.1 s (APGD-CE) and 20.6 →
+87.6 s (Square), about 4×; on a linear model whose forward pass costs nothing, 0.08 → 2.7 s and
+0.23 → 15.2 s.
 
 Every returned image satisfies ``|x_adv − x| ≤ eps`` **exactly** in its dtype and lies in the
 clip box: :func:`project_linf` nudges the few values that float rounding of ``x ± eps`` puts
@@ -188,11 +201,97 @@ def _make_attack(model: nn.Module, attack: str, eps: float, seed: int, device, n
                         resc_schedule=False)
 
 
+def _image_generator(seed: int, image_id: int) -> torch.Generator:
+    """Image ``image_id``'s generator for AutoAttack's attacks: in the state ``perturb`` leaves the
+    global one after ``torch.random.manual_seed(_image_seed(seed, image_id))``."""
+    gen = torch.Generator()
+    gen.manual_seed(_image_seed(seed, image_id))
+    return gen
+
+
+def _apgd_batched(atk, x: Tensor, y: Tensor, gens: list, n_targets: int | None) -> Tensor:
+    """``pyautoattack``'s ``APGDAttack.perturb`` (``n_targets`` None) or
+    ``APGDAttack_targeted.perturb`` on a batch, each image's random start from ``gens[i]``.
+
+    The loops are ``perturb``'s: per target class (APGD-T: the ``k``-th most likely class of the
+    images still standing, k = 2 … n_targets + 1) and per restart, ``attack_single_run`` on the
+    images not broken yet. ``perturb`` draws a standing image's start as
+    ``2 * torch.rand(x.shape) - 1`` after seeding the global generator once; here each standing
+    image draws the same numbers from its own generator, and the start is passed as ``x_init``."""
+    atk.init_hyperparam(x)
+    with torch.no_grad():
+        acc = atk.model(x).max(1)[1] == y
+    adv = x.clone()
+    for target_class in ([None] if n_targets is None else range(2, n_targets + 2)):
+        for _ in range(atk.n_restarts):
+            idx = acc.nonzero().flatten()
+            if idx.numel() == 0:
+                return adv
+            xf, yf = x[idx].clone(), y[idx].clone()
+            if target_class is not None:
+                with torch.no_grad():
+                    atk.y_target = atk.model(xf).sort(dim=1)[1][:, -target_class]
+            t = torch.stack([2 * torch.rand(x.shape[1:], generator=gens[i]) - 1 for i in idx.tolist()])
+            x_init = xf + atk.eps * torch.ones_like(xf) * atk.normalize(t.to(xf.device))
+            _, acc_curr, _, adv_curr = atk.attack_single_run(xf, yf, x_init=x_init)
+            broken = (acc_curr == 0).nonzero().flatten()
+            acc[idx[broken]] = False
+            adv[idx[broken]] = adv_curr[broken].clone()
+    return adv
+
+
+def _square_batched(atk, x: Tensor, y: Tensor, gens: list) -> Tensor:
+    """``pyautoattack``'s ``SquareAttack.perturb`` (L∞, one restart, ``resc_schedule=False``) on a
+    batch, each image drawing its initial stripes, squares and colours from ``gens[i]`` in the
+    order ``attack_single_run`` draws them for one image; the arithmetic is that loop's, per image."""
+    atk.init_hyperparam(x)
+    with torch.no_grad():
+        adv = x.clone()
+        acc = atk.predict(x).max(1)[1] == y
+        idx = acc.nonzero().flatten()
+        if idx.numel() == 0:
+            return adv
+        xs, ys, gs = x[idx].clone(), y[idx].clone(), [gens[i] for i in idx.tolist()]
+        n, c, h, w = xs.shape
+        n_features, eps = c * h * w, atk.eps
+        start = torch.stack([torch.sign(2 * torch.rand([c, 1, w], generator=g) - 1) for g in gs]).to(xs.device)
+        x_best = torch.clamp(xs + eps * start, 0., 1.)
+        margin_min, loss_min = atk.margin_and_loss(x_best, ys)
+        for i_iter in range(atk.n_queries):
+            active = (margin_min > 0.0).nonzero().flatten()
+            if active.numel() == 0:
+                break
+            x_curr, x_best_curr, y_curr = xs[active], x_best[active], ys[active]
+            margin_min_curr, loss_min_curr = margin_min[active], loss_min[active]
+            p = atk.p_selection(i_iter)
+            s = min(max(int(round(math.sqrt(p * n_features / c))), 1), min(h, w))
+            new_deltas = torch.zeros_like(x_curr)
+            for j, i in enumerate(active.tolist()):
+                g = gs[i]
+                vh = int((0 + (h - s) * torch.rand([1], generator=g)).long())
+                vw = int((0 + (w - s) * torch.rand([1], generator=g)).long())
+                colour = torch.sign(2 * torch.rand([c, 1, 1], generator=g) - 1).to(xs.device)
+                new_deltas[j, :, vh:vh + s, vw:vw + s] = 2. * eps * colour
+            x_new = x_best_curr + new_deltas
+            x_new = torch.clamp(torch.min(torch.max(x_new, x_curr - eps), x_curr + eps), 0., 1.)
+            margin, loss = atk.margin_and_loss(x_new, y_curr)
+            improved = (loss < loss_min_curr).float()
+            loss_min[active] = improved * loss + (1. - improved) * loss_min_curr
+            improved = torch.max(improved, (margin <= 0.).float())
+            margin_min[active] = improved * margin + (1. - improved) * margin_min_curr
+            improved = improved.reshape([-1, 1, 1, 1])
+            x_best[active] = improved * x_new + (1. - improved) * x_best_curr
+        broken = (atk.predict(x_best).max(1)[1] != ys).nonzero().flatten()
+        adv[idx[broken]] = x_best[broken].clone()
+    return adv
+
+
 def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, attack: str, eps: float, seed: int = 0,
                n_iter: int = 100, n_restarts: int = 1, n_queries: int = 1000,
                n_target_classes: int = 9, clip: tuple[float, float] = (0.0, 1.0),
-               callback=None, image_ids=None) -> Tensor:
-    """One of AutoAttack's L∞ attacks (``pyautoattack``), on ``model`` as given, image by image.
+               callback=None, image_ids=None, batch_size: int = 100) -> Tensor:
+    """One of AutoAttack's L∞ attacks (``pyautoattack``), on ``model`` as given, each image's
+    randomness its own (module docstring).
 
     Parameters
     ----------
@@ -206,19 +305,17 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, attack: str, eps: floa
     n_iter, n_restarts : AutoAttack's standard values are 100 and 1 (APGD-T, FAB-T, Square).
     n_queries : Square's query budget (AutoAttack's standard is 5000).
     seed : int
-        ``pyautoattack`` seeds the global generator once per call, and its attacks draw their
-        random starts (and Square its squares, shared by the whole batch) from it, so in a batch
-        an image's randomness would depend on its batch mates (measured: Square's outcome
-        changed on 12–14 of 53 images when the batch changed). So each image is attacked alone,
-        with the seed ``_image_seed(seed, image_ids[i])``, inside ``torch.random.fork_rng``
-        (the caller's global generators are left as they were): an image's result depends only
-        on itself, ``seed`` and its id, whatever is attacked with it, and a cascade gives the
-        same worst case as attacking every image. The cost is the lost batching of the model's
-        forward passes (see the module docstring).
+        Image ``i``'s randomness comes from a generator seeded with
+        ``_image_seed(seed, image_ids[i])``: its result depends only on itself, ``seed`` and its
+        id, whatever is attacked with it (up to the float rounding of the model's forward pass
+        at another batch size), and a cascade gives the same worst case as attacking every
+        image. The caller's global generators are left as they were.
     callback : callable(n_done) or None
-        Called after each image with 1 (for progress bars).
+        Called after each batch with its number of images (FAB-T with restarts: after each image).
     image_ids : sequence of int or None
         Stable identities of the images (default ``range(N)``), for the seeds.
+    batch_size : int
+        Images attacked together; it changes no image's randomness.
 
     Returns
     -------
@@ -241,7 +338,22 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, attack: str, eps: floa
     out = x.detach().clone()
     devices = ([device.index if device.index is not None else torch.cuda.current_device()]
                if device.type == "cuda" else [])
-    with torch.random.fork_rng(devices=devices):   # pyautoattack seeds the global generator
+    with torch.random.fork_rng(devices=devices):   # pyautoattack seeds and draws from the global generator
+        if attack != "fab-t" or n_restarts == 1:
+            for b in range(0, len(x), batch_size):
+                xb, yb = x[b:b + batch_size].detach().float(), y[b:b + batch_size]
+                gens = [_image_generator(seed, i) for i in ids[b:b + batch_size]]
+                atk = _make_attack(model, attack, eps, 0, device, n_iter, n_restarts, n_queries, n_targets)
+                if attack == "fab-t":       # one restart: FAB draws nothing (its random starts are restarts 2, 3...)
+                    adv = atk.perturb(xb, yb)
+                elif attack == "square":
+                    adv = _square_batched(atk, xb, yb, gens)
+                else:
+                    adv = _apgd_batched(atk, xb, yb, gens, n_targets if attack == "apgd-t" else None)
+                out[b:b + batch_size] = project_linf(adv.to(x.dtype), x[b:b + batch_size], eps, clip)
+                if callback is not None:
+                    callback(len(xb))
+            return out
         for i, image_id in enumerate(ids):
             xb, yb = x[i:i + 1].detach(), y[i:i + 1]
             atk = _make_attack(model, attack, eps, _image_seed(seed, image_id), device, n_iter,

@@ -8,7 +8,7 @@ AutoAttack (Croce & Hein 2020):
 - an image is **robust at ε only if every attack failed on it** (worst case per image); a clean
   image the defended model already misclassifies counts as broken at every ε;
 - every random choice of an attack on an image depends only on ``seed`` and the image's index
-  (PGD's starts, and AutoAttack's attacks run image by image: :func:`~ddl.robustness.autoattack`),
+  (PGD's starts, and AutoAttack's, each from the image's own generator: :func:`~ddl.robustness.autoattack`),
   so an image's outcome does not depend on which other images are attacked with it: the cascade
   gives the same worst case per image as attacking every image, and any chunk of images can be
   computed (and cached) on its own;
@@ -104,7 +104,7 @@ def _attack(name: str, threat: str | None, e: float, idx: Tensor, callback, *, m
     target = defended(model, defence, threat or "bpda", beta=p["beta"], eot_samples=p["eot_samples"])
     return autoattack(target, xs, ys, attack=name, eps=e, seed=p["seed"], n_iter=p["apgd_iter"],
                       n_queries=p["square_queries"], n_target_classes=p["n_target_classes"],
-                      callback=callback, image_ids=idx)
+                      callback=callback, image_ids=idx, batch_size=p["batch_size"])
 
 
 def _run_unit(unit: dict, *, model, defence, x, y, clean_def, clean_bare, p: dict, emit=None,
@@ -284,8 +284,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         come after every gradient attack, else ``ValueError``: the masked-gradient flag compares
         it with the images every gradient attack left standing, which it only sees there.
     batch_size : int
-        Images per forward/backward pass of PGD and of the predictions (not a result: PGD's
-        starts are per image, and AutoAttack's attacks run one image at a time).
+        Images per forward/backward pass of the attacks and the predictions (not a result: every
+        attack's randomness is per image).
     chunk_size : int, default 100
         Images per cache entry: with a cache, an interrupted evaluation resumes at the first
         chunk of the first (attack, ε) it had not finished. Results do not depend on it.
