@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Issue 21: the three arms of results/robust-training/ on the first N MNIST test images, one
-# `ddl robustness` per arm (resumable: every (attack, eps, 100-image chunk) is a cached unit under
-# runs/robust-training/<arm>/), then the records copied to results/robust-training/.
+# Issue 21: the three arms of results/robust-training/ on the first N test images of DATASET
+# (mnist, the default, or cifar10), the zoo's ConvNet pair, one `ddl robustness` per arm (resumable:
+# every (attack, eps, 100-image chunk) is a cached unit under runs/robust-training/<dataset>-convnet-<arm>/),
+# then the records copied to results/robust-training/.
 #   tools/robust_training_eval.sh [ARM ...]        ARM: adversarial | adversarial-tuned | adversarial-ddl
-# EPS (default "0.1 0.2 0.3"), N (1000), WORKERS (Ray workers; default: one thread, serial).
+# DATASET (mnist), EPS (default "0.1 0.2 0.3" for MNIST, "2/255 4/255 8/255" for CIFAR-10), N (1000),
+# WORKERS (Ray workers; default: one thread, serial).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARMS=${*:-adversarial adversarial-tuned adversarial-ddl}
-read -r -a EPSV <<< "${EPS:-0.1 0.2 0.3}"
+DS=${DATASET:-mnist}
+if [ "$DS" = mnist ]; then DEFAULT_EPS="0.1 0.2 0.3"; else DEFAULT_EPS="2/255 4/255 8/255"; fi
+read -r -a EPSV <<< "${EPS:-$DEFAULT_EPS}"
 PAR=(--threads 1); [ -n "${WORKERS:-}" ] && PAR=(--workers "$WORKERS")
 for arm in $ARMS; do
   case $arm in
@@ -16,9 +20,9 @@ for arm in $ARMS; do
     adversarial-ddl) v=adversarial-ddl; d=tuned;;
     *) echo "tools/robust_training_eval.sh: unknown arm '$arm' (adversarial, adversarial-tuned, adversarial-ddl)" >&2; exit 2;;
   esac
-  .venv/bin/ddl robustness --dataset mnist --zoo convnet --variant "$v" --defence "$d" --eps "${EPSV[@]}" \
+  .venv/bin/ddl robustness --dataset "$DS" --zoo convnet --variant "$v" --defence "$d" --eps "${EPSV[@]}" \
     --n-images "${N:-1000}" --cascade --attacks pgd:oblivious pgd:bpda pgd:soft apgd-ce:soft square \
     --pgd-steps 20 --apgd-iter 20 --square-queries 200 --data-dir ../shared/data --quiet "${PAR[@]}" \
-    --out "runs/robust-training/mnist-convnet-$arm"
-  cp "runs/robust-training/mnist-convnet-$arm/robustness.json" "results/robust-training/mnist-convnet-$arm.json"
+    --out "runs/robust-training/$DS-convnet-$arm"
+  cp "runs/robust-training/$DS-convnet-$arm/robustness.json" "results/robust-training/$DS-convnet-$arm.json"
 done
