@@ -104,8 +104,8 @@ def _table(records: list[dict]) -> list[str]:
         for k in keys:
             row += [_pct(a.get("pgd:oblivious", {}).get(k)), _pct(a.get("pgd:bpda", {}).get(k))]
             row += [_pct(a.get("pgd:exact", {}).get(k))] if exact else []
-            row += [_pct(a.get("square", {}).get(k)),
-                    f"**{_pct1(r['worst_case'][k])}** [{_pct1(_worst_ci(r, k)[0])}, {_pct1(_worst_ci(r, k)[1])}]"]
+            lo, hi = _worst_ci(r, k)
+            row += [_pct(a.get("square", {}).get(k)), f"**{_pct1(r['worst_case'][k])}** [{_pct1(lo)}, {_pct1(hi)}]"]
         row.append(f"{sum(r['seconds'].values()):.0f}")
         lines.append("| " + " | ".join(row) + " |")
     flags = [(r["defence"]["name"], f) for r in records for f in r["flags"]]
