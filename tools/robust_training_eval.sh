@@ -5,7 +5,11 @@
 # then the records copied to results/robust-training/.
 #   tools/robust_training_eval.sh [ARM ...]        ARM: adversarial | adversarial-tuned | adversarial-ddl
 # DATASET (mnist), EPS (default "0.1 0.2 0.3" for MNIST, "2/255 4/255 8/255" for CIFAR-10), N (1000),
-# WORKERS (Ray workers; default: one thread, serial).
+# WORKERS (Ray workers; default: one thread, serial). SUITE=autoattack runs AutoAttack's standard
+# suite instead (APGD-CE, APGD-T with 9 targets, FAB-T with 9 targets, 100 iterations each, Square
+# with 5,000 queries; cascade), for the numbers that sit beside published ones; records
+# <dataset>-convnet-<arm>-autoattack.json. The gradient attacks go through the defence with
+# BPDA, or THREAT (e.g. soft).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARMS=${*:-adversarial adversarial-tuned adversarial-ddl}
@@ -20,9 +24,17 @@ for arm in $ARMS; do
     adversarial-ddl) v=adversarial-ddl; d=tuned;;
     *) echo "tools/robust_training_eval.sh: unknown arm '$arm' (adversarial, adversarial-tuned, adversarial-ddl)" >&2; exit 2;;
   esac
+  if [ "${SUITE:-ddl}" = autoattack ]; then
+    t=${THREAT:-bpda}; name=$DS-convnet-$arm-autoattack
+    SUITE_ARGS=(--attacks "apgd-ce:$t" "apgd-t:$t" "fab-t:$t" square --apgd-iter 100 --n-target-classes 9
+                --square-queries 5000)
+  else
+    name=$DS-convnet-$arm
+    SUITE_ARGS=(--attacks pgd:oblivious pgd:bpda pgd:soft apgd-ce:soft square --pgd-steps 20 --apgd-iter 20
+                --square-queries 200)
+  fi
   .venv/bin/ddl robustness --dataset "$DS" --zoo convnet --variant "$v" --defence "$d" --eps "${EPSV[@]}" \
-    --n-images "${N:-1000}" --cascade --attacks pgd:oblivious pgd:bpda pgd:soft apgd-ce:soft square \
-    --pgd-steps 20 --apgd-iter 20 --square-queries 200 --data-dir ../shared/data --quiet "${PAR[@]}" \
-    --out "runs/robust-training/$DS-convnet-$arm"
-  cp "runs/robust-training/$DS-convnet-$arm/robustness.json" "results/robust-training/$DS-convnet-$arm.json"
+    --n-images "${N:-1000}" --cascade "${SUITE_ARGS[@]}" --data-dir ../shared/data --quiet "${PAR[@]}" \
+    --out "runs/robust-training/$name"
+  cp "runs/robust-training/$name/robustness.json" "results/robust-training/$name.json"
 done
