@@ -37,6 +37,12 @@ def _clean(record: dict) -> list[bool]:
     return [bool(v) for v in record["clean_correct"]["defended"]]
 
 
+def _eps(e: str) -> str:
+    """An ε key as people write it: 8/255 where it is one (CIFAR-10), else 0.3."""
+    k = float(e) * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) not in (0, 255) and float(e) < 0.05 else f"{float(e):.4g}"
+
+
 def _pct(k: int, n: int) -> str:
     lo, hi = wilson_interval(k, n)
     return f"{100 * k / n:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
@@ -93,7 +99,7 @@ def main(argv=None) -> int:
             t = mcnemar(a, b)
             summary["paired"].append({"a": name, "b": names[0], "eps": e, **t})
             lo, hi = t["difference_ci"]
-            paired_lines.append(f"| {name} − {names[0]} | {e} | {100 * t['difference']:+.1f} points "
+            paired_lines.append(f"| {name} − {names[0]} | {e if e == 'clean' else _eps(e)} | {100 * t['difference']:+.1f} points "
                                 f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {t['b10']} / {t['b01']} | "
                                 f"{t['p_value']:.3g} |")
 
@@ -114,7 +120,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    eps_head = " | ".join(f"worst case ε {float(e):.4g}" for e in eps_keys)
+    eps_head = " | ".join(f"worst case ε {_eps(e)}" for e in eps_keys)
     first_rec = arms[names[0]]
     text = [
         f"# Adversarial training with and without the dictionary ({args.dataset} {args.model})",
