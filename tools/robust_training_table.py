@@ -37,6 +37,23 @@ def _clean(record: dict) -> list[bool]:
     return [bool(v) for v in record["clean_correct"]["defended"]]
 
 
+def _union(records: list[dict], names: list[str]) -> dict:
+    """One arm evaluated by several runs on the same images (``FILE1+FILE2``): an image is robust
+    at ε only if it survived every run that attacked it at ε (the worst case over all of them);
+    everything else is the first record's. Each extra run's attacks are listed in ``params``."""
+    first = dict(records[0])
+    for name, rec in zip(names[1:], records[1:]):
+        if rec["image_indices"] != first["image_indices"] or rec["clean_correct"] != first["clean_correct"]:
+            raise SystemExit(f"robust_training_table: {name} is not on the same images (or model) as {names[0]}")
+    worst = {e: [all(bool(r["worst_survival"][e][i]) for r in records if e in r["worst_survival"])
+                 for i in range(first["n_images"])] for e in first["worst_survival"]}
+    flags = [f for r in records for f in r.get("flags", [])]
+    params = {**first["params"], "also": [{"file": n, "attacks": r["params"]["attacks"],
+                                          "eps": sorted(r["worst_survival"], key=float)} for n, r in
+                                         zip(names[1:], records[1:])]}
+    return {**first, "worst_survival": worst, "flags": flags, "params": params}
+
+
 def _eps(e: str) -> str:
     """An ε key as people write it: 8/255 where it is one (CIFAR-10), else 0.3."""
     k = float(e) * 255
@@ -52,8 +69,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True)
     p.add_argument("--model", required=True)
-    p.add_argument("--arm", action="append", required=True, metavar="NAME=FILE",
-                   help="an arm's name and its robustness.json (the first is the reference of the paired tests)")
+    p.add_argument("--arm", action="append", required=True, metavar="NAME=FILE[+FILE...]",
+                   help="an arm's name and its robustness.json, or several joined by + (runs of the same arm on the same "
+                        "images: the worst case over all of them); the first arm is the reference of the paired tests")
     p.add_argument("--out", default=str(REPO / "results" / "robust-training"))
     p.add_argument("--zoo-logs", default=str(REPO / "zoo_logs"))
     p.add_argument("--reading", default=None, help="a Markdown file appended as the README's reading of the table")
@@ -62,7 +80,9 @@ def main(argv=None) -> int:
     arms = {}
     for spec in args.arm:
         name, _, path = spec.partition("=")
-        arms[name] = json.loads(Path(path).read_text())
+        paths = path.split("+")
+        records = [json.loads(Path(q).read_text()) for q in paths]
+        arms[name] = records[0] if len(records) == 1 else _union(records, paths)
     names = list(arms)
     first = arms[names[0]]
     n = first["n_images"]
@@ -133,6 +153,9 @@ def main(argv=None) -> int:
         f"PGD {first_rec['params']['pgd_steps']} steps, APGD {first_rec['params']['apgd_iter']} iterations, "
         f"Square {first_rec['params']['square_queries']} queries; cascade {first_rec['params']['cascade']}. "
         "Every arm is attacked through what it runs at test time (defence none: the bare model).",
+        *[f"{name}: also attacked by `{' '.join(a['attacks'])}` (`{Path(a['file']).name}`, ε "
+          f"{', '.join(_eps(e) for e in a['eps'])}, its budgets in the file); its worst case is over every run."
+          for name, rec in arms.items() for a in rec["params"].get("also", [])],
         "",
         f"| arm | defence at test time | clean | {eps_head} | flags |",
         "|---|---|---|" + "---|" * len(eps_keys) + "---|",
