@@ -837,3 +837,11 @@ def test_batched_autoattack_equals_pyautoattack_run_on_each_image_alone(attack, 
     with torch.no_grad():
         broken = model(batched).argmax(1) != y
     assert 3 < int(broken.sum()) < 30                       # a mix: which images break depends on the draws
+
+
+@pytest.mark.parametrize("batch_size", [0, -4])
+def test_autoattack_refuses_a_batch_size_below_one(batch_size):
+    # a non-positive batch would attack nothing and return the clean images as "adversarial"
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5)).eval()
+    with pytest.raises(ValueError, match=rf"^autoattack: batch_size must be an int >= 1; got {batch_size}\.$"):
+        autoattack(model, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), attack="square", eps=0.1, batch_size=batch_size)

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from ddl._stats import mcnemar, wilson_interval  # noqa: E402
+from ddl.experiments.robustness_report import eps_label  # noqa: E402
 
 
 def _worst(record: dict, eps: str) -> list[bool]:
@@ -52,12 +53,6 @@ def _union(records: list[dict], names: list[str]) -> dict:
                                           "eps": sorted(r["worst_survival"], key=float)} for n, r in
                                          zip(names[1:], records[1:])]}
     return {**first, "worst_survival": worst, "flags": flags, "params": params}
-
-
-def _eps(e: str) -> str:
-    """An ε key as people write it: 8/255 where it is one (CIFAR-10), else 0.3."""
-    k = float(e) * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and round(k) not in (0, 255) and float(e) < 0.05 else f"{float(e):.4g}"
 
 
 def _pct(k: int, n: int) -> str:
@@ -119,7 +114,7 @@ def main(argv=None) -> int:
             t = mcnemar(a, b)
             summary["paired"].append({"a": name, "b": names[0], "eps": e, **t})
             lo, hi = t["difference_ci"]
-            paired_lines.append(f"| {name} − {names[0]} | {e if e == 'clean' else _eps(e)} | {100 * t['difference']:+.1f} points "
+            paired_lines.append(f"| {name} − {names[0]} | {e if e == 'clean' else eps_label(float(e), args.dataset)} | {100 * t['difference']:+.1f} points "
                                 f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {t['b10']} / {t['b01']} | "
                                 f"{t['p_value']:.3g} |")
 
@@ -140,7 +135,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    eps_head = " | ".join(f"worst case ε {_eps(e)}" for e in eps_keys)
+    eps_head = " | ".join(f"worst case ε {eps_label(float(e), args.dataset)}" for e in eps_keys)
     first_rec = arms[names[0]]
     text = [
         f"# Adversarial training with and without the dictionary ({args.dataset} {args.model})",
@@ -154,7 +149,7 @@ def main(argv=None) -> int:
         f"Square {first_rec['params']['square_queries']} queries; cascade {first_rec['params']['cascade']}. "
         "Every arm is attacked through what it runs at test time (defence none: the bare model).",
         *[f"{name}: also attacked by `{' '.join(a['attacks'])}` (`{Path(a['file']).name}`, ε "
-          f"{', '.join(_eps(e) for e in a['eps'])}, its budgets in the file); its worst case is over every run."
+          f"{', '.join(eps_label(float(e), args.dataset) for e in a['eps'])}, its budgets in the file); its worst case is over every run."
           for name, rec in arms.items() for a in rec["params"].get("also", [])],
         "",
         f"| arm | defence at test time | clean | {eps_head} | flags |",

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ddl._validate import check_choice
+from ddl._validate import check_choice, check_int
 from ddl.attacks._linf import project_linf, within_linf
 
 __all__ = ["AUTOATTACKS", "autoattack", "pgd_linf", "project_linf", "within_linf"]
@@ -322,6 +322,7 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, attack: str, eps: floa
     x_adv : Tensor like ``x``, ``|x_adv − x| ≤ eps`` exactly, within ``clip``.
     """
     check_choice("autoattack", "attack", attack, AUTOATTACKS)
+    check_int("autoattack", "batch_size", batch_size, 1)
     device = x.device
     if x.dtype != torch.float32:                   # AutoAttack works in float32: cast back
         model = _InDtype(model, x.dtype)
@@ -342,14 +343,13 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, attack: str, eps: floa
         if attack != "fab-t" or n_restarts == 1:
             for b in range(0, len(x), batch_size):
                 xb, yb = x[b:b + batch_size].detach().float(), y[b:b + batch_size]
-                gens = [_image_generator(seed, i) for i in ids[b:b + batch_size]]
                 atk = _make_attack(model, attack, eps, 0, device, n_iter, n_restarts, n_queries, n_targets)
                 if attack == "fab-t":       # one restart: FAB draws nothing (its random starts are restarts 2, 3...)
                     adv = atk.perturb(xb, yb)
-                elif attack == "square":
-                    adv = _square_batched(atk, xb, yb, gens)
                 else:
-                    adv = _apgd_batched(atk, xb, yb, gens, n_targets if attack == "apgd-t" else None)
+                    gens = [_image_generator(seed, i) for i in ids[b:b + batch_size]]
+                    adv = (_square_batched(atk, xb, yb, gens) if attack == "square" else
+                           _apgd_batched(atk, xb, yb, gens, n_targets if attack == "apgd-t" else None))
                 out[b:b + batch_size] = project_linf(adv.to(x.dtype), x[b:b + batch_size], eps, clip)
                 if callback is not None:
                     callback(len(xb))
