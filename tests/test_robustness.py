@@ -668,6 +668,20 @@ def test_cli_rejects_bad_eps(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+def test_cli_robustness_refuses_a_device_other_than_cpu(tmp_path, device):
+    # the suite runs on the CPU: `--device cuda` was accepted, ignored, and the record said
+    # "device cpu"; now it is refused before anything is loaded, the same with or without a GPU
+    proc = subprocess.run([sys.executable, "-m", "ddl", "robustness", "--dataset", "mnist", "--zoo",
+                           "mlp", "--eps", "0.1", "--device", device, "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"ddl robustness: error: --device: the adaptive suite runs on the "
+                                   f"CPU only (use --workers or --ray-address for more cores); "
+                                   f"got {device!r}")
+    assert not (tmp_path / "r").exists()
+
+
 def test_report_section_and_figure_from_saved_records(tmp_path):
     from ddl.experiments.robustness_report import load_records, robustness_markdown, write_robustness_report
 

@@ -1225,6 +1225,11 @@ def cmd_download(args) -> int:
 def cmd_robustness(args) -> int:
     from ddl.experiments.robustness_run import format_table, run_robustness
 
+    if args.device != "cpu":
+        # the models, defences, attacks and per-image generators of the suite run on the CPU; a
+        # GPU asked for was ignored and the record said "device cpu"
+        raise UsageError(f"--device: the adaptive suite runs on the CPU only (use --workers or "
+                         f"--ray-address for more cores); got {args.device!r}")
     _setup(args)
     if sorted(args.eps) != args.eps or len(set(args.eps)) != len(args.eps):
         raise UsageError(f"--eps must be strictly increasing; got {' '.join(map(str, args.eps))}")
