@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from ddl._stats import wilson_interval  # noqa: E402
+from ddl.experiments.robustness_report import eps_label  # noqa: E402
 ORDER = ["none", "tuned", "bits", "median", "gauss", "jpeg", "tv", "wavelet"]
 
 
@@ -23,11 +24,6 @@ def _pct(v) -> str:
 
 def _pct1(v) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
-
-
-def _eps(e: float, dataset: str) -> str:
-    k = e * 255
-    return f"{round(k)}/255" if dataset == "cifar10" and abs(k - round(k)) < 1e-6 else f"{e:g}"
 
 
 def _describe(d: dict | None) -> str:
@@ -47,7 +43,7 @@ def fgsm_table(fgsm: dict, ds: str) -> list[str]:
     if not rows:
         return []
     keys = list(rows[0]["fgsm"]["defended"])
-    labels = [_eps(float(k), ds) for k in keys]
+    labels = [eps_label(float(k), ds) for k in keys]
     head = (["defence", "clean (bare → defended)"] + [f"oblivious FGSM ε={lab}" for lab in labels]
             + ["defence seconds"])
     lines = [f"Oblivious FGSM (the paper's protocol), first {fgsm['n_images']} test images; bare model "
@@ -82,7 +78,7 @@ def _worst_ci(r: dict, k: str) -> tuple[float, float]:
 def _table(records: list[dict]) -> list[str]:
     r0 = records[0]
     ds, keys = r0["dataset"], [repr(float(e)) for e in r0["eps"]]
-    labels = [_eps(e, ds) for e in r0["eps"]]
+    labels = [eps_label(e, ds) for e in r0["eps"]]
     cascade = r0["params"]["cascade"]
     head = ["defence", "clean (bare → defended)"]
     exact = any("pgd:exact" in r["attacks"] for r in records)      # its column only where it ran
