@@ -9,7 +9,9 @@
 # suite instead (APGD-CE, APGD-T with 9 targets, FAB-T with 9 targets, 100 iterations each, Square
 # with 5,000 queries; cascade), for the numbers that sit beside published ones; records
 # <dataset>-convnet-<arm>-autoattack.json. The gradient attacks go through the defence with
-# BPDA, or THREAT (e.g. soft).
+# BPDA, or THREAT (e.g. soft). SUITE=default runs ddl's whole default suite at its default budgets
+# (seven attacks, PGD 50 steps, APGD 100 iterations, Square 1,000 queries; cascade); records
+# <dataset>-convnet-<arm>-default.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARMS=${*:-adversarial adversarial-tuned adversarial-ddl}
@@ -28,6 +30,8 @@ for arm in $ARMS; do
     t=${THREAT:-bpda}; name=$DS-convnet-$arm-autoattack
     SUITE_ARGS=(--attacks "apgd-ce:$t" "apgd-t:$t" "fab-t:$t" square --apgd-iter 100 --n-target-classes 9
                 --square-queries 5000)
+  elif [ "${SUITE:-ddl}" = default ]; then
+    name=$DS-convnet-$arm-default; SUITE_ARGS=()
   else
     name=$DS-convnet-$arm
     SUITE_ARGS=(--attacks pgd:oblivious pgd:bpda pgd:soft apgd-ce:soft square --pgd-steps 20 --apgd-iter 20
