@@ -7,11 +7,12 @@ training curves and seconds per epoch from zoo_logs/), ``summary.json`` and ``ac
 (worst-case accuracy vs ε with intervals, one line per arm: the standard and denoised zoo models
 behind the defence are arms too, given their records on the same images).
 
+    R=results/robust-training
     .venv/bin/python tools/robust_training_table.py --dataset mnist --model convnet \\
-        --arm adversarial=results/robust-training/mnist-convnet-adversarial.json \\
-        --arm "adversarial + dictionary at test=results/robust-training/mnist-convnet-adversarial-tuned.json" \\
-        --arm adversarial-ddl=results/robust-training/mnist-convnet-adversarial-ddl.json \\
-        --arm "standard + dictionary=results/robustness/mnist-convnet.json" \\
+        --arm "adversarial=$R/mnist-convnet-adversarial.json+$R/mnist-convnet-adversarial-autoattack.json" \\
+        --arm "adversarial + dictionary at test=$R/mnist-convnet-adversarial-tuned.json+$R/mnist-convnet-adversarial-tuned-default.json" \\
+        --arm "adversarial-ddl=$R/mnist-convnet-adversarial-ddl.json+$R/mnist-convnet-adversarial-ddl-default.json" \\
+        --arm "standard + dictionary=results/robustness/mnist-convnet.json+results/robustness-default/mnist-convnet.json" \\
         --arm "denoised + dictionary=results/denoised-training/robustness/mnist-convnet.json" \\
         --reading results/robust-training/reading.md
 """
@@ -53,6 +54,17 @@ def _union(records: list[dict], names: list[str]) -> dict:
                                           "eps": sorted(r["worst_survival"], key=float)} for n, r in
                                          zip(names[1:], records[1:])]}
     return {**first, "worst_survival": worst, "flags": flags, "params": params}
+
+
+def _where(file: str, out: str) -> str:
+    """``file`` as a reader of ``out``'s README finds it: relative to ``out``, else to the repository."""
+    p = Path(file).resolve()
+    for base in (Path(out).resolve(), REPO):
+        try:
+            return str(p.relative_to(base))
+        except ValueError:
+            pass
+    return str(p)
 
 
 def _pct(k: int, n: int) -> str:
@@ -148,7 +160,7 @@ def main(argv=None) -> int:
         f"PGD {first_rec['params']['pgd_steps']} steps, APGD {first_rec['params']['apgd_iter']} iterations, "
         f"Square {first_rec['params']['square_queries']} queries; cascade {first_rec['params']['cascade']}. "
         "Every arm is attacked through what it runs at test time (defence none: the bare model).",
-        *[f"{name}: also attacked by `{' '.join(a['attacks'])}` (`{Path(a['file']).name}`, ε "
+        *[f"{name}: also attacked by `{' '.join(a['attacks'])}` (`{_where(a['file'], args.out)}`, ε "
           f"{', '.join(eps_label(float(e), args.dataset) for e in a['eps'])}, its budgets in the file); its worst case is over every run."
           for name, rec in arms.items() for a in rec["params"].get("also", [])],
         "",
