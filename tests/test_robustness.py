@@ -682,6 +682,27 @@ def test_cli_robustness_refuses_a_device_other_than_cpu(tmp_path, device):
     assert not (tmp_path / "r").exists()
 
 
+def test_cli_tune_refuses_a_device_other_than_cpu(tmp_path):
+    # every trial's robust objective runs the adaptive suite, which runs on the CPU
+    proc = subprocess.run([sys.executable, "-m", "ddl", "tune", "--datasets", "mnist", "--device", "cuda",
+                           "--run-dir", str(tmp_path / "t")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("ddl tune: error: --device: the adaptive suite runs on the CPU only "
+                                   "(use --workers or --ray-address for more cores); got 'cuda'")
+
+
+def test_evaluate_robustness_names_the_devices_when_model_and_images_differ():
+    # a model on another device than x failed inside its first forward pass with torch's own error
+    from ddl.robustness import evaluate_robustness
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval().to("meta")
+    x, y = torch.rand(2, 1, 2, 2), torch.tensor([0, 1])
+    with pytest.raises(ValueError) as exc:
+        evaluate_robustness(model, x, y, eps=0.1, attacks=["pgd:bpda"])
+    assert str(exc.value) == ("evaluate_robustness: model and x must be on one device; the model's "
+                              "parameters are on meta, x is on cpu.")
+
+
 def test_report_section_and_figure_from_saved_records(tmp_path):
     from ddl.experiments.robustness_report import load_records, robustness_markdown, write_robustness_report
 

@@ -504,6 +504,15 @@ def _zoo_variant(args) -> str:
 _LOAD_AWARE_COMMANDS = ("robustness", "attack", "denoise", "evaluate")
 
 
+def _suite_on_cpu(args) -> None:
+    """The adaptive suite (``ddl robustness``, the robust objective of ``ddl tune``) runs its
+    models, defences, attacks and per-image generators on the CPU: a GPU asked for was ignored
+    (robustness: the record said "device cpu") or failed inside the first attack (tune)."""
+    if args.device != "cpu":
+        raise UsageError(f"--device: the adaptive suite runs on the CPU only (use --workers or "
+                         f"--ray-address for more cores); got {args.device!r}")
+
+
 def _setup(args):
     import torch
 
@@ -1120,6 +1129,7 @@ def cmd_tune(args) -> int:
                          f"({' '.join(args.datasets)}); give one per --datasets entry, in order, or leave "
                          f"it out (MNIST 0.2, CIFAR-10 4/255)")
     _check_output("--run-dir", run_dir, folder=True)
+    _suite_on_cpu(args)          # every trial's robust objective runs the adaptive suite
     _setup(args)
     path = run_dir / TUNED_FILE
     eps = dict(zip(args.datasets, args.eps or [None] * len(args.datasets)))
@@ -1225,11 +1235,7 @@ def cmd_download(args) -> int:
 def cmd_robustness(args) -> int:
     from ddl.experiments.robustness_run import format_table, run_robustness
 
-    if args.device != "cpu":
-        # the models, defences, attacks and per-image generators of the suite run on the CPU; a
-        # GPU asked for was ignored and the record said "device cpu"
-        raise UsageError(f"--device: the adaptive suite runs on the CPU only (use --workers or "
-                         f"--ray-address for more cores); got {args.device!r}")
+    _suite_on_cpu(args)
     _setup(args)
     if sorted(args.eps) != args.eps or len(set(args.eps)) != len(args.eps):
         raise UsageError(f"--eps must be strictly increasing; got {' '.join(map(str, args.eps))}")

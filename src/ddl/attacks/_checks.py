@@ -40,7 +40,12 @@ def check_clip(fn_name: str, clip: object) -> tuple[float, float]:
 
 
 def n_classes_of(fn_name: str, model: nn.Module, x: torch.Tensor) -> int:
-    """Number of model outputs, from one forward pass on the first image; checks the output is (1, K)."""
+    """Number of model outputs, from one forward pass on the first image; checks the output is (1, K)
+    and, before it, that the model's parameters are on x's device (a bare torch error otherwise)."""
+    p = next(iter(model.parameters()), None)          # a model without parameters runs anywhere
+    if p is not None and p.device != x.device:
+        raise ValueError(f"{fn_name}: model and x must be on one device; the model's parameters are on "
+                         f"{p.device}, x is on {x.device}.")
     with torch.no_grad():
         out = model(x[:1])
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1 or out.shape[1] < 2:
