@@ -183,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name, **kw):
         return sub.add_parser(name, formatter_class=_Help, **kw)
 
-    def common(sp, data=True):
-        sp.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    def common(sp, data=True, cpu_only=False):
+        sp.add_argument("--device", default="cpu",
+                        help="cpu only: the adaptive suite runs on the CPU (more cores: --workers)"
+                        if cpu_only else "cpu, cuda or cuda:N")
         sp.add_argument("--seed", type=int, default=0, help="seed of torch's generator and of the attacks")
         sp.add_argument("--threads", type=_int_from(1), default=None,
                         help="torch CPU threads (default: robustness, attack, denoise and evaluate "
@@ -394,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the summary and the figure of the trials the study in --run-dir holds "
                          "(an interrupted or unfinished one too), evaluating nothing")
     add_engine_arguments(sp)
-    common(sp)
+    common(sp, cpu_only=True)
     quiet(sp)
     sp.set_defaults(func=cmd_tune)
 
@@ -433,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "cumulative)")
     sp.add_argument("--out", required=True, help="folder for robustness.json and its cache")
     add_engine_arguments(sp)
-    common(sp)
+    common(sp, cpu_only=True)
     quiet(sp)
     sp.set_defaults(func=cmd_robustness)
 
