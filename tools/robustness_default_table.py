@@ -17,7 +17,6 @@ write_robustness_report`); this adds, per record found in both folders:
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -25,18 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from ddl._io import atomic_write_bytes  # noqa: E402
-from ddl._stats import mcnemar, wilson_interval  # noqa: E402
-from ddl.experiments.robustness_report import eps_label, write_robustness_report  # noqa: E402
-
-
-def _pct(k: int, n: int) -> str:
-    lo, hi = wilson_interval(k, n)
-    return f"{100 * k / n:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
-
-
-def _budgets(p: dict) -> str:
-    return (f"PGD {p['pgd_steps']} steps, APGD {p['apgd_iter']} iterations, "
-            f"{p.get('n_target_classes', 3)} targets, Square {p['square_queries']} queries")
+from ddl._stats import mcnemar  # noqa: E402
+from ddl.experiments.robustness_report import (  # noqa: E402
+    budget_text, eps_label, load_record_files, load_records, pct_ci, write_robustness_report)
 
 
 def comparison(default: dict, committed: dict) -> list[str]:
@@ -48,12 +38,10 @@ def comparison(default: dict, committed: dict) -> list[str]:
                          f"(not the same model or defence)")
     rows = []
     for e in sorted(set(default["worst_survival"]) & set(committed["worst_survival"]), key=float):
-        a = [bool(v) for v in default["worst_survival"][e]]
-        b = [bool(v) for v in committed["worst_survival"][e]]
-        t = mcnemar(a, b)
+        t = mcnemar(default["worst_survival"][e], committed["worst_survival"][e])
         lo, hi = t["difference_ci"]
-        rows.append(f"| {name} | {eps_label(float(e), default['dataset'])} | {_pct(sum(b), len(b))} | "
-                    f"{_pct(sum(a), len(a))} | {100 * t['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
+        rows.append(f"| {name} | {eps_label(float(e), default['dataset'])} | {pct_ci(committed, 'worst_case', e)} | "
+                    f"{pct_ci(default, 'worst_case', e)} | {100 * t['difference']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | "
                     f"{t['b10']} / {t['b01']} | {t['p_value']:.3g} |")
     return rows
 
@@ -76,22 +64,22 @@ def main(argv=None) -> int:
     folder = Path(argv[0] if argv else REPO / "results" / "robustness-default")
     committed_folder = Path(argv[1] if len(argv) > 1 else REPO / "results" / "robustness")
     write_robustness_report(folder)
-    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    records = load_records(folder)
+    committed_records = load_records(committed_folder)
     out = [(folder / "README.md").read_text().rstrip("\n"), "",
            "## The default budgets against the committed suite (same images, same model and defence)", "",
            "Worst case over each suite, % [95 % Wilson interval]; difference default − committed in points "
            "(exact McNemar on the same images, Newcombe's 95 % interval; b10: images only the default "
-           "suite leaves standing, b01: only the committed suite). Committed suite: "
-           + (_budgets(json.loads(next(committed_folder.glob('*.json')).read_text())["params"])
-              if any(committed_folder.glob("*.json")) else "—")
-           + ", the attacks of results/robustness/; default: the seven attacks of `ddl robustness` at "
-             "its defaults.", "",
+           "suite leaves standing, b01: only the committed suite). Committed suite: the attacks of the "
+           f"records in `{committed_folder.resolve().relative_to(REPO)}/`; "
+           + (budget_text(committed_records, committed_records[0]["dataset"]) if committed_records else "")
+           + " Default: the seven attacks of `ddl robustness` at its defaults.", "",
            "| model | ε | committed suite | default budgets | difference | b10 / b01 | p |",
            "|---|---|---|---|---|---|---|"]
+    committed = {(r["dataset"], r["model"]): r for r in committed_records}
     for rec in records:
-        other = committed_folder / f"{rec['dataset']}-{rec['model']}.json"
-        if other.is_file():
-            out += comparison(rec, json.loads(other.read_text()))
+        if (rec["dataset"], rec["model"]) in committed:
+            out += comparison(rec, committed[(rec["dataset"], rec["model"])])
     out += ["", "## Cost", "",
             "Seconds each attack spent over all ε of the record (cascade: on the images the earlier "
             "attacks left), their sum, and the sum per 1,000 images, with the CPU and threads of the "
@@ -100,7 +88,7 @@ def main(argv=None) -> int:
             "| model | ε | seconds per attack | total | per 1,000 images | CPU, threads |", "|---|---|---|---|---|---|"]
     for rec in records:
         out += cost(rec)
-    other = sorted((folder / "cross-machine").glob("*.json"))
+    other = load_record_files(folder / "cross-machine")
     if other:
         out += ["", "## The same units on another machine", "",
                 "Records in `cross-machine/`, computed elsewhere with the same command, against the record "
@@ -109,8 +97,7 @@ def main(argv=None) -> int:
                 "| record | ε | machine | attacks with identical survivals | worst case identical | "
                 "bare PGD identical | clean identical |", "|---|---|---|---|---|---|---|"]
         by_name = {(r["dataset"], r["model"]): r for r in records}
-        for path in other:
-            rec = json.loads(path.read_text())
+        for path, rec in other:
             ref = by_name.get((rec["dataset"], rec["model"]))
             if ref is None:
                 raise SystemExit(f"robustness_default_table: {path.name}: no record of {rec['dataset']} "
