@@ -158,6 +158,41 @@ def test_an_interrupted_evaluation_resumes_at_the_next_chunk(tmp_path, monkeypat
     assert resumed.bare_pgd == fresh.bare_pgd and resumed.worst_case == fresh.worst_case
 
 
+def test_a_unit_keeps_its_cpu_time_apart_from_its_wall_time(tmp_path, monkeypatch):
+    # a unit timed across a pause (SIGSTOP) or on a starved machine records that wall time; its
+    # CPU time does not count the wait: 0.4 s asleep and >= 0.3 s of CPU spent inside the attack
+    import time
+
+    model = _model()
+    x, y = _data(model, n=8)
+    kw = dict(eps=[0.1], attacks=["pgd:bpda"], cache_dir=tmp_path, cache_key="k", **_TINY)
+    real_pgd = ev.pgd_linf
+
+    def slow(*a, **k):
+        time.sleep(0.4)
+        c0 = time.process_time()
+        while time.process_time() - c0 < 0.3:
+            pass
+        return real_pgd(*a, **k)
+
+    monkeypatch.setattr(ev, "pgd_linf", slow)
+    res = evaluate_robustness(model, x, y, **kw)
+    wall, cpu = res.seconds["pgd:bpda"], res.cpu_seconds["pgd:bpda"]
+    assert wall >= 0.7 and 0.3 <= cpu <= wall - 0.4 + 0.05
+    (record,) = [p for p in tmp_path.glob("*pgd_bpda*.entry.json")]
+    assert json.loads(record.read_text())["cpu_seconds"] == cpu
+    monkeypatch.setattr(ev, "pgd_linf", real_pgd)
+    again = evaluate_robustness(model, x, y, **kw)                 # read back from the cache
+    assert again.seconds == res.seconds and again.cpu_seconds == res.cpu_seconds
+    # an entry written before ddl kept CPU time: the attack's CPU time is unknown, not 0
+    blob = json.loads(record.read_text())
+    del blob["cpu_seconds"]
+    record.write_text(json.dumps(blob))
+    old = evaluate_robustness(model, x, y, **kw)
+    assert old.cpu_seconds == {"pgd:bpda": None} and old.seconds == res.seconds
+    assert old.to_dict()["survival"] == res.to_dict()["survival"]
+
+
 def test_module_hash_is_of_the_state_not_of_the_object(tiny_denoiser, tmp_path):
     path = tmp_path / "den.pt"
     tiny_denoiser.save(path)

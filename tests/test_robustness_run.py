@@ -84,7 +84,8 @@ def test_format_table_explains_oblivious_and_adaptive_and_labels_cascade_rows_cu
     k1, k3 = repr(0.1), repr(0.3)
     record = _record(attacks={"pgd:oblivious": {k1: 0.75, k3: 0.5}, "pgd:bpda": {k1: 0.5, k3: 0.25},
                               "square": {k1: 0.5, k3: 0.0}},
-                     seconds={"pgd:oblivious": 1.0, "pgd:bpda": 2.0, "square": 3.0}, params={"cascade": True})
+                     seconds={"pgd:oblivious": 1.0, "pgd:bpda": 2.0, "square": 3.0},
+                     cpu_seconds={"pgd:oblivious": 0.5, "pgd:bpda": None, "square": 2.5}, params={"cascade": True})
     assert format_table(record).splitlines()[:11] == [
         "mnist / convnet / defence: tuned — 4 test images, accuracy % [95 % Wilson interval] (misclassified "
         "clean images count as broken)",
@@ -96,14 +97,14 @@ def test_format_table_explains_oblivious_and_adaptive_and_labels_cascade_rows_cu
         "cascade: each attack after the first ran only on the images the attacks above it left, so its row is "
         "cumulative (the accuracy after it and every attack above it)",
         "clean: bare 100.0 [51.0, 100.0]   defended 75.0 [30.1, 95.4]",
-        "eps                                   0.1                 0.3   seconds",
+        "eps                                   0.1                 0.3   seconds (wall, cpu)",
         "bare model, PGD          25.0 [4.6, 69.9]     0.0 [0.0, 49.0]",
-        "pgd:oblivious           75.0 [30.1, 95.4]   50.0 [15.0, 85.0]       1.0",
-        "pgd:bpda (cumulative)   50.0 [15.0, 85.0]    25.0 [4.6, 69.9]       2.0",
-        "square (cumulative)     50.0 [15.0, 85.0]     0.0 [0.0, 49.0]       3.0"]
+        "pgd:oblivious           75.0 [30.1, 95.4]   50.0 [15.0, 85.0]       1.0     0.5",
+        "pgd:bpda (cumulative)   50.0 [15.0, 85.0]    25.0 [4.6, 69.9]       2.0       -",
+        "square (cumulative)     50.0 [15.0, 85.0]     0.0 [0.0, 49.0]       3.0     2.5"]
     plain = format_table(dict(record, params={"cascade": False}))
     assert "cumulative" not in plain
-    assert "\npgd:bpda           50.0 [15.0, 85.0]    25.0 [4.6, 69.9]       2.0\n" in plain
+    assert "\npgd:bpda           50.0 [15.0, 85.0]    25.0 [4.6, 69.9]       2.0       -\n" in plain
 
 
 # --- the output folder: locked while computing, refused when it cannot be written (issue 20) ----

@@ -288,14 +288,18 @@ def _evaluate(*, dataset, model_name, entry, checkpoint, variant, defence, eps, 
         "image_indices_rule": f"the first {n_images} images of the {dataset} test set",
         **res.to_dict(),
         # wall time of this invocation (a resumed run reads cached results) and the seconds the
-        # attacks took when they were computed
+        # attacks took when they were computed: wall time, and CPU time (None when a cached unit
+        # predates ddl keeping it)
         "wall_seconds": time.perf_counter() - t0,
         "compute_seconds": sum(res.seconds.values()),
+        "compute_cpu_seconds": (None if any(v is None for v in res.cpu_seconds.values())
+                                else sum(res.cpu_seconds.values())),
         "threads": torch.get_num_threads(),
         "engine": "serial" if engine is None else engine.describe(),
         "machine": machine_record(str(x.device)),
     }
     record["seconds"] = record.pop("seconds")
+    record["cpu_seconds"] = record.pop("cpu_seconds")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "robustness.json", record)
     return record
@@ -309,6 +313,13 @@ TABLE_LEGEND = (
     "gradient passes it; square: no gradient, queries only)",
     "judge the defence by WORST CASE: an image counts as robust only if every attack failed on it",
 )
+
+
+def _cpu(record: dict[str, Any], attack: str) -> str:
+    """An attack's CPU seconds for the terminal table; "-" where a record or a cached unit is from
+    before ddl kept CPU time."""
+    v = record.get("cpu_seconds", {}).get(attack)
+    return f"{v:7.1f}" if v is not None else f"{'-':>7}"
 
 
 def format_table(record: dict[str, Any]) -> str:
@@ -334,11 +345,12 @@ def format_table(record: dict[str, Any]) -> str:
                      "left, so its row is cumulative (the accuracy after it and every attack above it)")
     lines += [f"clean: bare {pct_ci(record, 'clean_accuracy', 'bare')}   defended "
               f"{pct_ci(record, 'clean_accuracy', 'defended')}",
-              f"{'eps':<{width}} " + " ".join(f"{lab:>{cell}}" for lab in labels) + "   seconds"]
+              f"{'eps':<{width}} " + " ".join(f"{lab:>{cell}}" for lab in labels)
+              + "   seconds (wall, cpu)"]
     lines.append(f"{'bare model, PGD':<{width}} " + " ".join(f"{pct_ci(record, 'bare_pgd', k):>{cell}}" for k in keys))
     for a in record["attacks"]:
         lines.append(f"{rows[a]:<{width}} " + " ".join(f"{pct_ci(record, 'attacks', a, k):>{cell}}" for k in keys)
-                     + f"   {record['seconds'].get(a, 0):7.1f}")
+                     + f"   {record['seconds'].get(a, 0):7.1f} {_cpu(record, a)}")
     lines.append(f"{'WORST CASE':<{width}} " + " ".join(f"{pct_ci(record, 'worst_case', k):>{cell}}" for k in keys))
     strongest = record.get("strongest_attack") or {}
     if strongest:

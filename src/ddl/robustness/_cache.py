@@ -107,9 +107,10 @@ def entry_path(folder: Path, cache_key: str, key: str, name: str, eps: float, st
     return folder / f"{cache_key}-{safe}-{float(eps)!r}-{start}-{stop}-{key[:12]}.json"
 
 
-def load_entry(path: Path, *, key: str, n: int) -> tuple[Tensor, float] | None:
-    """``(survival (n,) bool, seconds)`` of a verified entry, or None (missing, unrecorded, or
-    failed: then deleted after a one-line warning, to be recomputed)."""
+def load_entry(path: Path, *, key: str, n: int) -> tuple[Tensor, float, float | None] | None:
+    """``(survival (n,) bool, seconds, cpu_seconds)`` of a verified entry (``cpu_seconds`` None in
+    an entry written before ddl kept it), or None (missing, unrecorded, or failed: then deleted
+    after a one-line warning, to be recomputed)."""
     from ddl._io import _warn, check_entry, remove_entry
 
     state, record, reason = check_entry(path, key=key, stage=STAGE)
@@ -118,7 +119,9 @@ def load_entry(path: Path, *, key: str, n: int) -> tuple[Tensor, float] | None:
             blob = json.loads(path.read_text())
             survival = blob["survival"]
             if len(survival) == n and all(v in (0, 1) for v in survival):
-                return torch.tensor(survival, dtype=torch.bool), float(record.get("seconds", 0.0))
+                cpu = record.get("cpu_seconds")
+                return (torch.tensor(survival, dtype=torch.bool), float(record.get("seconds", 0.0)),
+                        None if cpu is None else float(cpu))
             reason = f"it holds {len(survival)} survival bits, expected {n}"
         except (OSError, ValueError, KeyError, TypeError) as exc:
             reason = f"it cannot be read ({type(exc).__name__})"
@@ -129,11 +132,12 @@ def load_entry(path: Path, *, key: str, n: int) -> tuple[Tensor, float] | None:
 
 
 def save_entry(path: Path, *, key: str, inputs: dict[str, Any], name: str, eps: float,
-               start: int, stop: int, attacked: list[int], survival: Tensor, seconds: float) -> None:
+               start: int, stop: int, attacked: list[int], survival: Tensor, seconds: float,
+               cpu_seconds: float) -> None:
     """Write one entry and then its record (``ddl._io.write_entry_record``)."""
     from ddl._io import atomic_write_json, write_entry_record
 
     atomic_write_json(path, {"attack": name, "eps": float(eps), "images": [start, stop],
                              "attacked": attacked, "survival": [int(v) for v in survival.tolist()]})
     write_entry_record(path, key=key, stage=STAGE, inputs=inputs, seconds=seconds,
-                       attack=name, eps=float(eps), images=[start, stop])
+                       cpu_seconds=cpu_seconds, attack=name, eps=float(eps), images=[start, stop])

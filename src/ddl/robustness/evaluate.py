@@ -116,8 +116,9 @@ def _run_unit(unit: dict, *, model, defence, x, y, clean_def, clean_bare, p: dic
     verified cache entry) is not recomputed. Under cascade a step attacks only the images every
     earlier step of the unit left standing; otherwise every clean-correct image. ``bare-pgd``
     attacks the bare model and is judged on it. Returns one dict per computed step (name, eps,
-    start, stop, attacked image indices, survival (stop - start,) bool, seconds); ``emit`` (the
-    serial path) receives each as soon as it is computed."""
+    start, stop, attacked image indices, survival (stop - start,) bool, seconds, cpu_seconds:
+    wall time, and the CPU time of this process (all its threads), which a paused or starved
+    process does not inflate); ``emit`` (the serial path) receives each as soon as it is computed."""
     start, stop, e = unit["start"], unit["stop"], unit["eps"]
     real = defended(model, defence, "bpda", beta=p["beta"])
     alive = clean_def[start:stop].clone()
@@ -129,7 +130,7 @@ def _run_unit(unit: dict, *, model, defence, x, y, clean_def, clean_bare, p: dic
             chunk = unit["known"][full]
         else:
             idx = base.nonzero().squeeze(1) + start
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             chunk = torch.zeros(stop - start, dtype=torch.bool)
             if len(idx):
                 step_cb = None if callback is None else (lambda k, full=full: callback(full, e, k))
@@ -138,7 +139,8 @@ def _run_unit(unit: dict, *, model, defence, x, y, clean_def, clean_bare, p: dic
                 chunk[idx - start] = ((_predict(judge, x_adv, p["batch_size"]) == y[idx.to(y.device)]).cpu()
                                       & base[idx - start])
             done = {"name": full, "eps": e, "start": start, "stop": stop, "attacked": idx.tolist(),
-                    "survival": chunk, "seconds": time.perf_counter() - t0}
+                    "survival": chunk, "seconds": time.perf_counter() - t0,
+                    "cpu_seconds": time.process_time() - c0}
             if emit is not None:
                 emit(done)
             out.append(done)
@@ -159,14 +161,18 @@ class _Driver:
         self.inputs, self.progress, self.engine = inputs, progress, engine
         self.results: dict[tuple[str, str], list] = {}     # (name, eps key) -> [(start, survival)]
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float | None] = {}     # None: a unit from before CPU time was kept
 
     def _entry(self, name: str, e: float, start: int, stop: int):
         key = _cache.entry_key(self.inputs, name, e, start, stop)
         return key, _cache.entry_path(self.cache, self.cache_key, key, name, e, start, stop)
 
-    def _keep(self, name: str, e: float, start: int, survival: Tensor, seconds: float) -> None:
+    def _keep(self, name: str, e: float, start: int, survival: Tensor, seconds: float,
+              cpu_seconds: float | None) -> None:
         self.results.setdefault((name, eps_key(e)), []).append((start, survival))
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        known = self.cpu_seconds.get(name, 0.0)
+        self.cpu_seconds[name] = None if known is None or cpu_seconds is None else known + cpu_seconds
 
     def _save(self, done: dict) -> None:
         """Write one computed result once: an entry already there must agree with it."""
@@ -176,11 +182,12 @@ class _Driver:
             there = _cache.load_entry(path, key=key, n=stop - start)
             if there is None:
                 _cache.save_entry(path, key=key, inputs=self.inputs, name=name, eps=e, start=start, stop=stop,
-                                  attacked=done["attacked"], survival=done["survival"], seconds=done["seconds"])
+                                  attacked=done["attacked"], survival=done["survival"], seconds=done["seconds"],
+                                  cpu_seconds=done["cpu_seconds"])
             elif not torch.equal(there[0], done["survival"]):
                 raise RuntimeError(f"evaluate_robustness: two computations of {name} at eps {e:.4g} on images "
                                    f"[{start}, {stop}) disagree ({path}); an attack is not deterministic")
-        self._keep(name, e, start, done["survival"], done["seconds"])
+        self._keep(name, e, start, done["survival"], done["seconds"], done["cpu_seconds"])
 
     def run(self, eps, steps, cascade: bool, shared: dict) -> None:
         """Run ``steps`` ((full name, attack, threat), in order) at every ε on every chunk."""
@@ -349,6 +356,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
     worst = alive                                      # clean-correct and survived every attack
     bare = {eps_key(e): driver.survival("bare-pgd", e) for e in eps}
     seconds = {n: driver.seconds.get(n, 0.0) for n in names}
+    cpu_seconds = {n: driver.cpu_seconds.get(n, 0.0) for n in names}
 
     frac = lambda t: float(t.double().mean())          # noqa: E731
     result = RobustnessResult(
@@ -358,7 +366,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         worst_case={k: frac(v) for k, v in worst.items()},
         bare_pgd={k: frac(v) for k, v in bare.items()}, survival=survival, worst_survival=worst,
         clean_correct={"bare": clean_bare, "defended": clean_def},
-        flags=[], seconds=seconds, unbounded_accuracy=None, bare_survival=bare,
+        flags=[], seconds=seconds, cpu_seconds=cpu_seconds, unbounded_accuracy=None, bare_survival=bare,
         params={**params, "unbounded": unbounded, "attacks": names, "n_classes": n_classes,
                 "chunk_size": chunk_size,
                 "misclassified_clean_count_as_broken": True,
@@ -373,6 +381,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, *, defence: nn.M
         s = driver.survival(name, 1.0)
         result.unbounded_survival, result.unbounded_accuracy = s, frac(s)
         result.seconds[name] = driver.seconds.get(name, 0.0)
+        result.cpu_seconds[name] = driver.cpu_seconds.get(name, 0.0)
     result.flags = compute_flags(result, model=model, defence=defence, x=x, y=y,
                                  n_classes=n_classes, n_channels=x.shape[1], beta=beta,
                                  batch_size=batch_size, robust_bare_model=robust_bare_model)

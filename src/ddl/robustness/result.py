@@ -50,6 +50,9 @@ class RobustnessResult:
     params: dict[str, Any] = field(default_factory=dict)
     bare_survival: dict[str, Tensor] = field(default_factory=dict)   # ε key → (N,) bool, bare PGD
     unbounded_survival: Tensor | None = None
+    # attack → CPU seconds of this process over all ε (wall time in ``seconds`` counts a paused or
+    # starved process too); None where a cached unit predates ddl keeping CPU time
+    cpu_seconds: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def cascade(self) -> bool:
@@ -142,6 +145,7 @@ class RobustnessResult:
             "first_breaks": self.first_breaks(),
             "flags": list(self.flags),
             "seconds": dict(self.seconds),
+            "cpu_seconds": dict(self.cpu_seconds),
             "params": dict(self.params),
             "clean_correct": {k: _bits(v) for k, v in self.clean_correct.items()},
             "survival": {a: {k: _bits(t) for k, t in v.items()} for a, v in self.survival.items()},
