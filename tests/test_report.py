@@ -275,9 +275,11 @@ def test_sample_data_reports_carry_a_not_comparable_banner():
 
 
 def test_cifar_eps_reads_k_over_255():
-    assert report.format_eps("cifar10", 8 / 255) == "8/255"
-    assert report.format_eps("cifar10", 0.03) == "0.03"
-    assert report.format_eps("mnist", 0.1) == "0.1"
+    assert report.eps_label(8 / 255, "cifar10") == "8/255"
+    assert report.eps_label(0.03, "cifar10") == "0.03"
+    assert report.eps_label(0.0, "cifar10") == "0"
+    assert report.eps_label(0.1, "mnist") == "0.1"
+    assert report.eps_label(1 / 3, "mnist") == "0.3333"
     rows = report.sweep_table([_sweep_record("cifar10", "mlp", 2 / 255, 0.5, 0.6)])
     assert rows[1][2] == "2/255"
 

@@ -104,6 +104,7 @@ def main(argv=None) -> int:
         rob[(r["dataset"], r["model"])] = r
     if rob:
         from ddl._stats import mcnemar, wilson_interval
+        from ddl.experiments.robustness_report import eps_label
 
         out += ["## Adaptive attacks: worst case, standard vs denoised variant", "",
                 "The suite of `results/robustness/` (the first N test images; PGD 20 steps oblivious, BPDA "
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
                 s = json.loads(path.read_text()) if path.is_file() else None
                 for k in r["worst_case"]:
                     eps = float(k)
-                    lab = f"{round(eps * 255)}/255" if ds == "cifar10" else f"{eps:g}"
+                    lab = eps_label(eps, ds)
                     n = r["n_images"] if s is None else min(r["n_images"], s["n_images"])
                     wv, right_w = worst(r, k, n)
                     right = (f"{_pct(r['clean_accuracy']['defended'], 1)} / "

@@ -29,6 +29,7 @@ from ddl._stats import count_interval
 from ddl.constants import DATASET_TITLES as DATASET_NAMES
 from ddl.constants import DATASETS
 from ddl.constants import MODEL_NAMES as MODELS
+from ddl.experiments.robustness_report import eps_label
 
 #: Marks of a cell that meets / misses its target (``reference/verdicts.json``).
 MARKS = {"meets": "✓", "misses": "✗"}
@@ -142,16 +143,8 @@ def _num(v, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
 
 
-def format_eps(dataset: str, eps: float) -> str:
-    """ε as people write it: k/255 on CIFAR-10 when it is a whole number of grey levels, else 0.1."""
-    k = eps * 255
-    if dataset == "cifar10" and abs(k - round(k)) < 1e-6 and round(k) > 0:
-        return f"{round(k)}/255"
-    return f"{eps:.4g}"
-
-
 def _params_text(dataset: str, params: dict) -> str:
-    return ", ".join(f"{k}={format_eps(dataset, v) if k == 'eps' else v}" for k, v in sorted(params.items()))
+    return ", ".join(f"{k}={eps_label(v, dataset) if k == 'eps' else v}" for k, v in sorted(params.items()))
 
 
 def _paper_ours(paper_value, ours_fraction, ci=None) -> str:
@@ -339,7 +332,7 @@ def sweep_table(sweep: list[dict]) -> list[list[str]]:
     for r in sorted(sweep, key=lambda r: (r["dataset"], r["model"], r["attack_params"]["eps"])):
         a = r["accuracy"]
         rows.append([DATASET_NAMES.get(r["dataset"], r["dataset"]), r["model"],
-                     format_eps(r["dataset"], r["attack_params"]["eps"]), str(r["n_images"]),
+                     eps_label(r["attack_params"]["eps"], r["dataset"]), str(r["n_images"]),
                      *(_pct_ci(a[k], interval_of(r, k)) for k in ("clean", "perturbed", "denoised", "denoised_clean"))])
     return rows
 
@@ -360,7 +353,7 @@ def matched_eps_table(sweep: list[dict], paper: dict) -> list[list[str]]:
                                         r["attack_params"]["eps"]))
         a = best["accuracy"]
         rows.append([DATASET_NAMES.get(dataset, dataset), model, f"{p['perturbed']:g}",
-                     format_eps(dataset, best["attack_params"]["eps"]), _pct_ci(a["perturbed"], interval_of(best, "perturbed")),
+                     eps_label(best["attack_params"]["eps"], dataset), _pct_ci(a["perturbed"], interval_of(best, "perturbed")),
                      f"{p['denoised']:g}", _pct_ci(a["denoised"], interval_of(best, "denoised")),
                      _pct_ci(a["denoised_clean"], interval_of(best, "denoised_clean"))])
     return rows
@@ -551,7 +544,7 @@ def adaptive_cells(results: dict, offered: list[AdaptiveRecord] = ()) -> Adaptiv
         key = next((repr(float(e)) for e in best.record.get("eps", []) if abs(float(e) - eps) < 1e-9), None)
         found.used.append((best, key))
         found.cells[(ds, model)] = (f"{pct_ci(best.record, 'worst_case', key)}, N = {best.record['n_images']}"
-                                    if key else f"{NOT_EVALUATED} at ε {format_eps(ds, eps)}")
+                                    if key else f"{NOT_EVALUATED} at ε {eps_label(eps, ds)}")
     return found
 
 
@@ -565,7 +558,7 @@ def _machine_short(machine: dict | None) -> str:
 def adaptive_sources_table(found: Adaptive) -> list[list[str]]:
     """One row per adaptive number of the first table: the record it comes from, its images,
     attacks and budgets, its oblivious PGD → worst case on the same images, what produced it."""
-    from ddl.experiments.robustness_report import eps_label, md_escape, pct_ci
+    from ddl.experiments.robustness_report import md_escape, pct_ci
 
     rows = [["data set", "model", "record", "N", "attacks and budgets", "oblivious PGD → worst case, same images",
              "produced by"]]

@@ -52,11 +52,12 @@ def load_record_files(folder: str | Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def eps_label(e: float, dataset: str) -> str:
-    """ε as the field writes it: k/255 on CIFAR-10 when it is one, else the decimal."""
+    """ε as the field writes it: k/255 on CIFAR-10 when it is a whole number k > 0 of grey levels,
+    else the decimal (4 significant digits). The one formatter of ε in tables and reports."""
     k = e * 255
-    if dataset == "cifar10" and abs(k - round(k)) < 1e-6:
+    if dataset == "cifar10" and abs(k - round(k)) < 1e-6 and round(k) > 0:
         return f"{round(k)}/255"
-    return f"{e:g}"
+    return f"{e:.4g}"
 
 
 def md_escape(name: str) -> str:
