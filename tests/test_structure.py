@@ -97,8 +97,8 @@ def test_library_imports_no_experiment_module_and_experiments_never_import_the_c
 
 def test_the_experiments_layer_is_one_package():
     assert EXPERIMENTS == {"ddl.experiments"} | {f"ddl.experiments.{m}" for m in (
-        "config", "pipeline", "reproduce", "tune", "figures", "figure_data", "report", "robustness_report",
-        "robustness_run")}
+        "config", "pipeline", "reproduce", "tune", "figures", "figure_data", "report", "_blocks",
+        "robustness_report", "robustness_run", "robust_training_report")}
     top = {m for m in _modules() if m.count(".") == 1}
     assert not top & {f"ddl.{m.rpartition('.')[2]}" for m in EXPERIMENTS - {"ddl.experiments"}}, top
 

@@ -447,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="robustness records (e.g. results/robustness): the first table puts their adaptive "
                          "worst case beside the oblivious number where they are of the run's defence "
                          "(default: none, only the run's own robustness records)")
+    sp.add_argument("--robust-training", metavar="DIR",
+                    help="a folder of tools/robust_training_table.py summaries (e.g. results/robust-training, "
+                         "its subfolders included): adds the section 'Adversarial training with and without the "
+                         "dictionary' (default: none)")
     sp.set_defaults(func=cmd_report)
 
     sp = add("zoo", help="the trained checkpoints shipped with ddl")
@@ -1182,12 +1186,23 @@ def cmd_report(args) -> int:
         if not load_record_files(args.robustness):
             raise UsageError(f"--robustness: no robustness records (*.json written by `ddl robustness`) in "
                              f"{args.robustness}")
+    summaries = []
+    if args.robust_training is not None:
+        from ddl.experiments.robust_training_report import load_summaries
+
+        if not Path(args.robust_training).is_dir():
+            raise UsageError(f"--robust-training: {args.robust_training} is not a folder (give one of "
+                             f"tools/robust_training_table.py summaries, e.g. results/robust-training)")
+        try:
+            summaries = load_summaries(args.robust_training)
+        except FileNotFoundError as exc:
+            raise UsageError(f"--robust-training: {exc}") from None
     if args.figures:
         from ddl.experiments.figures import draw_figures
 
         figures = draw_figures(args.run_dir)
         print(f"drew {len(figures)} figures in {Path(args.run_dir) / 'figures'}")
-    md, page = write_report(args.run_dir, robustness=args.robustness)
+    md, page = write_report(args.run_dir, robustness=args.robustness, robust_training=summaries)
     print(f"wrote {md} and {page}")
     return 0
 

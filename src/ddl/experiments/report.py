@@ -20,11 +20,12 @@ import html
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from ddl._io import atomic_write_bytes
+from ddl.experiments._blocks import Block
 from ddl._stats import count_interval
 from ddl.constants import DATASET_TITLES as DATASET_NAMES
 from ddl.constants import DATASETS
@@ -77,6 +78,16 @@ THREAT_MODEL = (
     "*denoised clean* column, which the paper does not report."
 )
 
+ROBUST_TRAINING = (
+    "Does a sparse-coding front end add robustness to adversarial training, or cost it? Each arm is a "
+    "model behind what it runs at test time: *adversarial* (PGD or fast adversarial training, no "
+    "defence), the same model with the dictionary put in front only at test time, *adversarial-ddl* "
+    "(the same training through the dictionary, evaluated behind it), and the standard and denoised "
+    "models behind the dictionary. All are attacked adaptively on the same test images (worst case "
+    "per image over every run of the arm), and every arm is paired with the first (exact McNemar). "
+    "From `tools/robust_training_table.py`'s summaries; the readings are in "
+    "`results/robust-training/README.md`."
+)
 
 NOT_EVALUATED = "not evaluated"
 
@@ -100,14 +111,6 @@ ADAPTIVE_SOURCES = (
 #: the defence parameters on which an adaptive record must agree with a cell to be "the same defence"
 DEFENCE_KEYS = ("patch_size", "n_components", "n_nonzero_coefs", "step", "method", "n_epochs", "max_patches",
                 "remove_mean", "random_state")
-
-
-@dataclass
-class Block:
-    kind: str  # "h1" | "h2" | "h3" | "p" | "table" | "figure" | "code" | "toc" (contents, from the h2s)
-    text: str = ""
-    rows: list[list[str]] = field(default_factory=list)  # table: first row is the header
-    path: str = ""  # figure: path relative to the run folder
 
 
 def load_paper_tables() -> dict:
@@ -375,11 +378,12 @@ def compute_time_table(records: list[dict]) -> list[list[str]]:
 
 
 def build_report(results: dict, paper: dict | None = None, *, figures: list[tuple[str, str]] = (),
-                 adaptive: list[AdaptiveRecord] = ()) -> list[Block]:
+                 adaptive: list[AdaptiveRecord] = (), robust_training: list[dict] = ()) -> list[Block]:
     """The report as blocks. ``figures`` are (caption, path relative to the run folder);
     ``adaptive``: robustness records of other runs (:func:`adaptive_from_folder`) whose worst case
     the first table puts beside the oblivious number where they are of this run's defence (the
-    run's own ``robustness`` records are always used)."""
+    run's own ``robustness`` records are always used); ``robust_training``: summaries of
+    :mod:`ddl.experiments.robust_training_report`, one subsection each."""
     paper = paper or load_paper_tables()
     records = results["records"]
     cfg = results.get("config", {})
@@ -431,6 +435,12 @@ def build_report(results: dict, paper: dict | None = None, *, figures: list[tupl
                    Block("table", rows=matched_eps_table(results["sweep"], paper))]
     if results.get("robustness"):
         blocks += _robustness_blocks(results["robustness"])
+    if robust_training:
+        from ddl.experiments.robust_training_report import TITLE, section_blocks
+
+        blocks += [Block("h2", TITLE), Block("p", ROBUST_TRAINING)]
+        for summary in robust_training:
+            blocks += section_blocks(summary, heading="h3")
     blocks += [Block("h2", "Reconstruction quality"),
                Block("p", "Mean PSNR (dB, images identical to the clean ones left out) and SSIM of the perturbed "
                           "and of the denoised images against the clean ones, and the classifier's mean "
@@ -691,7 +701,7 @@ def to_markdown(blocks: list[Block]) -> str:
     for b in blocks:
         if b.kind == "toc":
             out.append("Contents: " + " · ".join(f"[{t}](#{slug(t)})" for t in _sections(blocks)))
-        elif b.kind in ("h1", "h2", "h3"):
+        elif b.kind in ("h1", "h2", "h3", "h4"):
             out.append("#" * int(b.kind[1]) + " " + b.text)
         elif b.kind == "p":
             out.append(b.text)
@@ -740,7 +750,7 @@ def to_html(blocks: list[Block], run_dir: Path) -> str:
             body.append(f'<nav><strong>Contents</strong><ul>{items}</ul></nav>')
         elif b.kind == "h2":
             body.append(f'<h2 id="{slug(b.text)}">{_inline(b.text)}</h2>')
-        elif b.kind in ("h1", "h3"):
+        elif b.kind in ("h1", "h3", "h4"):
             body.append(f"<{b.kind}>{_inline(b.text)}</{b.kind}>")
         elif b.kind == "p":
             body.append(f"<p>{_inline(b.text)}</p>")
@@ -769,11 +779,12 @@ def to_html(blocks: list[Block], run_dir: Path) -> str:
 
 
 def write_report(run_dir: str | Path, *, paper: dict | None = None,
-                 robustness: str | Path | None = None) -> tuple[Path, Path]:
+                 robustness: str | Path | None = None, robust_training: list[dict] = ()) -> tuple[Path, Path]:
     """Read ``run_dir/results.json`` (and ``run_dir/figures.json`` if present), write
     ``report.md`` and ``report.html`` atomically; return their paths. ``robustness``: a folder of
     robustness records (``results/robustness``) whose worst case the first table shows where they
-    are of the run's defence (:func:`adaptive_cells`)."""
+    are of the run's defence (:func:`adaptive_cells`); ``robust_training``: summaries
+    (:func:`ddl.experiments.robust_training_report.load_summaries`) for their section."""
     run_dir = Path(run_dir)
     results_path = run_dir / "results.json"
     if not results_path.is_file():
@@ -782,7 +793,7 @@ def write_report(run_dir: str | Path, *, paper: dict | None = None,
     figures_path = run_dir / "figures.json"
     figures = [tuple(f) for f in json.loads(figures_path.read_text())] if figures_path.is_file() else []
     adaptive = adaptive_from_folder(robustness) if robustness is not None else []
-    blocks = build_report(results, paper, figures=figures, adaptive=adaptive)
+    blocks = build_report(results, paper, figures=figures, adaptive=adaptive, robust_training=robust_training)
     md = atomic_write_bytes(run_dir / "report.md", to_markdown(blocks).encode())
     page = atomic_write_bytes(run_dir / "report.html", to_html(blocks, run_dir).encode())
     return md, page
