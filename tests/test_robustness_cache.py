@@ -158,7 +158,7 @@ def test_an_interrupted_evaluation_resumes_at_the_next_chunk(tmp_path, monkeypat
     assert resumed.bare_pgd == fresh.bare_pgd and resumed.worst_case == fresh.worst_case
 
 
-def test_a_unit_keeps_its_cpu_time_apart_from_its_wall_time(tmp_path, monkeypatch):
+def test_a_unit_keeps_its_cpu_time_apart_from_its_wall_time(tmp_path, monkeypatch, one_thread):
     # a unit timed across a pause (SIGSTOP) or on a starved machine records that wall time; its
     # CPU time does not count the wait: 0.4 s asleep and >= 0.3 s of CPU spent inside the attack
     import time

@@ -97,7 +97,7 @@ def test_format_table_explains_oblivious_and_adaptive_and_labels_cascade_rows_cu
         "cascade: each attack after the first ran only on the images the attacks above it left, so its row is "
         "cumulative (the accuracy after it and every attack above it)",
         "clean: bare 100.0 [51.0, 100.0]   defended 75.0 [30.1, 95.4]",
-        "eps                                   0.1                 0.3   seconds (wall, cpu)",
+        "eps                                   0.1                 0.3   seconds (wall, cpu of all threads)",
         "bare model, PGD          25.0 [4.6, 69.9]     0.0 [0.0, 49.0]",
         "pgd:oblivious           75.0 [30.1, 95.4]   50.0 [15.0, 85.0]       1.0     0.5",
         "pgd:bpda (cumulative)   50.0 [15.0, 85.0]    25.0 [4.6, 69.9]       2.0       -",

@@ -61,8 +61,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    blocks = rtr.section_blocks(summary, heading="h1", title=f"{rtr.TITLE} ({args.dataset} {args.model})",
-                                files_from=out)
+    blocks = rtr.section_blocks(summary, heading="h1", title=f"{rtr.TITLE} ({args.dataset} {args.model})")
     text = to_markdown(blocks)
     if args.reading:
         text += "\n" + Path(args.reading).read_text().rstrip() + "\n"

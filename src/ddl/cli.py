@@ -1195,7 +1195,7 @@ def cmd_report(args) -> int:
                              f"tools/robust_training_table.py summaries, e.g. results/robust-training)")
         try:
             summaries = load_summaries(args.robust_training)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, ValueError) as exc:
             raise UsageError(f"--robust-training: {exc}") from None
     if args.figures:
         from ddl.experiments.figures import draw_figures

@@ -85,8 +85,8 @@ ROBUST_TRAINING = (
     "(the same training through the dictionary, evaluated behind it), and the standard and denoised "
     "models behind the dictionary. All are attacked adaptively on the same test images (worst case "
     "per image over every run of the arm), and every arm is paired with the first (exact McNemar). "
-    "From `tools/robust_training_table.py`'s summaries; the readings are in "
-    "`results/robust-training/README.md`."
+    "From `tools/robust_training_table.py`'s summaries; the readings are in the READMEs beside them "
+    "(`results/robust-training/README.md` for MNIST, `results/robust-training/cifar10/README.md`)."
 )
 
 NOT_EVALUATED = "not evaluated"

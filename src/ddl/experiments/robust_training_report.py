@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ddl._stats import mcnemar, wilson_interval
+from ddl.constants import DATASET_TITLES, DATASETS
 from ddl.experiments._blocks import Block
 from ddl.experiments.robustness_report import eps_label
 
@@ -41,20 +42,32 @@ def _clean(record: dict) -> list[bool]:
 def union(records: list[dict], names: list[str]) -> dict:
     """One arm evaluated by several runs on the same images: an image is robust at ε only if it
     survived every run that attacked it at ε (the worst case over all of them); everything else is
-    the first record's. Each later run's file, attacks and ε are listed in ``params["also"]``.
-    ``names`` (one per record, e.g. the files) are for the error and for ``also``."""
+    the first record's. Each later run's file, attacks and ε are listed in ``params["also"]``, the
+    flags of every run are kept once each, and ``compute_seconds`` is the sum over the runs (None
+    when a run did not record it). ``names`` (one per record, e.g. the files) are for the error and
+    for ``also``."""
     first = dict(records[0])
     for name, rec in zip(names[1:], records[1:]):
         if rec["image_indices"] != first["image_indices"] or rec["clean_correct"] != first["clean_correct"]:
-            raise ValueError(f"robust_training_report.union: {name} is not on the same images (or model) as "
-                             f"{names[0]}")
+            i = next((i for i, (a, b) in enumerate(zip(rec["clean_correct"]["defended"],
+                                                       first["clean_correct"]["defended"])) if a != b), None)
+            got = (f"images {rec['image_indices'][:1]}… ({rec['n_images']})" if i is None
+                   else f"clean predictions differ first at image {i}")
+            raise ValueError(f"robust_training_report.union: records must be runs on the same images and model; "
+                             f"{name} is not on those of {names[0]} ({got})")
     worst = {e: [all(bool(r["worst_survival"][e][i]) for r in records if e in r["worst_survival"])
                  for i in range(first["n_images"])] for e in first["worst_survival"]}
-    flags = [f for r in records for f in r.get("flags", [])]
+    flags, seen = [], set()
+    for f in (f for r in records for f in r.get("flags", [])):
+        if f["code"] not in seen:
+            seen.add(f["code"])
+            flags.append(f)
+    secs = [r.get("compute_seconds") for r in records]
     params = {**first["params"], "also": [{"file": n, "attacks": r["params"]["attacks"],
                                           "eps": sorted(r["worst_survival"], key=float)} for n, r in
                                          zip(names[1:], records[1:])]}
-    return {**first, "worst_survival": worst, "flags": flags, "params": params}
+    return {**first, "worst_survival": worst, "flags": flags, "params": params,
+            "compute_seconds": None if None in secs else sum(secs)}
 
 
 def summarise(arms: dict[str, dict], *, dataset: str, model: str, zoo_logs: str | Path | None = None) -> dict:
@@ -63,12 +76,15 @@ def summarise(arms: dict[str, dict], *, dataset: str, model: str, zoo_logs: str 
     of the zoo's training logs (``<model>_<dataset>_<variant>.json``); an arm named after its
     variant gets that log's adversarial settings, per-epoch history and seconds."""
     names = list(arms)
+    if not names:
+        raise ValueError("robust_training_report.summarise: arms must hold at least one arm; got none")
     first = arms[names[0]]
     n = first["n_images"]
     for name, rec in arms.items():
         if rec["n_images"] != n or rec["image_indices"] != first["image_indices"]:
-            raise ValueError(f"robust_training_report.summarise: arm {name!r} is not on the same images as "
-                             f"{names[0]!r}")
+            raise ValueError(f"robust_training_report.summarise: every arm must be on the images of {names[0]!r} "
+                             f"({n} images from {first['image_indices'][0]}); arm {name!r} has {rec['n_images']} "
+                             f"from {rec['image_indices'][0]}")
     eps_keys = sorted(set.intersection(*(set(r["worst_survival"]) for r in arms.values())), key=float)
     p = first["params"]
     summary: dict[str, Any] = {
@@ -108,39 +124,30 @@ def _pct(k: int, n: int) -> str:
     return f"{100 * k / n:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def _where(file: str, base: str | Path | None) -> str:
-    """``file`` relative to ``base`` (the folder whose README names it) when it is under it."""
-    if base is None:
-        return file
-    try:
-        return str(Path(file).resolve().relative_to(Path(base).resolve()))
-    except ValueError:
-        return file
-
-
-def section_blocks(summary: dict, *, heading: str = "h3", title: str | None = None,
-                   files_from: str | Path | None = None) -> list:
+def section_blocks(summary: dict, *, heading: str = "h3", title: str | None = None) -> list:
     """``summary`` (:func:`summarise`) as report blocks: a heading at level ``heading`` (``title``,
     by default the data set and model), what was measured, the arms' table, the paired tests against the first arm and the
-    training curves. ``files_from``: the folder the other runs' file names are written relative to."""
+    training curves. The other runs' files are named as they were given to :func:`union`."""
     ds, n, keys = summary["dataset"], summary["n_images"], summary["eps"]
     sub = {"h1": "h2", "h2": "h3", "h3": "h4"}[heading]
     s = summary["suite"]
     arms = summary["arms"]
     reference = next(iter(arms))
     blocks = [
-        Block(heading, title or f"{summary['dataset']} {summary['model']}"),
+        Block(heading, title or f"{DATASET_TITLES.get(ds, ds)} {summary['model']}"),
         Block("p", f"{n} test images (the first {n} of the test set), the same for every arm; accuracy % with its "
                    "95 % Wilson interval over images; an image counts as robust only if **every** attack of the "
                    "suite failed on it (worst case per image; a clean mistake counts as broken)."),
         Block("p", f"Suite: {' '.join(s['attacks'])}; budgets PGD {s['pgd_steps']} steps, APGD {s['apgd_iter']} "
-                   f"iterations, Square {s['square_queries']} queries; cascade {s['cascade']}. Every arm is attacked "
+                   f"iterations, Square {s['square_queries']} queries"
+                   f"{'; cascade (each attack runs on the images the earlier ones left)' if s['cascade'] else ''}. "
+                   "Every arm is attacked "
                    "through what it runs at test time (defence none: the bare model)."),
     ]
     for name, arm in arms.items():
         for a in arm.get("also", []):
             blocks.append(Block("p", f"{name}: also attacked by `{' '.join(a['attacks'])}` "
-                                     f"(`{_where(a['file'], files_from)}`, ε "
+                                     f"(`{a['file']}`, ε "
                                      f"{', '.join(eps_label(float(e), ds) for e in a['eps'])}, its budgets in the "
                                      "file); its worst case is over every run."))
     rows = [["arm", "defence at test time", "clean", *(f"worst case ε {eps_label(float(e), ds)}" for e in keys),
@@ -163,7 +170,7 @@ def section_blocks(summary: dict, *, heading: str = "h3", title: str | None = No
     for name, arm in arms.items():
         hist = (arm.get("training") or {}).get("history")
         if hist:
-            curves += [[name, str(i + 1), f"{hist['eps'][i]:.3g}", f"{100 * hist['accuracy'][i]:.2f}",
+            curves += [[name, str(i + 1), eps_label(hist["eps"][i], ds), f"{100 * hist['accuracy'][i]:.2f}",
                         f"{100 * hist['robust_accuracy'][i]:.2f}", f"{100 * hist['val_accuracy'][i]:.2f}",
                         f"{hist['seconds'][i]:.0f}"] for i in range(len(hist["loss"]))]
     if len(curves) > 1:
@@ -173,18 +180,34 @@ def section_blocks(summary: dict, *, heading: str = "h3", title: str | None = No
     return blocks
 
 
+#: what :func:`section_blocks` reads of a summary and of each of its arms
+_KEYS = {"dataset", "model", "n_images", "eps", "suite", "arms", "paired"}
+_ARM_KEYS = {"clean", "defence_name", "worst_case", "flags"}
+
+
 def load_summaries(folder: str | Path) -> list[dict]:
-    """Every ``summary.json`` written by :func:`summarise` under ``folder`` (itself and its
-    subfolders), in path order. Raises ``FileNotFoundError`` when there is none."""
+    """Every ``summary.json`` under ``folder`` (itself and its subfolders), in ddl's data-set
+    order, then path order. Raises ``FileNotFoundError`` when there is none and ``ValueError`` (one
+    line, naming the file) for one that cannot be read or lacks what the section needs (e.g.
+    written by an older tools/robust_training_table.py)."""
     folder = Path(folder)
     found = []
     for path in sorted(folder.rglob("summary.json")):
-        blob = json.loads(path.read_text())
-        if isinstance(blob, dict) and {"arms", "paired", "suite", "eps"} <= set(blob):
-            found.append(blob)
+        try:
+            blob = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} cannot be read as JSON ({type(exc).__name__}: {exc})") from None
+        missing = sorted(_KEYS - set(blob)) if isinstance(blob, dict) else sorted(_KEYS)
+        if not missing:
+            missing = sorted({f"arms.{a}.{k}" for a, arm in blob["arms"].items() for k in _ARM_KEYS - set(arm)})
+        if missing:
+            raise ValueError(f"{path} is not a summary of tools/robust_training_table.py as this ddl writes it "
+                             f"(missing {', '.join(missing)}); rerun tools/robust_training_tables.sh")
+        found.append(blob)
     if not found:
         raise FileNotFoundError(f"no summary.json of tools/robust_training_table.py in {folder}")
-    return found
+    order = {d: i for i, d in enumerate(DATASETS)}
+    return sorted(found, key=lambda b: order.get(b["dataset"], len(order)))
 
 
 def figure(summary: dict, path: str | Path) -> None:

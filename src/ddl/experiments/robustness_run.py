@@ -346,7 +346,7 @@ def format_table(record: dict[str, Any]) -> str:
     lines += [f"clean: bare {pct_ci(record, 'clean_accuracy', 'bare')}   defended "
               f"{pct_ci(record, 'clean_accuracy', 'defended')}",
               f"{'eps':<{width}} " + " ".join(f"{lab:>{cell}}" for lab in labels)
-              + "   seconds (wall, cpu)"]
+              + "   seconds (wall, cpu of all threads)"]
     lines.append(f"{'bare model, PGD':<{width}} " + " ".join(f"{pct_ci(record, 'bare_pgd', k):>{cell}}" for k in keys))
     for a in record["attacks"]:
         lines.append(f"{rows[a]:<{width}} " + " ".join(f"{pct_ci(record, 'attacks', a, k):>{cell}}" for k in keys)

@@ -50,8 +50,9 @@ class RobustnessResult:
     params: dict[str, Any] = field(default_factory=dict)
     bare_survival: dict[str, Tensor] = field(default_factory=dict)   # ε key → (N,) bool, bare PGD
     unbounded_survival: Tensor | None = None
-    # attack → CPU seconds of this process over all ε (wall time in ``seconds`` counts a paused or
-    # starved process too); None where a cached unit predates ddl keeping CPU time
+    # attack → CPU seconds over all ε of the process that computed each unit, all its threads (so up
+    # to threads × wall; under Ray, the worker's); wall time in ``seconds`` counts a paused or
+    # starved process too. None where a cached unit predates ddl keeping CPU time
     cpu_seconds: dict[str, float | None] = field(default_factory=dict)
 
     @property
