@@ -341,7 +341,7 @@ def test_a_resumed_adversarial_run_equals_an_uninterrupted_one(tmp_path, adv, de
     torch.manual_seed(999)
     h = fit(resumed, x, y, checkpoint_path=tmp_path / "b.pt", **common)
     assert _state_equal(full, resumed)
-    assert h.to_dict() | {"seconds": None} == h_full.to_dict() | {"seconds": None}
+    assert h.to_dict() | {"seconds": None, "cpu_seconds": None} == h_full.to_dict() | {"seconds": None, "cpu_seconds": None}
 
 
 def test_resume_state_of_other_adversarial_settings_is_refused(tmp_path):

@@ -96,9 +96,12 @@ def test_training_curves_come_from_the_zoo_log_of_an_arm_named_after_its_variant
     md = to_markdown(rtr.section_blocks(s, heading="h1", title="T"))
     assert md.startswith("# T\n")
     assert "| adversarial | 2 | 0.3 | 95.00 | 70.00 | 96.00 | 100 |" in md
+    assert "cpu seconds" not in md                                  # logs from before ddl kept CPU time
     cifar = dict(s, dataset="cifar10", arms={"adversarial": {**s["arms"]["adversarial"], "training": {
-        "history": {**hist, "eps": [4 / 255, 8 / 255]}}}})
-    assert "| adversarial | 2 | 8/255 | 95.00 |" in to_markdown(rtr.section_blocks(cifar))
+        "history": {**hist, "eps": [4 / 255, 8 / 255], "cpu_seconds": [None, 80.4]}}}})
+    md_cifar = to_markdown(rtr.section_blocks(cifar))
+    assert "| adversarial | 1 | 4/255 | 90.00 | 60.00 | 91.00 | 100 | — |" in md_cifar
+    assert "| adversarial | 2 | 8/255 | 95.00 | 70.00 | 96.00 | 100 | 80 |" in md_cifar
     assert "| behind the dictionary | tuned | 87.5 % [52.9, 97.8] | 75.0 % [40.9, 92.9] | 50.0 % [21.5, 78.5] | weak_attack |" in md
 
 

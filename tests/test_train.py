@@ -73,6 +73,36 @@ def test_resume_after_crash_gives_identical_weights(tmp_path, name, shape, kwarg
     assert h_resumed.lr == h_full.lr and h_resumed.epochs == 2
 
 
+def test_an_epoch_keeps_its_cpu_time_apart_from_its_wall_time(tmp_path, monkeypatch, one_thread):
+    # an epoch timed on a starved or paused machine records that wall time; its CPU time does not
+    # count the wait: 0.3 s asleep and >= 0.2 s of CPU spent in each epoch
+    import time
+
+    import ddl.models.train as train
+
+    real = train._train_one_epoch
+
+    def slow(*a, **k):
+        time.sleep(0.3)
+        c0 = time.process_time()
+        while time.process_time() - c0 < 0.2:
+            pass
+        return real(*a, **k)
+
+    monkeypatch.setattr(train, "_train_one_epoch", slow)
+    x, y = _data(16)
+    h = fit(build_model("mlp", (1, 28, 28)), x, y, epochs=1, batch_size=8, progress=False,
+            checkpoint_path=tmp_path / "r.pt")
+    assert h.seconds[0] >= 0.5 and 0.2 <= h.cpu_seconds[0] <= h.seconds[0] - 0.25
+    # a resume state written before ddl kept CPU time: that epoch's is unknown (None), not 0
+    state = torch.load(tmp_path / "r.pt", weights_only=True)
+    del state["history"]["cpu_seconds"]
+    torch.save(state, tmp_path / "r.pt")
+    h = fit(build_model("mlp", (1, 28, 28)), x, y, epochs=2, batch_size=8, progress=False,
+            checkpoint_path=tmp_path / "r.pt")
+    assert h.cpu_seconds[0] is None and h.cpu_seconds[1] >= 0.2 and len(h.seconds) == 2
+
+
 def test_constant_rate_run_can_be_extended(tmp_path):
     x, y = _data(16)
     torch.manual_seed(0)

@@ -166,16 +166,20 @@ def section_blocks(summary: dict, *, heading: str = "h3", title: str | None = No
                        f"{100 * t['difference']:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]",
                        f"{t['b10']} / {t['b01']}", f"{t['p_value']:.3g}"])
     blocks.append(Block("table", rows=paired))
-    curves = [["variant", "epoch", "ε", "clean train %", "robust train %", "clean test %", "seconds"]]
-    for name, arm in arms.items():
-        hist = (arm.get("training") or {}).get("history")
-        if hist:
-            curves += [[name, str(i + 1), eps_label(hist["eps"][i], ds), f"{100 * hist['accuracy'][i]:.2f}",
-                        f"{100 * hist['robust_accuracy'][i]:.2f}", f"{100 * hist['val_accuracy'][i]:.2f}",
-                        f"{hist['seconds'][i]:.0f}"] for i in range(len(hist["loss"]))]
+    hists = {name: h for name, arm in arms.items() if (h := (arm.get("training") or {}).get("history"))}
+    cpu = any(v is not None for h in hists.values() for v in h.get("cpu_seconds", []))
+    curves = [["variant", "epoch", "ε", "clean train %", "robust train %", "clean test %", "seconds",
+               *(["cpu seconds"] if cpu else [])]]
+    for name, hist in hists.items():
+        for i in range(len(hist["loss"])):
+            c = (hist.get("cpu_seconds") or [None] * len(hist["loss"]))[i]
+            curves.append([name, str(i + 1), eps_label(hist["eps"][i], ds), f"{100 * hist['accuracy'][i]:.2f}",
+                           f"{100 * hist['robust_accuracy'][i]:.2f}", f"{100 * hist['val_accuracy'][i]:.2f}",
+                           f"{hist['seconds'][i]:.0f}", *([("—" if c is None else f"{c:.0f}")] if cpu else [])])
     if len(curves) > 1:
         blocks += [Block(sub, "Training curves (per epoch: ε of the epoch, clean and robust training accuracy of "
-                              "the epoch's batches, clean test accuracy, wall seconds on one CPU thread)"),
+                              "the epoch's batches, clean test accuracy, wall seconds"
+                              + (" and CPU seconds (all threads; — : not recorded)" if cpu else "") + ")"),
                    Block("table", rows=curves)]
     return blocks
 

@@ -67,6 +67,10 @@ class History:
     seconds : list of float
         Wall-clock seconds of each epoch's training (validation excluded); with adversarial
         training they include the inner maximisation (and not the guard's measurement).
+    cpu_seconds : list of float or None
+        CPU seconds of the same (``time.process_time``: this process, all its threads, so up to
+        threads × wall); unlike ``seconds`` not inflated by a paused or starved process. None
+        for the epochs of a resume state written before ddl kept it.
     eps : list of float
         Adversarial training only: the budget ε of each epoch (smaller during the warm-up).
     robust_accuracy : list of float
@@ -87,6 +91,7 @@ class History:
     val_accuracy: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float | None] = field(default_factory=list)
     eps: list[float] = field(default_factory=list)
     robust_accuracy: list[float] = field(default_factory=list)
     guard_accuracy: list[float] = field(default_factory=list)
@@ -536,12 +541,13 @@ def fit(
     for epoch in range(start, epochs):
         if guard is not None and guard.stopped:
             break
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         history.lr.append(optimizer.param_groups[0]["lr"])
         loss, acc, robust_acc = _train_one_epoch(model, x, y, optimizer, scheduler, epoch, epochs, batch_size,
                                                  seed, augment, dev, progress, grad_clip, transform,
                                                  adversarial, attacked)
         history.seconds.append(time.perf_counter() - t0)
+        history.cpu_seconds.append(time.process_time() - c0)
         history.loss.append(loss)
         history.accuracy.append(acc)
         if adversarial is not None:
@@ -804,6 +810,8 @@ def _load_resume(path, fingerprint, model, optimizer, scheduler, history, dev, g
             getattr(history, key).extend(values)
         else:
             setattr(history, key, values)
+    # a state written before ddl kept CPU time: its epochs' CPU time is unknown
+    history.cpu_seconds[:0] = [None] * (len(history.seconds) - len(history.cpu_seconds))
     if guard is not None:
         guard.load(state["guard"])
     return int(state["epoch"])
