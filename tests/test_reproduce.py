@@ -25,7 +25,8 @@ def quick_run(tmp_path_factory):
 #: what says how a run went rather than what it found: times, what each cell computed itself
 #: (a stage two cells share is computed by one of them, which one depends on the schedule), the
 #: machine record (threads, engine)
-_RUN_HISTORY = {"seconds", "computed_seconds", "stages", "resumed_stages", "machine", "wall_seconds"}
+_RUN_HISTORY = {"seconds", "cpu_seconds", "compute_cpu_seconds", "computed_seconds", "stages", "resumed_stages",
+                "machine", "wall_seconds"}
 
 
 def _findings(obj):
