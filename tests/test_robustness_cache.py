@@ -161,21 +161,13 @@ def test_an_interrupted_evaluation_resumes_at_the_next_chunk(tmp_path, monkeypat
 def test_a_unit_keeps_its_cpu_time_apart_from_its_wall_time(tmp_path, monkeypatch, one_thread):
     # a unit timed across a pause (SIGSTOP) or on a starved machine records that wall time; its
     # CPU time does not count the wait: 0.4 s asleep and >= 0.3 s of CPU spent inside the attack
-    import time
+    from _timing import asleep_then_busy
 
     model = _model()
     x, y = _data(model, n=8)
     kw = dict(eps=[0.1], attacks=["pgd:bpda"], cache_dir=tmp_path, cache_key="k", **_TINY)
     real_pgd = ev.pgd_linf
-
-    def slow(*a, **k):
-        time.sleep(0.4)
-        c0 = time.process_time()
-        while time.process_time() - c0 < 0.3:
-            pass
-        return real_pgd(*a, **k)
-
-    monkeypatch.setattr(ev, "pgd_linf", slow)
+    monkeypatch.setattr(ev, "pgd_linf", asleep_then_busy(real_pgd, 0.4, 0.3))
     res = evaluate_robustness(model, x, y, **kw)
     wall, cpu = res.seconds["pgd:bpda"], res.cpu_seconds["pgd:bpda"]
     assert wall >= 0.7 and 0.3 <= cpu <= wall - 0.4 + 0.05

@@ -76,20 +76,11 @@ def test_resume_after_crash_gives_identical_weights(tmp_path, name, shape, kwarg
 def test_an_epoch_keeps_its_cpu_time_apart_from_its_wall_time(tmp_path, monkeypatch, one_thread):
     # an epoch timed on a starved or paused machine records that wall time; its CPU time does not
     # count the wait: 0.3 s asleep and >= 0.2 s of CPU spent in each epoch
-    import time
+    from _timing import asleep_then_busy
 
     import ddl.models.train as train
 
-    real = train._train_one_epoch
-
-    def slow(*a, **k):
-        time.sleep(0.3)
-        c0 = time.process_time()
-        while time.process_time() - c0 < 0.2:
-            pass
-        return real(*a, **k)
-
-    monkeypatch.setattr(train, "_train_one_epoch", slow)
+    monkeypatch.setattr(train, "_train_one_epoch", asleep_then_busy(train._train_one_epoch, 0.3, 0.2))
     x, y = _data(16)
     h = fit(build_model("mlp", (1, 28, 28)), x, y, epochs=1, batch_size=8, progress=False,
             checkpoint_path=tmp_path / "r.pt")

@@ -25,11 +25,11 @@ from importlib import resources
 from pathlib import Path
 
 from ddl._io import atomic_write_bytes
-from ddl.experiments._blocks import Block
 from ddl._stats import count_interval
 from ddl.constants import DATASET_TITLES as DATASET_NAMES
 from ddl.constants import DATASETS
 from ddl.constants import MODEL_NAMES as MODELS
+from ddl.experiments._blocks import Block
 from ddl.experiments.robustness_report import eps_label
 
 #: Marks of a cell that meets / misses its target (``reference/verdicts.json``).

@@ -119,9 +119,10 @@ def summarise(arms: dict[str, dict], *, dataset: str, model: str, zoo_logs: str 
     return summary
 
 
-def _pct(k: int, n: int) -> str:
-    lo, hi = wilson_interval(k, n)
-    return f"{100 * k / n:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
+def _pct(cell: dict, n: int) -> str:
+    """A summary cell (``k`` of ``n`` images and its Wilson ``ci``) as "50.0 % [40.1, 59.9]"."""
+    lo, hi = cell["ci"]
+    return f"{100 * cell['k'] / n:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def section_blocks(summary: dict, *, heading: str = "h3", title: str | None = None) -> list:
@@ -153,8 +154,8 @@ def section_blocks(summary: dict, *, heading: str = "h3", title: str | None = No
     rows = [["arm", "defence at test time", "clean", *(f"worst case ε {eps_label(float(e), ds)}" for e in keys),
              "flags"]]
     for name, arm in arms.items():
-        rows.append([name, arm["defence_name"], _pct(arm["clean"]["k"], n),
-                     *(_pct(arm["worst_case"][e]["k"], n) for e in keys),
+        rows.append([name, arm["defence_name"], _pct(arm["clean"], n),
+                     *(_pct(arm["worst_case"][e], n) for e in keys),
                      ", ".join(f["code"] for f in arm["flags"]) or "none"])
     blocks.append(Block("table", rows=rows))
     blocks.append(Block(sub, f"Paired tests against {reference} (exact McNemar on the same images; difference "
@@ -186,7 +187,7 @@ def section_blocks(summary: dict, *, heading: str = "h3", title: str | None = No
 
 #: what :func:`section_blocks` reads of a summary and of each of its arms
 _KEYS = {"dataset", "model", "n_images", "eps", "suite", "arms", "paired"}
-_ARM_KEYS = {"clean", "defence_name", "worst_case", "flags"}
+_ARM_KEYS = {"clean", "defence_name", "worst_case", "flags"}      # clean, worst_case[ε]: {"k", "ci"}
 
 
 def load_summaries(folder: str | Path) -> list[dict]:
@@ -226,8 +227,7 @@ def figure(summary: dict, path: str | Path) -> None:
     for name in summary["arms"]:
         xs, ys, lo, hi = [], [], [], []
         for e in keys:
-            k = summary["arms"][name]["worst_case"][e]["k"]
-            a, b = wilson_interval(k, n)
+            k, (a, b) = summary["arms"][name]["worst_case"][e]["k"], summary["arms"][name]["worst_case"][e]["ci"]
             xs.append(float(e)), ys.append(100 * k / n), lo.append(100 * (k / n - a)), hi.append(100 * (b - k / n))
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
     ax.set_xlabel("ε (L∞)")
