@@ -172,8 +172,8 @@ def section_blocks(summary: dict, *, heading: str = "h3", title: str | None = No
     curves = [["variant", "epoch", "ε", "clean train %", "robust train %", "clean test %", "seconds",
                *(["cpu seconds"] if cpu else [])]]
     for name, hist in hists.items():
-        for i in range(len(hist["loss"])):
-            c = (hist.get("cpu_seconds") or [None] * len(hist["loss"]))[i]
+        cpus = hist.get("cpu_seconds") or [None] * len(hist["loss"])
+        for i, c in enumerate(cpus):
             curves.append([name, str(i + 1), eps_label(hist["eps"][i], ds), f"{100 * hist['accuracy'][i]:.2f}",
                            f"{100 * hist['robust_accuracy'][i]:.2f}", f"{100 * hist['val_accuracy'][i]:.2f}",
                            f"{hist['seconds'][i]:.0f}", *([("—" if c is None else f"{c:.0f}")] if cpu else [])])
@@ -224,10 +224,10 @@ def figure(summary: dict, path: str | Path) -> None:
 
     n, keys = summary["n_images"], summary["eps"]
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name in summary["arms"]:
+    for name, arm in summary["arms"].items():
         xs, ys, lo, hi = [], [], [], []
         for e in keys:
-            k, (a, b) = summary["arms"][name]["worst_case"][e]["k"], summary["arms"][name]["worst_case"][e]["ci"]
+            k, (a, b) = arm["worst_case"][e]["k"], arm["worst_case"][e]["ci"]
             xs.append(float(e)), ys.append(100 * k / n), lo.append(100 * (k / n - a)), hi.append(100 * (b - k / n))
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=name)
     ax.set_xlabel("ε (L∞)")
